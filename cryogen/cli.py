@@ -1,0 +1,287 @@
+"""The `cryogen` command line: thin verbs over library functions.
+
+Every user-facing problem is a `CryogenError` and is printed as one line naming the file and the
+problem, with a non-zero exit and no traceback (set CRYOGEN_DEBUG=1 to see one). Heavy imports
+(torch) happen inside the verbs that need them, so `chunk`, `stitch` and `info` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import CryogenError
+
+TILT_LABEL = re.compile(r"tilt (-?[\d.]+) (-?[\d.]+) axis ([xy])")
+
+EPILOG = "Axes are (z, y, x); the beam is along z and the tilt axis is y unless --tilt-axis x is given."
+
+
+def _wedge(args: argparse.Namespace):
+    from .imaging import Wedge
+
+    return Wedge(args.tilt_range[0], args.tilt_range[1], args.tilt_axis)
+
+
+def tilt_label(wedge) -> str:
+    """The MRC label that records the tilt geometry, read back by `info`."""
+    return f"cryogen: tilt {wedge.tilt_min:g} {wedge.tilt_max:g} axis {wedge.tilt_axis}"
+
+
+def _add_wedge_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument(
+        "--tilt-range",
+        nargs=2,
+        type=float,
+        metavar=("MIN", "MAX"),
+        required=required,
+        default=None if required else (-60.0, 60.0),
+        help="tilt range of the tilt series in degrees, e.g. -60 60 or -54 62" + ("" if required else " (default -60 60)"),
+    )
+    p.add_argument("--tilt-axis", choices=("y", "x"), default="y", help="axis the specimen was tilted about (default y, IMOD convention)")
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from .mrcio import write_mrc
+    from .simulate import simulate
+
+    wedge = _wedge(args)
+    if not args.voxel_size > 0:
+        raise CryogenError(f"--voxel-size must be positive, not {args.voxel_size}")
+    sim = simulate(tuple(args.shape), wedge, snr=args.snr, seed=args.seed, voxel_size=args.voxel_size, halves=args.halves)
+    note = f"{tilt_label(wedge)} snr {args.snr:g} seed {args.seed}"
+    outputs = [(args.output, sim.observation, "observation"), (args.truth, sim.truth, "ground truth")]
+    if args.halves:
+        stem = Path(args.output)
+        outputs += [
+            (stem.with_name(stem.stem + "_even" + stem.suffix), sim.even, "even half"),
+            (stem.with_name(stem.stem + "_odd" + stem.suffix), sim.odd, "odd half"),
+        ]
+    for path, data, what in outputs:
+        if path is None:
+            continue
+        write_mrc(path, data, args.voxel_size, labels=[f"cryogen simulate: {what}", note])
+        print(f"wrote {what}: {path}")
+    print(f"noise sigma {sim.sigma:.4g}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .metrics import evaluate, format_table
+    from .mrcio import read_mrc
+
+    recon, rinfo = read_mrc(args.recon)
+    truth, tinfo = read_mrc(args.truth)
+    if recon.shape != truth.shape:
+        raise CryogenError(f"shape {recon.shape} differs from the truth's {truth.shape} ({args.truth})", args.recon)
+    voxel = tinfo.voxel_size[2] if tinfo.voxel_size[2] > 0 else None
+    result = evaluate(recon, truth, _wedge(args), voxel_size=voxel)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_table([{"volume": Path(args.recon).name, **result}], ["volume", *result.keys()]))
+
+
+def cmd_chunk(args: argparse.Namespace) -> None:
+    from .tiles import chunk
+
+    meta = chunk(args.input, args.output, tile=args.tile, overlap=args.overlap, wedge=_wedge(args), voxel_size=args.voxel_size)
+    gz, gy, gx = meta.grid_shape
+    print(f"wrote {meta.n_tiles} tiles ({gz} x {gy} x {gx}) of {meta.tile}^3 to {args.output}")
+
+
+def cmd_stitch(args: argparse.Namespace) -> None:
+    from .tiles import stitch
+
+    stitch(args.tiles, args.output, array_name="std" if args.std else "tiles")
+    print(f"wrote {args.output}")
+
+
+def _mrc_info(path: str) -> dict:
+    import numpy as np
+
+    from .mrcio import MrcReader
+
+    with MrcReader(path) as r:
+        info = r.info
+        if info.header_stats is not None:
+            lo, hi, mean = info.header_stats
+            source = "header"
+        else:
+            lo, hi, total = np.inf, -np.inf, 0.0
+            step = max(1, 8_000_000 // (info.shape[1] * info.shape[2]))
+            for z0 in range(0, info.shape[0], step):
+                b = r.read_block(z0, min(z0 + step, info.shape[0]))
+                lo, hi, total = min(lo, float(b.min())), max(hi, float(b.max())), total + float(b.sum(dtype=np.float64))
+            mean, source = total / float(np.prod(info.shape)), "computed"
+    tilt = None
+    for lab in info.labels:
+        m = TILT_LABEL.search(lab)
+        if m:
+            tilt = {"tilt_min": float(m.group(1)), "tilt_max": float(m.group(2)), "tilt_axis": m.group(3)}
+    return {
+        "file": path,
+        "format": "MRC",
+        "shape_zyx": list(info.shape),
+        "voxel_size_zyx_angstrom": list(info.voxel_size),
+        "origin_xyz_angstrom": list(info.origin),
+        "dtype": f"{info.dtype.name} (mode {info.mode})",
+        "value_range": [lo, hi],
+        "mean": mean,
+        "stats_from": source,
+        "tilt": tilt,
+        "labels": [lab for lab in info.labels if lab],
+    }
+
+
+def _zarr_info(path: str) -> dict:
+    from .store import open_store
+
+    group, meta = open_store(path)
+    arrays = {name: list(group[name].shape) for name in group.array_keys()}
+    return {
+        "file": path,
+        "format": f"CryoGEN {meta.kind} store (Zarr)",
+        "shape_zyx": list(meta.source_shape),
+        "voxel_size_zyx_angstrom": list(meta.voxel_size),
+        "origin_xyz_angstrom": list(meta.origin),
+        "dtype": "float32",
+        "value_range": [meta.stats.get("min"), meta.stats.get("max")] if meta.stats else None,
+        "mean": meta.stats.get("mean") if meta.stats else None,
+        "tilt": meta.wedge.as_dict(),
+        "tiles": {"size": meta.tile, "overlap": meta.overlap, "grid_zyx": list(meta.grid_shape), "count": meta.n_tiles},
+        "arrays": arrays,
+        "noise": meta.noise,
+        "source": meta.source,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    path = Path(args.file)
+    if not path.exists():
+        raise CryogenError("file not found", path)
+    zarr_like = path.is_dir() and ((path / "zarr.json").exists() or (path / ".zgroup").exists() or path.suffix == ".zarr")
+    result = _zarr_info(str(path)) if zarr_like else _mrc_info(str(path))
+    if args.json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        if key == "tilt" and value is None:
+            value = "unknown (not recorded in this file)"
+        elif key == "tilt":
+            value = f"{value['tilt_min']:g} .. {value['tilt_max']:g} degrees, tilt axis {value['tilt_axis']}"
+        print(f"{key:26s} {value}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryogen",
+        description="CryoGEN restores cryo-electron tomograms: it removes noise and fills the missing wedge "
+        "with a prior learned from the data itself, without any ground truth.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"cryogen {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = sub.add_parser(
+        "simulate",
+        help="make a synthetic tomogram with known ground truth",
+        description="Make a synthetic cellular tomogram (vesicles, filaments, complexes in an ice slab) and degrade it "
+        "by the missing wedge and noise, to try CryoGEN or measure it against the truth.",
+        epilog=EPILOG,
+    )
+    p.add_argument("output", metavar="OBS.mrc", help="degraded observation to write")
+    p.add_argument("--truth", metavar="TRUTH.mrc", help="also write the clean ground truth here")
+    p.add_argument("--shape", nargs=3, type=int, metavar=("Z", "Y", "X"), default=(96, 192, 192), help="size in voxels (default 96 192 192)")
+    _add_wedge_args(p, required=False)
+    p.add_argument("--snr", type=float, default=0.5, help="signal-to-noise ratio, as a ratio of variances (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same tomogram (default 0)")
+    p.add_argument("--voxel-size", type=float, default=10.0, help="voxel size in angstrom (default 10)")
+    p.add_argument("--halves", action="store_true", help="also write even/odd half tomograms (OBS_even.mrc, OBS_odd.mrc)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="compare a restored volume with the ground truth",
+        description="Compare a volume with the ground truth: real-space correlation (cc), FSC 0.5 / 0.143 resolution, "
+        "and how much of the missing wedge (wedge_recovery) and of the measured region (measured_recovery) is recovered "
+        "(1 is perfect, 0 is no better than leaving the wedge empty).",
+        epilog=EPILOG,
+    )
+    p.add_argument("recon", metavar="RECON.mrc")
+    p.add_argument("truth", metavar="TRUTH.mrc")
+    _add_wedge_args(p, required=False)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "chunk",
+        help="cut a tomogram into overlapping tiles (Zarr)",
+        description="Cut an MRC tomogram into overlapping cubic tiles stored in Zarr, recording the tilt geometry and "
+        "voxel size. Streams: memory does not grow with the tomogram.",
+        epilog=EPILOG,
+    )
+    p.add_argument("input", metavar="IN.mrc")
+    p.add_argument("output", metavar="OUT.zarr")
+    p.add_argument("--tile", type=int, default=64, help="tile edge in voxels (default 64)")
+    p.add_argument("--overlap", type=int, default=16, help="overlap between neighbouring tiles in voxels (default 16)")
+    _add_wedge_args(p, required=True)
+    p.add_argument("--voxel-size", type=float, default=None, help="voxel size in angstrom, overriding the MRC header")
+    p.set_defaults(func=cmd_chunk)
+
+    p = sub.add_parser(
+        "stitch",
+        help="blend tiles back into an MRC volume",
+        description="Blend the tiles of a store back into one MRC volume with smooth weights (no seams), keeping the "
+        "source's voxel size and origin. Streams: memory does not grow with the tomogram.",
+    )
+    p.add_argument("tiles", metavar="TILES.zarr")
+    p.add_argument("output", metavar="OUT.mrc")
+    p.add_argument("--std", action="store_true", help="stitch the per-voxel uncertainty (std) instead of the restored volume")
+    p.set_defaults(func=cmd_stitch)
+
+    p = sub.add_parser(
+        "info",
+        help="describe an MRC file or a CryoGEN Zarr store",
+        description="Print shape, voxel size, data type, value range and tilt metadata of an MRC file or a CryoGEN store.",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    prefix = f"cryogen {args.verb}: error:"
+    try:
+        func(args)
+    except CryogenError as exc:
+        print(f"{prefix} {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prefix} interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if os.environ.get("CRYOGEN_DEBUG"):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{prefix} {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug, not bad input: still one line unless debugging
+        if os.environ.get("CRYOGEN_DEBUG"):
+            raise
+        print(f"{prefix} unexpected {type(exc).__name__}: {exc} (set CRYOGEN_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The imaging model: the missing-wedge mask M, the projection A = F^-1 M F, and y = A R x + n.
+
+Axes are (z, y, x); the beam is along z at zero tilt; the tilt axis is y (IMOD convention) or x.
+A tilt series over [tilt_min, tilt_max] measures, in Fourier space, the central planes that
+contain the tilt axis and are tilted by t from the in-plane axis (kx for tilt axis y, ky for
+tilt axis x) towards kz. A frequency is therefore measured iff its angle from the in-plane axis,
+atan(kz / k_inplane) folded into (-90, 90], lies within the tilt range. Frequencies on the tilt
+axis itself lie in every plane and are always measured. The mask is made Hermitian-symmetric
+(a frequency counts as measured only if its negative does too), so A maps real volumes to real
+volumes and is an exact orthogonal projection: A A = A and A^T = A to float precision.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .errors import CryogenError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .noise import NoiseModel
+
+FFT_DIMS = (-3, -2, -1)
+
+
+@dataclass(frozen=True)
+class Wedge:
+    """Tilt geometry of one tomogram: the tilt range in degrees and the tilt axis ('y' or 'x')."""
+
+    tilt_min: float = -60.0
+    tilt_max: float = 60.0
+    tilt_axis: str = "y"
+
+    def __post_init__(self) -> None:
+        lo, hi = float(self.tilt_min), float(self.tilt_max)
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise CryogenError(f"tilt range {lo}..{hi} is not finite")
+        if lo >= hi:
+            raise CryogenError(f"tilt range min ({lo:g}) must be below max ({hi:g})")
+        if lo < -90 or hi > 90:
+            raise CryogenError(f"tilt range {lo:g}..{hi:g} goes beyond +-90 degrees")
+        if self.tilt_axis not in ("y", "x"):
+            raise CryogenError(f"tilt axis must be 'y' or 'x', not {self.tilt_axis!r}")
+        object.__setattr__(self, "tilt_min", lo)
+        object.__setattr__(self, "tilt_max", hi)
+
+    def as_dict(self) -> dict:
+        return {"tilt_min": self.tilt_min, "tilt_max": self.tilt_max, "tilt_axis": self.tilt_axis}
+
+
+def _plane_mask(n_beam: int, n_inplane: int, wedge: Wedge) -> np.ndarray:
+    """Measured frequencies in the (kz, k_inplane) plane, full FFT layout, Hermitian-symmetric."""
+    kz = np.fft.fftfreq(n_beam)[:, None]
+    kp = np.fft.fftfreq(n_inplane)[None, :]
+    angle = np.degrees(np.arctan2(kz, kp))  # (-180, 180]
+    angle = np.where(angle > 90.0, angle - 180.0, angle)
+    angle = np.where(angle <= -90.0, angle + 180.0, angle)  # folded into (-90, 90]
+    eps = 1e-9
+    measured = (angle >= wedge.tilt_min - eps) & (angle <= wedge.tilt_max + eps)
+    if wedge.tilt_max >= 90.0 - eps or wedge.tilt_min <= -90.0 + eps:
+        measured |= (kp == 0) & (kz != 0)  # the beam axis itself, angle +-90
+    measured |= (kz == 0) & (kp == 0)
+    neg_z = (-np.arange(n_beam)) % n_beam
+    neg_p = (-np.arange(n_inplane)) % n_inplane
+    return measured & measured[neg_z][:, neg_p]
+
+
+def wedge_mask(shape: tuple[int, int, int], wedge: Wedge, rfft: bool = True) -> np.ndarray:
+    """Boolean mask of measured Fourier coefficients for a (z, y, x) volume.
+
+    With `rfft=True` the layout matches `numpy/torch.fft.rfftn` (last axis nx // 2 + 1).
+    """
+    nz, ny, nx = (int(s) for s in shape)
+    if wedge.tilt_axis == "y":
+        plane = _plane_mask(nz, nx, wedge)[:, None, :]  # independent of ky
+    else:
+        plane = _plane_mask(nz, ny, wedge)[:, :, None]  # independent of kx
+    full = np.broadcast_to(plane, (nz, ny, nx))
+    if rfft:
+        full = full[..., : nx // 2 + 1]
+    return np.ascontiguousarray(full)
+
+
+def frequency_radius(shape: tuple[int, int, int], rfft: bool = True) -> np.ndarray:
+    """|k| in cycles per voxel for every Fourier coefficient of a (z, y, x) volume."""
+    nz, ny, nx = (int(s) for s in shape)
+    kz = np.fft.fftfreq(nz)[:, None, None]
+    ky = np.fft.fftfreq(ny)[None, :, None]
+    kx = (np.fft.rfftfreq(nx) if rfft else np.fft.fftfreq(nx))[None, None, :]
+    return np.sqrt(kz**2 + ky**2 + kx**2)
+
+
+@functools.lru_cache(maxsize=128)
+def _mask_tensor(shape: tuple[int, int, int], wedge: Wedge, device: str) -> torch.Tensor:
+    return torch.from_numpy(wedge_mask(shape, wedge).astype(np.float32)).to(device)
+
+
+def mask_tensor(shape: tuple[int, ...], wedge: Wedge, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The rfft-layout wedge mask as a float32 tensor, cached per shape, wedge and device."""
+    return _mask_tensor(tuple(int(s) for s in shape[-3:]), wedge, str(torch.device(device)))
+
+
+def apply_wedge(x: torch.Tensor, wedge: Wedge) -> torch.Tensor:
+    """A x: keep only the measured Fourier coefficients of the last three axes of `x`."""
+    spectrum = torch.fft.rfftn(x, dim=FFT_DIMS)
+    spectrum = spectrum * mask_tensor(x.shape, wedge, x.device)
+    return torch.fft.irfftn(spectrum, s=x.shape[-3:], dim=FFT_DIMS)
+
+
+def apply_wedge_np(x: np.ndarray, wedge: Wedge) -> np.ndarray:
+    """A x for a numpy volume (same code path as the torch operator)."""
+    return apply_wedge(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), wedge).numpy()
+
+
+def observe(
+    x: torch.Tensor,
+    wedge: Wedge,
+    noise: "NoiseModel | None" = None,
+    rotations: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The batched forward model y = A R x + n for x of shape (B, Z, Y, X).
+
+    `rotations` is either None (R = identity), an integer tensor of cube-rotation indices (B,),
+    or float rotation matrices (B, 3, 3) applied by interpolation; see `cryogen.rotations`.
+    The noise is drawn from `noise` (None: no noise) with `generator` for reproducibility.
+    """
+    if rotations is not None:
+        from .rotations import rotate
+
+        x = rotate(x, rotations)
+    y = apply_wedge(x, wedge)
+    if noise is not None:
+        y = y + noise.sample(tuple(y.shape), wedge, generator=generator, device=y.device)
+    return y

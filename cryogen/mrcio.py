@@ -1,0 +1,284 @@
+"""Streaming MRC input and output.
+
+Tomograms are read block by block with plain file reads (not a memory map, whose touched pages
+would count against the job's memory) and written block by block to a temporary file that is
+renamed when complete. Every problem with a file becomes a one-line `CryogenError` naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import mrcfile
+import numpy as np
+from mrcfile import utils as mrcutils
+from mrcfile.dtypes import HEADER_DTYPE
+
+from .errors import CryogenError
+from .files import atomic_output
+
+HEADER_BYTES = 1024
+#: MRC modes that hold real numbers: int8, int16, float32, uint16, float16.
+REAL_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
+COMPLEX_MODES = {3: "complex int16", 4: "complex float32"}
+
+
+@dataclass
+class MrcInfo:
+    """What the pipeline needs from an MRC header; voxel size in angstrom, (z, y, x) order."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    mode: int
+    voxel_size: tuple[float, float, float]
+    origin: tuple[float, float, float]  # (x, y, z) in angstrom, as in the header
+    labels: list[str] = field(default_factory=list)
+    header_stats: tuple[float, float, float] | None = None  # dmin, dmax, dmean if the header has them
+
+    @property
+    def isotropic_voxel_size(self) -> float:
+        return float(self.voxel_size[2])
+
+
+def _fail(path: Path, problem: str) -> CryogenError:
+    return CryogenError(problem, path)
+
+
+class MrcReader:
+    """Validated, streaming access to a 3-D MRC volume (also IMOD .rec)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.info, self._offset = self._read_header()
+        self._file = open(self.path, "rb")
+
+    def _read_header(self) -> tuple[MrcInfo, int]:
+        p = self.path
+        if not p.exists():
+            raise _fail(p, "file not found")
+        if p.is_dir():
+            raise _fail(p, "is a directory, not an MRC file")
+        size = p.stat().st_size
+        if size == 0:
+            raise _fail(p, "file is empty")
+        if size < HEADER_BYTES:
+            raise _fail(p, f"not an MRC file: only {size} bytes, shorter than an MRC header")
+        try:
+            with mrcfile.open(p, header_only=True, permissive=False) as m:
+                h = m.header.copy()
+        except (ValueError, OSError, EOFError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise _fail(p, f"not a readable MRC file ({first})") from None
+        mode = int(h.mode)
+        if mode in COMPLEX_MODES:
+            raise _fail(p, f"MRC mode {mode} ({COMPLEX_MODES[mode]}) holds complex numbers, not a real-valued tomogram")
+        if mode not in REAL_MODES:
+            raise _fail(p, f"unsupported MRC mode {mode}; supported: " + ", ".join(f"{k} ({v})" for k, v in REAL_MODES.items()))
+        nx, ny, nz = int(h.nx), int(h.ny), int(h.nz)
+        if min(nx, ny, nz) < 1:
+            raise _fail(p, f"invalid dimensions {nz} x {ny} x {nx} in the header")
+        if nz == 1:
+            raise _fail(p, f"is a 2-D image ({ny} x {nx}), not a 3-D tomogram")
+        if int(h.ispg) == 0 and int(h.mz) == 1:
+            raise _fail(p, f"is a stack of {nz} 2-D images (space group 0), not a 3-D tomogram")
+        if (int(h.mapc), int(h.mapr), int(h.maps)) not in ((1, 2, 3), (0, 0, 0)):
+            raise _fail(p, f"axis order (mapc, mapr, maps) = ({h.mapc}, {h.mapr}, {h.maps}) is not supported; expected (1, 2, 3)")
+        dtype = mrcutils.data_dtype_from_header(h)
+        offset = HEADER_BYTES + int(h.nsymbt)
+        need = offset + nx * ny * nz * dtype.itemsize
+        if size < need:
+            raise _fail(p, f"truncated MRC: header promises {need} bytes ({nz} x {ny} x {nx} {REAL_MODES[mode]}), file has {size}")
+        def vs(cell: float, n: int) -> float:
+            return float(cell) / n if n > 0 else 0.0
+        voxel = (vs(h.cella.z, int(h.mz)), vs(h.cella.y, int(h.my)), vs(h.cella.x, int(h.mx)))
+        labels = [bytes(h.label[i]).decode("ascii", "replace").rstrip() for i in range(min(int(h.nlabl), 10))]
+        stats = None
+        if float(h.dmax) >= float(h.dmin):
+            stats = (float(h.dmin), float(h.dmax), float(h.dmean))
+        info = MrcInfo(
+            shape=(nz, ny, nx),
+            dtype=dtype,
+            mode=mode,
+            voxel_size=voxel,
+            origin=(float(h.origin.x), float(h.origin.y), float(h.origin.z)),
+            labels=labels,
+            header_stats=stats,
+        )
+        return info, offset
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.info.shape
+
+    def read_block(self, z0: int, z1: int, y0: int = 0, y1: int | None = None) -> np.ndarray:
+        """Voxels [z0:z1, y0:y1, :] as float32, read with one seek per z plane (or one in all)."""
+        nz, ny, nx = self.info.shape
+        y1 = ny if y1 is None else y1
+        if not (0 <= z0 < z1 <= nz and 0 <= y0 < y1 <= ny):
+            raise ValueError(f"block [{z0}:{z1}, {y0}:{y1}] outside volume {self.info.shape}")
+        item = self.info.dtype.itemsize
+        rows = y1 - y0
+        out = np.empty((z1 - z0, rows, nx), dtype=self.info.dtype)
+        f = self._file
+        if rows == ny:
+            f.seek(self._offset + z0 * ny * nx * item)
+            self._readinto(out)
+        else:
+            for i, z in enumerate(range(z0, z1)):
+                f.seek(self._offset + (z * ny + y0) * nx * item)
+                self._readinto(out[i])
+        return out.astype(np.float32, copy=False) if out.dtype != np.float32 else out
+
+    def _readinto(self, buf: np.ndarray) -> None:
+        view = memoryview(buf).cast("B")
+        got = self._file.readinto(view)
+        if got != view.nbytes:
+            raise _fail(self.path, "file ended early while reading voxel data (truncated?)")
+
+    def read_all(self) -> np.ndarray:
+        """The whole volume as float32; only for volumes known to be small (tests, metrics)."""
+        return self.read_block(0, self.info.shape[0])
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "MrcReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_mrc(path: str | Path, check_finite: bool = True) -> tuple[np.ndarray, MrcInfo]:
+    """Read a whole (small) MRC volume as float32, rejecting NaN/Inf voxels."""
+    with MrcReader(path) as r:
+        data = r.read_all()
+        if check_finite:
+            check_finite_block(data, r.path, 0)
+        return data, r.info
+
+
+def check_finite_block(block: np.ndarray, path: str | Path, z0: int) -> None:
+    """Raise a one-line error naming the file and the first z plane with NaN or Inf voxels."""
+    if not np.isfinite(block).all():
+        bad = np.argwhere(~np.isfinite(block))[0]
+        kind = "NaN" if np.isnan(block[tuple(bad)]) else "Inf"
+        raise CryogenError(f"contains {kind} voxels (first at z={z0 + int(bad[0])}, y={int(bad[1])}, x={int(bad[2])})", path)
+
+
+def _label_bytes(text: str) -> bytes:
+    return text.encode("ascii", "replace")[:80].ljust(80)
+
+
+class MrcWriter:
+    """Write a float32 MRC volume block by block; the file appears under its name only on success.
+
+    Header statistics (min, max, mean, rms) are accumulated from the blocks, so the whole volume
+    is never in memory. Use as a context manager; blocks are [z0:z1, y0:y1, all x].
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        shape: tuple[int, int, int],
+        voxel_size: float | tuple[float, float, float],
+        origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        labels: list[str] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        vs = voxel_size if isinstance(voxel_size, tuple) else (voxel_size,) * 3
+        self.voxel_size = tuple(float(v) for v in vs)
+        self.origin = origin
+        self.labels = (labels or [])[-10:]
+        self._count = 0
+        self._sum = 0.0
+        self._sumsq = 0.0
+        self._min = np.inf
+        self._max = -np.inf
+
+    def __enter__(self) -> "MrcWriter":
+        self._atomic = atomic_output(self.path)
+        self._tmp = self._atomic.__enter__()
+        nz, ny, nx = self.shape
+        self._file = open(self._tmp, "wb")
+        self._file.write(b"\0" * HEADER_BYTES)
+        self._file.truncate(HEADER_BYTES + nz * ny * nx * 4)
+        return self
+
+    def write_block(self, z0: int, y0: int, block: np.ndarray) -> None:
+        nz, ny, nx = self.shape
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        bz, by, bx = block.shape
+        if bx != nx or z0 + bz > nz or y0 + by > ny:
+            raise ValueError(f"block {block.shape} at z={z0}, y={y0} does not fit {self.shape}")
+        b64 = block.astype(np.float64)
+        self._count += block.size
+        self._sum += float(b64.sum())
+        self._sumsq += float(np.square(b64).sum())
+        if block.size:
+            self._min = min(self._min, float(block.min()))
+            self._max = max(self._max, float(block.max()))
+        f = self._file
+        if by == ny:
+            f.seek(HEADER_BYTES + z0 * ny * nx * 4)
+            f.write(block.tobytes())
+        else:
+            for i in range(bz):
+                f.seek(HEADER_BYTES + ((z0 + i) * ny + y0) * nx * 4)
+                f.write(block[i].tobytes())
+
+    def _header(self) -> bytes:
+        nz, ny, nx = self.shape
+        h = np.zeros((), dtype=HEADER_DTYPE).view(np.recarray)
+        h.nx, h.ny, h.nz = nx, ny, nz
+        h.mode = 2
+        h.mx, h.my, h.mz = nx, ny, nz
+        h.cella.x, h.cella.y, h.cella.z = nx * self.voxel_size[2], ny * self.voxel_size[1], nz * self.voxel_size[0]
+        h.cellb.alpha = h.cellb.beta = h.cellb.gamma = 90.0
+        h.mapc, h.mapr, h.maps = 1, 2, 3
+        h.ispg = 1
+        h.origin.x, h.origin.y, h.origin.z = self.origin
+        h.map = b"MAP "
+        h.machst = mrcutils.machine_stamp_from_byte_order(h.mode.dtype.byteorder)
+        h.nversion = 20141
+        n = max(self._count, 1)
+        mean = self._sum / n
+        h.dmin, h.dmax, h.dmean = self._min, self._max, mean
+        h.rms = np.sqrt(max(self._sumsq / n - mean * mean, 0.0))
+        labels = self.labels
+        h.nlabl = len(labels)
+        for i, text in enumerate(labels):
+            h.label[i] = _label_bytes(text)
+        return h.tobytes()
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if exc_type is None:
+                if self._count != int(np.prod(self.shape)):
+                    raise RuntimeError(f"{self.path}: wrote {self._count} of {int(np.prod(self.shape))} voxels")
+                self._file.seek(0)
+                self._file.write(self._header())
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            self._file.close()
+        except BaseException as err:
+            self._file.close()
+            self._atomic.__exit__(type(err), err, err.__traceback__)
+            raise
+        self._atomic.__exit__(exc_type, exc, tb)
+
+
+def write_mrc(
+    path: str | Path,
+    data: np.ndarray,
+    voxel_size: float | tuple[float, float, float],
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    labels: list[str] | None = None,
+) -> None:
+    """Write a whole (small) volume; the streaming writer in one call."""
+    with MrcWriter(path, data.shape, voxel_size, origin, labels) as w:
+        w.write_block(0, 0, data)
