@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .errors import CryogenError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from .noise import NoiseModel
 
 FFT_DIMS = (-3, -2, -1)
@@ -95,17 +96,23 @@ def frequency_radius(shape: tuple[int, int, int], rfft: bool = True) -> np.ndarr
 
 
 @functools.lru_cache(maxsize=128)
-def _mask_tensor(shape: tuple[int, int, int], wedge: Wedge, device: str) -> torch.Tensor:
+def _mask_tensor(shape: tuple[int, int, int], wedge: Wedge, device: str) -> "torch.Tensor":
+    import torch
+
     return torch.from_numpy(wedge_mask(shape, wedge).astype(np.float32)).to(device)
 
 
-def mask_tensor(shape: tuple[int, ...], wedge: Wedge, device: torch.device | str = "cpu") -> torch.Tensor:
+def mask_tensor(shape: tuple[int, ...], wedge: Wedge, device: "torch.device | str" = "cpu") -> "torch.Tensor":
     """The rfft-layout wedge mask as a float32 tensor, cached per shape, wedge and device."""
+    import torch
+
     return _mask_tensor(tuple(int(s) for s in shape[-3:]), wedge, str(torch.device(device)))
 
 
-def apply_wedge(x: torch.Tensor, wedge: Wedge) -> torch.Tensor:
+def apply_wedge(x: "torch.Tensor", wedge: Wedge) -> "torch.Tensor":
     """A x: keep only the measured Fourier coefficients of the last three axes of `x`."""
+    import torch
+
     spectrum = torch.fft.rfftn(x, dim=FFT_DIMS)
     spectrum = spectrum * mask_tensor(x.shape, wedge, x.device)
     return torch.fft.irfftn(spectrum, s=x.shape[-3:], dim=FFT_DIMS)
@@ -113,16 +120,18 @@ def apply_wedge(x: torch.Tensor, wedge: Wedge) -> torch.Tensor:
 
 def apply_wedge_np(x: np.ndarray, wedge: Wedge) -> np.ndarray:
     """A x for a numpy volume (same code path as the torch operator)."""
+    import torch
+
     return apply_wedge(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), wedge).numpy()
 
 
 def observe(
-    x: torch.Tensor,
+    x: "torch.Tensor",
     wedge: Wedge,
     noise: "NoiseModel | None" = None,
-    rotations: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+    rotations: "torch.Tensor | None" = None,
+    generator: "torch.Generator | None" = None,
+) -> "torch.Tensor":
     """The batched forward model y = A R x + n for x of shape (B, Z, Y, X).
 
     `rotations` is either None (R = identity), an integer tensor of cube-rotation indices (B,),

@@ -169,6 +169,37 @@ def check_finite_block(block: np.ndarray, path: str | Path, z0: int) -> None:
         raise CryogenError(f"contains {kind} voxels (first at z={z0 + int(bad[0])}, y={int(bad[1])}, x={int(bad[2])})", path)
 
 
+class RunningStats:
+    """Count, mean, std, min and max of a volume seen block by block, in float64 one plane at a
+    time (a float64 copy of a whole block would cost more memory than the block itself)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.min = np.inf
+        self.max = -np.inf
+
+    def update(self, block: np.ndarray) -> None:
+        if block.size == 0:
+            return
+        for plane in block.reshape(-1, *block.shape[-2:]):
+            p = plane.astype(np.float64)
+            self.total += float(p.sum())
+            self.total_sq += float(np.vdot(p, p))
+        self.count += block.size
+        self.min = min(self.min, float(block.min()))
+        self.max = max(self.max, float(block.max()))
+
+    @property
+    def mean(self) -> float:
+        return self.total / max(self.count, 1)
+
+    @property
+    def std(self) -> float:
+        return float(np.sqrt(max(self.total_sq / max(self.count, 1) - self.mean**2, 0.0)))
+
+
 def _label_bytes(text: str) -> bytes:
     return text.encode("ascii", "replace")[:80].ljust(80)
 
@@ -194,11 +225,7 @@ class MrcWriter:
         self.voxel_size = tuple(float(v) for v in vs)
         self.origin = origin
         self.labels = (labels or [])[-10:]
-        self._count = 0
-        self._sum = 0.0
-        self._sumsq = 0.0
-        self._min = np.inf
-        self._max = -np.inf
+        self.stats = RunningStats()
 
     def __enter__(self) -> "MrcWriter":
         self._atomic = atomic_output(self.path)
@@ -215,13 +242,7 @@ class MrcWriter:
         bz, by, bx = block.shape
         if bx != nx or z0 + bz > nz or y0 + by > ny:
             raise ValueError(f"block {block.shape} at z={z0}, y={y0} does not fit {self.shape}")
-        b64 = block.astype(np.float64)
-        self._count += block.size
-        self._sum += float(b64.sum())
-        self._sumsq += float(np.square(b64).sum())
-        if block.size:
-            self._min = min(self._min, float(block.min()))
-            self._max = max(self._max, float(block.max()))
+        self.stats.update(block)
         f = self._file
         if by == ny:
             f.seek(HEADER_BYTES + z0 * ny * nx * 4)
@@ -245,10 +266,8 @@ class MrcWriter:
         h.map = b"MAP "
         h.machst = mrcutils.machine_stamp_from_byte_order(h.mode.dtype.byteorder)
         h.nversion = 20141
-        n = max(self._count, 1)
-        mean = self._sum / n
-        h.dmin, h.dmax, h.dmean = self._min, self._max, mean
-        h.rms = np.sqrt(max(self._sumsq / n - mean * mean, 0.0))
+        st = self.stats
+        h.dmin, h.dmax, h.dmean, h.rms = st.min, st.max, st.mean, st.std
         labels = self.labels
         h.nlabl = len(labels)
         for i, text in enumerate(labels):
@@ -258,8 +277,8 @@ class MrcWriter:
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
             if exc_type is None:
-                if self._count != int(np.prod(self.shape)):
-                    raise RuntimeError(f"{self.path}: wrote {self._count} of {int(np.prod(self.shape))} voxels")
+                if self.stats.count != int(np.prod(self.shape)):
+                    raise RuntimeError(f"{self.path}: wrote {self.stats.count} of {int(np.prod(self.shape))} voxels")
                 self._file.seek(0)
                 self._file.write(self._header())
                 self._file.flush()

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .errors import CryogenError
 from .imaging import Wedge
-from .mrcio import MrcReader, MrcWriter, check_finite_block
+from .mrcio import MrcReader, MrcWriter, RunningStats, check_finite_block
 from .store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles
 from .files import atomic_output
 
@@ -141,8 +141,7 @@ def chunk(
         )
         gshape = meta.grid_shape
         own = [owned_ranges(n, s) for n, s in zip(shape, starts)]
-        acc = np.zeros(3)  # count, sum, sum of squares (float64), for mean/std
-        vmin, vmax = np.inf, -np.inf
+        stats = RunningStats()
         rows = [(iz, iy) for iz in range(gshape[0]) for iy in range(gshape[1])]
         with atomic_output(out_path) as tmp:
             group = create_store(tmp, meta)
@@ -154,9 +153,7 @@ def chunk(
                 block = reader.read_block(z0, z1, y0, y1)
                 check_finite_block(block, mrc_path, z0)
                 (oz0, oz1), (oy0, oy1) = own[0][iz], own[1][iy]
-                owned = block[oz0 - z0 : oz1 - z0, oy0 - y0 : oy1 - y0].astype(np.float64)
-                acc += (owned.size, owned.sum(), np.square(owned).sum())
-                vmin, vmax = min(vmin, float(owned.min())), max(vmax, float(owned.max()))
+                stats.update(block[oz0 - z0 : oz1 - z0, oy0 - y0 : oy1 - y0])
                 block = _pad_axis(_pad_axis(block, 0, sz, tile, shape[0]), 1, sy, tile, shape[1])
                 row = np.empty((gshape[2], tile, tile, tile), dtype=np.float32)
                 for ix, sx in enumerate(starts[2]):
@@ -164,11 +161,9 @@ def chunk(
                     row[ix] = _pad_axis(block[:, :, x0:x1], 2, sx, tile, shape[2])
                 first = tile_index(gshape, iz, iy, 0)
                 array[first : first + gshape[2]] = row
-            mean = acc[1] / acc[0]
-            std = float(np.sqrt(max(acc[2] / acc[0] - mean * mean, 0.0)))
-            if vmin == vmax:
+            if stats.min == stats.max:
                 raise CryogenError("volume is constant: there is nothing to restore", mrc_path)
-            meta.stats = {"mean": float(mean), "std": std, "min": vmin, "max": vmax}
+            meta.stats = {"mean": stats.mean, "std": stats.std, "min": stats.min, "max": stats.max}
             group.attrs["cryogen"] = meta.to_json()
     return meta
 
