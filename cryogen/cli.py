@@ -102,6 +102,65 @@ def cmd_stitch(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}")
 
 
+def _solve_config(args: argparse.Namespace):
+    from .solve import SolveConfig
+
+    if args.map_steps < 0 or args.samples < 0:
+        raise CryogenError("--map-steps and --samples must not be negative")
+    return SolveConfig(map_steps=args.map_steps, samples=args.samples, prior_weight=args.prior_weight)
+
+
+def _train_config(args: argparse.Namespace):
+    from .train import TrainConfig
+
+    budget = None if args.time_budget is None else args.time_budget * 60.0
+    if budget is not None and budget <= 0:
+        raise CryogenError("--time-budget must be positive (minutes)")
+    steps = args.steps if args.steps is not None else (10**9 if budget is not None else TrainConfig.steps)
+    return TrainConfig(steps=steps, time_budget=budget, seed=args.seed, batch=args.batch, patch=args.patch)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    cfg = _train_config(args)
+    result = train(args.tiles, args.out, cfg, device=args.device, resume=args.resume)
+    print(f"wrote prior {args.out} after {result['step']} steps")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from .reconstruct import reconstruct
+
+    reconstruct(args.tiles, args.prior, args.out, _solve_config(args), device=args.device, batch=args.batch, seed=args.seed)
+    print(f"wrote {args.out}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from .pipeline import run_one
+
+    run_one(
+        args.input,
+        args.output,
+        _wedge(args),
+        std_path=args.std,
+        time_budget=None if args.time_budget is None else args.time_budget * 60.0,
+        steps=args.steps,
+        solve=_solve_config(args),
+        device=args.device,
+        seed=args.seed,
+        tile=args.tile,
+        overlap=args.overlap,
+        voxel_size=args.voxel_size,
+    )
+    print(f"wrote {args.output}" + (f" and {args.std}" if args.std else ""))
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    from .benchmark import run_benchmark
+
+    run_benchmark(args)
+
+
 def _mrc_info(path: str) -> dict:
     import numpy as np
 
@@ -244,6 +303,87 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT.mrc")
     p.add_argument("--std", action="store_true", help="stitch the per-voxel uncertainty (std) instead of the restored volume")
     p.set_defaults(func=cmd_stitch)
+
+    def add_device(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default="auto", help="auto (a CUDA GPU when torch sees one, else CPU), cpu or cuda")
+        p.add_argument("--seed", type=int, default=0, help="random seed; the same seed on the same hardware gives the same result")
+
+    def add_solve(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--map-steps", type=int, default=10, help="MAP refinement steps per tile after the network's warm start (default 10; 0: network only)")
+        p.add_argument("--samples", type=int, default=0, help="posterior samples per tile for the uncertainty (std) map (default 0: none)")
+        p.add_argument("--prior-weight", type=float, default=1.0, help="weight lambda of the learned prior against the data (default 1)")
+
+    def add_train(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--steps", type=int, default=None, help="training steps (default 2000, or unlimited within --time-budget)")
+        p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES", help="stop training after this many minutes")
+        p.add_argument("--batch", type=int, default=4, help="patches per training step (default 4)")
+        p.add_argument("--patch", type=int, default=32, help="training patch edge in voxels (default 32)")
+
+    p = sub.add_parser(
+        "train",
+        help="learn the prior from tiles of one or more tomograms",
+        description="Learn the energy prior and the reconstruction network from the observed tiles alone (no ground "
+        "truth). Checkpoints as it goes; --resume continues a killed run. Writes training curves (CSV, PNG) beside the prior.",
+    )
+    p.add_argument("tiles", nargs="+", metavar="TILES.zarr")
+    p.add_argument("--out", required=True, metavar="prior.pt", help="where to write the trained prior")
+    add_train(p)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint (OUT.ckpt) if there is one")
+    add_device(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "reconstruct",
+        help="restore every tile under a trained prior",
+        description="Restore each tile: the network's estimate, refined by MAP steps under the prior; with --samples, "
+        "also the per-voxel standard deviation of posterior samples. A killed run resumes where it stopped.",
+    )
+    p.add_argument("tiles", metavar="TILES.zarr")
+    p.add_argument("--prior", required=True, metavar="prior.pt")
+    p.add_argument("--out", required=True, metavar="RECON.zarr")
+    p.add_argument("--batch", type=int, default=4, help="tiles per batch (default 4)")
+    add_solve(p)
+    add_device(p)
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser(
+        "run",
+        help="restore one tomogram in one command (chunk, train, reconstruct, stitch)",
+        description="Restore one tomogram without Snakemake: chunk, train a prior on it, reconstruct and stitch. "
+        "--time-budget bounds the whole run: training gets what is left after a measured estimate of the rest.",
+        epilog=EPILOG,
+    )
+    p.add_argument("input", metavar="IN.mrc")
+    p.add_argument("output", metavar="OUT.mrc")
+    _add_wedge_args(p, required=True)
+    p.add_argument("--std", metavar="STD.mrc", help="also write the per-voxel uncertainty (needs --samples > 0; default 8 then)")
+    p.add_argument("--tile", type=int, default=64, help="tile edge in voxels (default 64)")
+    p.add_argument("--overlap", type=int, default=16, help="tile overlap in voxels (default 16)")
+    p.add_argument("--voxel-size", type=float, default=None, help="voxel size in angstrom, overriding the MRC header")
+    add_train(p)
+    add_solve(p)
+    add_device(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "benchmark",
+        help="measure restoration quality against ground truth on simulated tomograms",
+        description="Simulate phantoms with known truth and compare the input, the best Gaussian low-pass (sigma "
+        "chosen with the truth), the network alone and the full MAP: cc, FSC, wedge and measured recovery, wall time.",
+    )
+    p.add_argument("--shape", nargs=3, type=int, default=(96, 192, 192), metavar=("Z", "Y", "X"))
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--tilts", nargs="+", type=float, default=[60.0, 45.0], help="half tilt ranges, e.g. 60 45 for +-60 and +-45")
+    p.add_argument("--snrs", nargs="+", type=float, default=[0.5, 0.25])
+    p.add_argument("--time-budget", type=float, default=10.0, metavar="MINUTES", help="per-tomogram budget for the method (default 10)")
+    p.add_argument("--steps", type=int, default=None, help="fixed training steps instead of the time budget")
+    p.add_argument("--map-steps", type=int, default=10)
+    p.add_argument("--prior-weight", type=float, default=1.0)
+    p.add_argument("--samples", type=int, default=0)
+    p.add_argument("--workdir", default="bench", help="folder for the simulated data and results (default bench/)")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    add_device(p)
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser(
         "info",

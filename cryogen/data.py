@@ -1,0 +1,99 @@
+"""Training data: random patches of observed tiles from one or many tile stores, normalised per
+tomogram, with each tomogram's noise model expressed in the same normalised units."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CryogenError
+from .noise import NoiseModel, estimate_from_data
+from .store import TILE_ARRAY, TileMeta, open_store, read_tiles
+
+
+@dataclass
+class Source:
+    """One tomogram's tiles, normalisation and noise model (sigma in normalised units)."""
+
+    path: Path
+    meta: TileMeta
+    array: object
+    mean: float
+    std: float
+    noise: NoiseModel
+
+
+def normalised_noise(meta: TileMeta, tiles: np.ndarray) -> NoiseModel:
+    """The store's noise model (from chunk) in units of the tomogram's std; estimated from
+    `tiles` when the store has none."""
+    std = meta.stats["std"]
+    if meta.noise:
+        model = NoiseModel.from_dict(meta.noise)
+    else:
+        model = estimate_from_data(tiles[0], meta.wedge)  # one contiguous tile: no seams in its spectrum
+    scale = 1.0 / std**2
+    return NoiseModel(
+        sigma=model.sigma / std,
+        shell_freqs=model.shell_freqs,
+        measured_psd=tuple(v * scale for v in model.measured_psd),
+        missing_psd=model.missing_psd * scale,
+        method=model.method,
+    )
+
+
+def open_sources(paths: list[str | Path]) -> list[Source]:
+    if not paths:
+        raise CryogenError("no tile stores given")
+    sources = []
+    for p in paths:
+        group, meta = open_store(p)
+        array = group[TILE_ARRAY]
+        probe = read_tiles(array, 0, min(4, meta.n_tiles), p)
+        noise = normalised_noise(meta, probe)
+        sources.append(Source(Path(p), meta, array, meta.stats["mean"], meta.stats["std"], noise))
+    tiles = {s.meta.tile for s in sources}
+    if len(tiles) > 1:
+        raise CryogenError(f"tile stores have different tile sizes {sorted(tiles)}; chunk them with one --tile")
+    return sources
+
+
+class PatchSampler:
+    """Draws batches of random patches; all randomness comes from the given torch generator, so
+    a run resumed with the saved generator state draws the same patches."""
+
+    def __init__(self, sources: list[Source], patch: int, cache_tiles: int = 512) -> None:
+        self.sources = sources
+        self.patch = patch
+        self.tile = sources[0].meta.tile
+        if patch > self.tile:
+            raise CryogenError(f"patch size {patch} is larger than the tile size {self.tile}")
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cache_size = cache_tiles
+
+    def _tile(self, s: int, i: int) -> np.ndarray:
+        key = (s, i)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        src = self.sources[s]
+        tile = (read_tiles(src.array, i, i + 1, src.path)[0] - src.mean) / src.std
+        self._cache[key] = tile
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return tile
+
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, Source]:
+        """(batch, P, P, P) normalised patches, all from one tomogram (so one wedge and one noise
+        model per batch), and that tomogram's source."""
+        out = np.empty((batch, self.patch, self.patch, self.patch), dtype=np.float32)
+        span = self.tile - self.patch + 1
+        s = int(torch.randint(len(self.sources), (1,), generator=generator))
+        for b in range(batch):
+            i = int(torch.randint(self.sources[s].meta.n_tiles, (1,), generator=generator))
+            z, y, x = (int(v) for v in torch.randint(span, (3,), generator=generator))
+            out[b] = self._tile(s, i)[z : z + self.patch, y : y + self.patch, x : x + self.patch]
+        return torch.from_numpy(out), self.sources[s]

@@ -1,0 +1,96 @@
+"""The two networks: the reconstruction network g (a lean 3-D U-Net) and the discriminator D
+whose score defines the energy prior.
+
+Both are fully convolutional, so they run on any tile size divisible by 2**depth. Sizes are kept
+small on purpose: on 2 CPU cores a 16-channel depth-3 U-Net needs ~0.5 s per 64^3 tile, so the
+defaults (8 base channels, depth 2) trade capacity for throughput; a GPU run can ask for more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture of g and D; stored in checkpoints so a prior always rebuilds the same nets."""
+
+    g_channels: int = 8
+    g_depth: int = 2
+    d_channels: int = 8
+    d_layers: int = 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, 3, padding=1),
+        nn.LeakyReLU(0.1, inplace=True),
+        nn.Conv3d(cout, cout, 3, padding=1),
+        nn.LeakyReLU(0.1, inplace=True),
+    )
+
+
+class UNet3d(nn.Module):
+    """g(y): observed tile -> restored tile, predicted as a residual on top of the input."""
+
+    def __init__(self, channels: int = 8, depth: int = 2) -> None:
+        super().__init__()
+        self.depth = depth
+        chans = [channels * 2**i for i in range(depth + 1)]
+        self.inc = _block(1, chans[0])
+        self.down = nn.ModuleList(
+            nn.Sequential(nn.Conv3d(chans[i], chans[i], 2, stride=2), _block(chans[i], chans[i + 1])) for i in range(depth)
+        )
+        self.up = nn.ModuleList(nn.ConvTranspose3d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth)))
+        self.dec = nn.ModuleList(_block(2 * chans[i], chans[i]) for i in reversed(range(depth)))
+        self.out = nn.Conv3d(chans[0], 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)  # starts as the identity: g(y) = y
+
+    @property
+    def multiple(self) -> int:
+        return 2**self.depth
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:  # (B, Z, Y, X)
+        h = self.inc(y.unsqueeze(1))
+        skips = [h]
+        for down in self.down:
+            h = down(h)
+            skips.append(h)
+        skips.pop()
+        for up, dec in zip(self.up, self.dec):
+            h = dec(torch.cat([up(h), skips.pop()], dim=1))
+        return y + self.out(h).squeeze(1)
+
+
+class Discriminator(nn.Module):
+    """D(y): a realness score per volume (higher = looks like a real observation).
+
+    Spectral normalisation on every layer keeps D Lipschitz, which is what keeps the adversarial
+    game from oscillating and keeps the energy's gradient usable for MAP and Langevin steps.
+    """
+
+    def __init__(self, channels: int = 8, layers: int = 4) -> None:
+        super().__init__()
+        mods: list[nn.Module] = []
+        cin = 1
+        for i in range(layers):
+            cout = channels * 2 ** min(i, 3)
+            mods += [spectral_norm(nn.Conv3d(cin, cout, 4 if i < layers - 1 else 3, stride=2 if i < layers - 1 else 1, padding=1)), nn.LeakyReLU(0.2, inplace=True)]
+            cin = cout
+        self.features = nn.Sequential(*mods)
+        self.head = spectral_norm(nn.Conv3d(cin, 1, 1))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:  # (B, Z, Y, X) -> (B,)
+        return self.head(self.features(y.unsqueeze(1))).mean(dim=(1, 2, 3, 4))
+
+
+def build(config: NetConfig) -> tuple[UNet3d, Discriminator]:
+    return UNet3d(config.g_channels, config.g_depth), Discriminator(config.d_channels, config.d_layers)

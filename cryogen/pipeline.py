@@ -1,0 +1,104 @@
+"""One tomogram end to end (chunk, train, reconstruct, stitch) for users without Snakemake, with
+a wall-time budget shared between the stages."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .imaging import Wedge
+from .nets import build
+from .solve import SolveConfig, map_estimate
+from .store import TILE_ARRAY, open_store, read_tiles
+from .data import normalised_noise
+from .tiles import chunk, stitch
+from .train import TrainConfig, pick_device, train
+from .reconstruct import reconstruct
+
+log = logging.getLogger(__name__)
+
+
+def estimate_reconstruct_seconds(store: Path, cfg: TrainConfig, solve: SolveConfig, device: str, batch: int = 4) -> float:
+    """Time one batch of g + MAP steps (+ samples) with untrained networks of the same size and
+    scale to the whole store: the cost of reconstruction does not depend on the weights."""
+    dev = pick_device(device)
+    group, meta = open_store(store)
+    n = min(batch, meta.n_tiles)
+    y = torch.from_numpy(read_tiles(group[TILE_ARRAY], 0, n, store))
+    y = ((y - meta.stats["mean"]) / meta.stats["std"]).to(dev)
+    g, d = build(cfg.net)
+    g, d = g.to(dev).eval().requires_grad_(False), d.to(dev).eval().requires_grad_(False)
+    noise = normalised_noise(meta, y[:1].cpu().numpy())
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        x0 = g(y)
+    map_estimate(x0, y, d, meta.wedge, noise, solve)
+    per_batch = time.perf_counter() - t0
+    if solve.samples:
+        per_batch *= 1 + solve.samples * solve.sample_steps / max(solve.map_steps, 1)
+    return per_batch * int(np.ceil(meta.n_tiles / n))
+
+
+def run_one(
+    input_path: str | Path,
+    output: str | Path,
+    wedge: Wedge,
+    std_path: str | Path | None = None,
+    time_budget: float | None = None,
+    steps: int | None = None,
+    solve: SolveConfig = SolveConfig(),
+    device: str = "auto",
+    seed: int = 0,
+    tile: int = 64,
+    overlap: int = 16,
+    voxel_size: float | None = None,
+    train_config: TrainConfig | None = None,
+    keep_work: Path | None = None,
+) -> dict[str, float]:
+    """Restore one tomogram; returns the seconds spent per stage."""
+    start = time.monotonic()
+    output = Path(output)
+    work = keep_work or output.with_name(f".{output.name}.work")
+    work.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    if std_path is not None and solve.samples == 0:
+        solve = replace(solve, samples=8)
+    tiles = work / "tiles.zarr"
+    t = time.monotonic()
+    chunk(input_path, tiles, tile=tile, overlap=overlap, wedge=wedge, voxel_size=voxel_size)
+    times["chunk"] = time.monotonic() - t
+    cfg = train_config or TrainConfig(seed=seed)
+    if steps is not None:
+        cfg = replace(cfg, steps=steps)
+    if time_budget is not None:
+        rest = estimate_reconstruct_seconds(tiles, cfg, solve, device) * 1.15 + times["chunk"] + 5.0
+        budget = time_budget - (time.monotonic() - start) - rest
+        if budget < 30:
+            log.warning("the time budget leaves %.0f s for training; the prior will be weak", max(budget, 0))
+        cfg = replace(cfg, time_budget=max(budget, 10.0), steps=steps if steps is not None else 10**9)
+    t = time.monotonic()
+    prior = work / "prior.pt"
+    train([tiles], prior, cfg, device=device)
+    times["train"] = time.monotonic() - t
+    t = time.monotonic()
+    recon = work / "recon.zarr"
+    reconstruct(tiles, prior, recon, solve, device=device, seed=seed)
+    times["reconstruct"] = time.monotonic() - t
+    t = time.monotonic()
+    stitch(recon, output)
+    if std_path is not None:
+        stitch(recon, std_path, array_name="std")
+    times["stitch"] = time.monotonic() - t
+    for name in ("prior_curves.png", "prior_curves.csv"):
+        if (work / name).exists():
+            shutil.copy(work / name, output.with_name(output.stem + "_" + name))
+    if keep_work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    times["total"] = time.monotonic() - start
+    return times

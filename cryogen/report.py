@@ -1,0 +1,45 @@
+"""Figures people would rather look at than read: training curves, slices, power spectra (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .files import atomic_output
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: list[dict[str, float]], path: str | Path) -> None:
+    """Losses and D's accuracy against the training step."""
+    plt = _pyplot()
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for key in ("loss_fit", "loss_cycle"):
+        axes[0].plot(steps, [h[key] for h in history], label=key, lw=0.8)
+    axes[0].set_yscale("log")
+    axes[0].set_title("g: fit to E-step samples, proxy cycle")
+    for key in ("loss_d", "loss_adv"):
+        axes[1].plot(steps, [h[key] for h in history], label=key, lw=0.8)
+    axes[1].set_title("adversarial losses")
+    for key in ("d_acc_real", "d_acc_fake"):
+        vals = np.array([h[key] for h in history])
+        k = max(1, len(vals) // 50)
+        axes[2].plot(steps, np.convolve(vals, np.ones(k) / k, mode="same"), label=key, lw=0.8)
+    axes[2].set_ylim(0, 1.05)
+    axes[2].set_title("D accuracy (smoothed)")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
