@@ -81,6 +81,61 @@ def _batches(indices: list[int], size: int) -> Iterable[list[int]]:
         yield indices[i : i + size]
 
 
+class TileRestorer:
+    """Everything one worker needs to restore tiles of one store: the prior (loaded once), the
+    normalisation and noise model, and the partial output store. Tiles are independent, so any
+    number of restorers (threads, processes, Dask workers) can share one partial store."""
+
+    def __init__(self, store: str | Path, prior: str | Path, partial: str | Path, cfg: SolveConfig, device: str = "auto", seed: int = 0) -> None:
+        self.store = Path(store)
+        self.dev = pick_device(device)
+        group, self.meta = open_store(store)
+        self.g, self.d, tcfg = load_prior(prior, self.dev)
+        if self.meta.tile % (2 ** tcfg.net.g_depth):
+            raise CryogenError(f"tile size {self.meta.tile} is not a multiple of {2 ** tcfg.net.g_depth}, which the prior's network needs", store)
+        self.tiles = group[TILE_ARRAY]
+        self.noise = normalised_noise(self.meta, read_tiles(self.tiles, 0, 1, store))
+        self.cfg, self.seed = cfg, seed
+        self.out = zarr.open_group(str(partial), mode="r+")
+
+    def restore(self, idx: list[int]) -> int:
+        """Restore tiles `idx` (one batch) into the partial store and mark them done."""
+        mean, std = self.meta.stats["mean"], self.meta.stats["std"]
+        # one generator per batch, seeded by its first tile: results do not depend on the order
+        # or the split of the work (serial, resumed or parallel)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + idx[0])
+        y = torch.from_numpy(np.stack([read_tiles(self.tiles, i, i + 1, self.store)[0] for i in idx]))
+        y = ((y - mean) / std).to(self.dev)
+        with torch.no_grad():
+            x0 = self.g(y)
+        x, _ = map_estimate(x0, y, self.d, self.meta.wedge, self.noise, self.cfg, gen)
+        result = (x * std + mean).cpu().numpy()
+        for j, i in enumerate(idx):
+            self.out[TILE_ARRAY][i] = result[j]
+        if self.cfg.samples > 0:
+            s = (posterior_std(x, y, self.d, self.meta.wedge, self.noise, self.cfg, gen) * std).cpu().numpy()
+            for j, i in enumerate(idx):
+                self.out["std"][i] = s[j]
+        for i in idx:
+            self.out[DONE_ARRAY][i] = True
+        return len(idx)
+
+
+def prepare(store: str | Path, prior: str | Path, out: str | Path, cfg: SolveConfig, batch: int, seed: int) -> tuple[Path, list[list[int]]]:
+    """Open (or resume) the partial store for `out`; return it and the batches still to do.
+
+    Batches are fixed by the tile grid and the batch size, not by what is left, so a resumed or
+    parallel run processes exactly the batches (and draws exactly the noise) of a serial one.
+    """
+    _, meta = open_store(store)
+    fingerprint = {"store": str(Path(store).resolve()), "prior": file_digest(prior), "solve": cfg.__dict__, "seed": seed, "batch": batch}
+    partial = _partial_path(Path(out))
+    rgroup = _open_partial(partial, meta, cfg.samples > 0, fingerprint)
+    done = np.asarray(rgroup[DONE_ARRAY][:])
+    batches = [b for b in _batches(list(range(meta.n_tiles)), batch) if not done[b].all()]
+    return partial, batches
+
+
 def reconstruct(
     store: str | Path,
     prior: str | Path,
@@ -90,49 +145,26 @@ def reconstruct(
     batch: int = 4,
     seed: int = 0,
     progress: bool = True,
-    tile_indices: list[int] | None = None,
+    max_batches: int | None = None,
 ) -> Path:
-    """Restore every tile of `store` into a reconstruction store at `out` (renamed when complete)."""
+    """Restore every tile of `store` into a reconstruction store at `out` (renamed when complete).
+
+    `max_batches` stops early (as a kill would), leaving the partial store for a later resume.
+    """
     out = Path(out)
-    dev = pick_device(device)
-    group, meta = open_store(store)
-    g, d, tcfg = load_prior(prior, dev)
-    if meta.tile % (2 ** tcfg.net.g_depth):
-        raise CryogenError(f"tile size {meta.tile} is not a multiple of {2 ** tcfg.net.g_depth}, which the prior's network needs", store)
-    tiles = group[TILE_ARRAY]
-    probe = read_tiles(tiles, 0, 1, store)
-    noise = normalised_noise(meta, probe)
-    mean, std = meta.stats["mean"], meta.stats["std"]
-    fingerprint = {"store": str(Path(store).resolve()), "prior": file_digest(prior), "solve": cfg.__dict__, "seed": seed}
-    partial = _partial_path(out)
-    rgroup = _open_partial(partial, meta, cfg.samples > 0, fingerprint)
-    done = rgroup[DONE_ARRAY]
-    done_flags = np.asarray(done[:])
-    todo = [i for i in (tile_indices or range(meta.n_tiles)) if not done_flags[i]]
-    bar = tqdm(total=meta.n_tiles, initial=meta.n_tiles - len(todo), desc=f"reconstruct {Path(store).name}", unit="tile", disable=not progress, mininterval=2)
-    for idx in _batches(todo, batch):
-        # one generator per tile batch, seeded by its first tile: results do not depend on the
-        # order or the split of the work (serial, resumed or parallel)
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + idx[0])
-        y = torch.from_numpy(np.stack([read_tiles(tiles, i, i + 1, store)[0] for i in idx]))
-        y = ((y - mean) / std).to(dev)
-        with torch.no_grad():
-            x0 = g(y)
-        x, _ = map_estimate(x0, y, d, meta.wedge, noise, cfg, gen)
-        result = (x * std + mean).cpu().numpy()
-        for j, i in enumerate(idx):
-            rgroup[TILE_ARRAY][i] = result[j]
-        if cfg.samples > 0:
-            s = (posterior_std(x, y, d, meta.wedge, noise, cfg, gen) * std).cpu().numpy()
-            for j, i in enumerate(idx):
-                rgroup["std"][i] = s[j]
-        for i in idx:
-            done[i] = True
-        bar.update(len(idx))
+    partial, batches = prepare(store, prior, out, cfg, batch, seed)
+    restorer = TileRestorer(store, prior, partial, cfg, device, seed)
+    n = restorer.meta.n_tiles
+    left = sum(len(b) for b in batches)
+    bar = tqdm(total=n, initial=n - left, desc=f"reconstruct {Path(store).name}", unit="tile", disable=not progress, mininterval=2)
+    for k, idx in enumerate(batches):
+        if max_batches is not None and k >= max_batches:
+            bar.close()
+            return partial
+        bar.update(restorer.restore(idx))
     bar.close()
-    if tile_indices is None:
-        finish(partial, out)
-    return partial if tile_indices is not None else out
+    finish(partial, out)
+    return out
 
 
 def finish(partial: Path, out: Path) -> None:
