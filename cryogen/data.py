@@ -30,19 +30,11 @@ class Source:
 def normalised_noise(meta: TileMeta, tiles: np.ndarray) -> NoiseModel:
     """The store's noise model (from chunk) in units of the tomogram's std; estimated from
     `tiles` when the store has none."""
-    std = meta.stats["std"]
     if meta.noise:
         model = NoiseModel.from_dict(meta.noise)
     else:
         model = estimate_from_data(tiles[0], meta.wedge)  # one contiguous tile: no seams in its spectrum
-    scale = 1.0 / std**2
-    return NoiseModel(
-        sigma=model.sigma / std,
-        shell_freqs=model.shell_freqs,
-        measured_psd=tuple(v * scale for v in model.measured_psd),
-        missing_psd=model.missing_psd * scale,
-        method=model.method,
-    )
+    return model.scaled(1.0 / meta.stats["std"])
 
 
 def open_sources(paths: list[str | Path]) -> list[Source]:

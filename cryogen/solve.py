@@ -1,9 +1,10 @@
 """The posterior and the MAP solver.
 
-    U(x) = ||A (x - y)||^2 / (2 sigma^2)  +  lambda * N * E(x),     E(x) = E_R softplus(-D(A R x + n))
+    U(x) = ||A (x - y)||^2 / (2 s^2)  +  lambda * N * E(x),     E(x) = E_R softplus(-D(A R x + n))
 
 The first term is the Gaussian log-likelihood (A is a projection, so it only constrains the
-measured frequencies); the second is the learned energy, the non-saturating GAN loss of the
+measured frequencies); s^2 is the noise variance within the measured subspace (the noise of a
+real tomogram is confined to it, so s^2 = sigma^2 / fraction measured). The second is the learned energy, the non-saturating GAN loss of the
 discriminator on the candidate pushed through the proxy A R x + n. `lambda` is per voxel (N voxels
 per volume), so one value fits every tile size. MAP: K gradient steps on U from g(y). Posterior
 samples: Langevin steps around the MAP; their spread is the per-voxel uncertainty, large where
@@ -12,6 +13,7 @@ only the prior speaks (inside the wedge).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -28,11 +30,21 @@ DIMS = (-3, -2, -1)
 @dataclass(frozen=True)
 class SolveConfig:
     map_steps: int = 10
-    step: float = 0.05  # gradient step as a fraction of sigma^2 (the data term's curvature)
+    step: float = 0.05  # gradient step as a fraction of s^2 (the inverse of the data term's curvature)
     prior_weight: float = 1.0  # lambda, per voxel
     samples: int = 0  # posterior samples for the uncertainty map (0: none)
     sample_steps: int = 4  # Langevin steps between samples
     rotations_per_energy: int = 1
+
+
+@functools.lru_cache(maxsize=64)
+def data_variance(noise: NoiseModel, shape: tuple[int, int, int], wedge: Wedge) -> float:
+    """s^2: the per-voxel noise variance within the measured subspace, for this tile shape."""
+    return noise.measured_variance(shape, wedge)
+
+
+def _s2(noise: NoiseModel, x: torch.Tensor, wedge: Wedge) -> float:
+    return data_variance(noise, tuple(int(v) for v in x.shape[-3:]), wedge)
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -52,7 +64,7 @@ def energy(d: torch.nn.Module, x: torch.Tensor, wedge: Wedge, noise: NoiseModel 
 
 def potential(x: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: Wedge, noise: NoiseModel, prior_weight: float, generator: torch.Generator | None, n_rot: int = 1) -> torch.Tensor:
     """U(x) per volume (negative log-posterior up to a constant)."""
-    data = 0.5 * apply_wedge(x - y, wedge).pow(2).sum(DIMS) / noise.sigma**2
+    data = 0.5 * apply_wedge(x - y, wedge).pow(2).sum(DIMS) / _s2(noise, x, wedge)
     n = x[0].numel()
     if prior_weight == 0:
         return data
@@ -68,8 +80,8 @@ def grad_potential(x: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: 
 
 
 def langevin(x: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: Wedge, noise: NoiseModel, prior_weight: float, steps: int, step: float, generator: torch.Generator | None, temperature: float = 1.0) -> torch.Tensor:
-    """Unadjusted Langevin steps on U: x <- x - eta grad U + sqrt(2 eta T) xi, eta = step * sigma^2."""
-    eta = step * noise.sigma**2
+    """Unadjusted Langevin steps on U: x <- x - eta grad U + sqrt(2 eta T) xi, eta = step * s^2."""
+    eta = step * _s2(noise, x, wedge)
     for _ in range(steps):
         _, g = grad_potential(x, y, d, wedge, noise, prior_weight, generator)
         xi = randn(x.shape, generator, x.device)
@@ -79,7 +91,7 @@ def langevin(x: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: Wedge,
 
 def map_estimate(x0: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: Wedge, noise: NoiseModel, cfg: SolveConfig, generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[float]]:
     """K gradient steps on U from the warm start x0; returns the estimate and U after each step."""
-    eta = cfg.step * noise.sigma**2
+    eta = cfg.step * _s2(noise, x0, wedge)
     x = x0.detach()
     trace = []
     for _ in range(cfg.map_steps):
