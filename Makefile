@@ -3,7 +3,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEMO ?= demo
 # CPU build of PyTorch, pinned so that a fresh install never pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
@@ -17,13 +16,12 @@ $(BIN)/cryogen: pyproject.toml
 
 install: $(BIN)/cryogen
 
+# The demo is the Snakemake workflow on its embedded data: config/tomograms.tsv lists no
+# tomogram, so it simulates two, then chunks, trains, reconstructs, stitches and reports them.
 demo: install
-	mkdir -p $(DEMO)
-	$(BIN)/cryogen simulate $(DEMO)/obs.mrc --truth $(DEMO)/truth.mrc --shape 64 128 128 --tilt-range -60 60 --snr 0.5 --seed 1 --voxel-size 10
-	$(BIN)/cryogen chunk $(DEMO)/obs.mrc $(DEMO)/obs.zarr --tile 64 --overlap 16 --tilt-range -60 60
-	$(BIN)/cryogen stitch $(DEMO)/obs.zarr $(DEMO)/stitched.mrc
-	$(BIN)/cryogen info $(DEMO)/stitched.mrc
-	$(BIN)/cryogen evaluate $(DEMO)/stitched.mrc $(DEMO)/truth.mrc --tilt-range -60 60
+	$(BIN)/snakemake --cores all
+	$(BIN)/snakemake --cores all --report results/report.html
+	@echo "restored tomograms: results/*/restored.mrc; figures: results/report.html"
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -32,4 +30,4 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache
+	rm -rf $(VENV) results resources .snakemake .pytest_cache

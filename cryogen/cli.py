@@ -129,9 +129,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    from .reconstruct import reconstruct
+    solve = _solve_config(args)
+    if args.scheduler is None and args.workers <= 1:
+        from .reconstruct import reconstruct
 
-    reconstruct(args.tiles, args.prior, args.out, _solve_config(args), device=args.device, batch=args.batch, seed=args.seed)
+        reconstruct(args.tiles, args.prior, args.out, solve, device=args.device, batch=args.batch, seed=args.seed)
+    else:
+        from .parallel import reconstruct_parallel
+
+        reconstruct_parallel(
+            args.tiles, args.prior, args.out, solve, device=args.device, batch=args.batch, seed=args.seed,
+            workers=max(args.workers, 1), memory_mb=args.memory_mb, scheduler_address=args.scheduler,
+        )
     print(f"wrote {args.out}")
 
 
@@ -153,6 +162,16 @@ def cmd_run(args: argparse.Namespace) -> None:
         voxel_size=args.voxel_size,
     )
     print(f"wrote {args.output}" + (f" and {args.std}" if args.std else ""))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .figures import report_figures
+
+    report_figures(
+        args.before, args.after, args.slices, args.spectra, tuple(args.tilt_range), args.tilt_axis,
+        truth=args.truth, summary_json=args.summary, name=args.name,
+    )
+    print(f"wrote {args.slices} and {args.spectra}" + (f" and {args.summary}" if args.summary else ""))
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
@@ -342,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", required=True, metavar="prior.pt")
     p.add_argument("--out", required=True, metavar="RECON.zarr")
     p.add_argument("--batch", type=int, default=4, help="tiles per batch (default 4)")
+    p.add_argument("--workers", type=int, default=1, help="restore batches in parallel on a local Dask cluster of this many worker processes, one thread each (default 1: serially in this process)")
+    p.add_argument("--memory-mb", type=float, default=None, help="memory shared by the local Dask workers, in MB (default: Dask's automatic limit)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None, help="run on an existing Dask cluster at this scheduler address (e.g. tcp://node:8786) instead; its workers must see the same paths")
     add_solve(p)
     add_device(p)
     p.set_defaults(func=cmd_reconstruct)
@@ -385,6 +407,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_device(p)
     p.set_defaults(func=cmd_benchmark)
 
+    p = sub.add_parser(
+        "report",
+        help="figures of a tomogram before and after restoration (PNG)",
+        description="Write the central XY/XZ/YZ slices before and after restoration, and the power spectra in the plane "
+        "of the missing wedge before and after (PNG). With --truth, also the truth and, in --summary, the metrics.",
+        epilog=EPILOG,
+    )
+    p.add_argument("before", metavar="OBS.mrc", help="the observed tomogram")
+    p.add_argument("after", metavar="RESTORED.mrc", help="the restored tomogram")
+    p.add_argument("--slices", required=True, metavar="PNG", help="where to write the slices figure")
+    p.add_argument("--spectra", required=True, metavar="PNG", help="where to write the power spectra figure")
+    _add_wedge_args(p, required=False)
+    p.add_argument("--truth", metavar="TRUTH.mrc", default=None, help="ground truth (simulated data), shown and evaluated")
+    p.add_argument("--summary", metavar="JSON", default=None, help="also write shape, voxel size, tilt and (with --truth) cc, FSC and wedge recovery before and after")
+    p.add_argument("--name", default="", help="name of the tomogram, for the titles")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser(
         "info",
         help="describe an MRC file or a CryoGEN Zarr store",

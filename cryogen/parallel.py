@@ -1,0 +1,165 @@
+"""Reconstruction of a tile store with Dask: batches of tiles restored in parallel.
+
+Tiles are independent and every batch is seeded by its first tile, so the work can be split
+over any number of workers and still give, bit for bit, the tiles of the serial path
+(`cryogen.reconstruct.reconstruct`). The batches are those of the serial path
+(`cryogen.reconstruct.prepare`), and every worker writes its tiles into the same partial store
+(one Zarr chunk per tile), which is renamed to the output when all are done. A killed job
+resumes where it stopped, serial or parallel.
+
+The prior is loaded once per worker, never shipped with the tasks: a `RestorerPlugin` (a Dask
+worker plugin) builds one `TileRestorer` on each worker when it is registered, and each task
+only names the plugin and the batch of tile indices. The cluster is either a `LocalCluster`
+started here (sized by the caller, normally from the Snakemake rule's threads and memory), or
+an existing one reached by its scheduler address (for example dask-jobqueue on SLURM); an
+existing cluster's workers must see the same file system paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, LocalCluster, as_completed, get_worker
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from .errors import CryogenError
+from .reconstruct import TileRestorer, finish, prepare
+from .solve import SolveConfig
+
+log = logging.getLogger(__name__)
+
+PLUGIN_PREFIX = "cryogen-restorer-"
+
+
+class RestorerPlugin(WorkerPlugin):
+    """Builds one `TileRestorer` per worker (loading the prior once) for one reconstruction job."""
+
+    def __init__(self, name: str, store: str, prior: str, partial: str, cfg: SolveConfig, device: str, seed: int, torch_threads: int | None = 1) -> None:
+        self.name = name
+        self.args = (store, prior, partial, cfg, device, seed)
+        self.torch_threads = torch_threads
+        self.restorer: TileRestorer | None = None
+
+    def setup(self, worker: Any) -> None:
+        import torch
+
+        if self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+        self.restorer = TileRestorer(*self.args)
+
+    def teardown(self, worker: Any) -> None:
+        self.restorer = None
+
+    def restore(self, batch: list[int]) -> int:
+        if self.restorer is None:  # setup failed or has not run on this worker
+            self.setup(None)
+        assert self.restorer is not None
+        return self.restorer.restore(batch)
+
+
+def restore_batch(plugin_name: str, batch: list[int]) -> int:
+    """Dask task: restore one batch of tiles with this worker's restorer; returns the tile count."""
+    plugin = get_worker().plugins[plugin_name]
+    return plugin.restore(batch)
+
+
+def _memory_per_worker(memory_mb: float | None, workers: int) -> str | int:
+    if not memory_mb:
+        return "auto"
+    return int(memory_mb * 1024 * 1024 / workers)
+
+
+def reconstruct_parallel(
+    store: str | Path,
+    prior: str | Path,
+    out: str | Path,
+    cfg: SolveConfig = SolveConfig(),
+    device: str = "auto",
+    batch: int = 4,
+    seed: int = 0,
+    workers: int = 2,
+    memory_mb: float | None = None,
+    scheduler_address: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Restore every tile of `store` into `out` with Dask; the result equals `reconstruct()`'s.
+
+    Without `scheduler_address`, a LocalCluster of `workers` processes with one thread each is
+    started (torch limited to one thread per worker) and `memory_mb` is shared among them.
+    With it, the tasks run on that cluster's workers (their thread settings are left alone).
+    """
+    label = str(store)
+    store, prior, out = Path(store).resolve(), Path(prior).resolve(), Path(out).resolve()
+    if workers < 1:
+        raise CryogenError(f"--workers must be at least 1, not {workers}")
+    partial, batches = prepare(store, prior, out, cfg, batch, seed)
+    if not batches:
+        finish(partial, out)
+        return out
+    t0 = time.monotonic()
+    cluster = None
+    if scheduler_address:
+        try:
+            client = Client(scheduler_address, timeout="60s")
+        except OSError as exc:
+            raise CryogenError(f"cannot reach the Dask scheduler at {scheduler_address} ({exc})") from None
+        torch_threads = None
+        where = f"Dask cluster at {scheduler_address}"
+    else:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=_memory_per_worker(memory_mb, workers),
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        )
+        client = Client(cluster)
+        torch_threads = 1
+        where = f"local Dask cluster of {workers} worker processes" + (f", {memory_mb / workers:.0f} MB each" if memory_mb else "")
+    name = PLUGIN_PREFIX + uuid.uuid4().hex[:12]
+    try:
+        n_workers = len(client.scheduler_info().get("workers", {}))
+        _say(f"reconstruct {label}: {sum(len(b) for b in batches)} tiles in {len(batches)} batches on a {where} ({n_workers} workers)", progress)
+        plugin = RestorerPlugin(name, str(store), str(prior), str(partial), cfg, device, seed, torch_threads)
+        client.register_plugin(plugin, name=name)
+        futures = [client.submit(restore_batch, name, b, key=f"{name}-batch-{b[0]}", pure=False, retries=2) for b in batches]
+        total = sum(len(b) for b in batches)
+        done, last = 0, 0.0
+        for fut in as_completed(futures):
+            done += fut.result()
+            now = time.monotonic()
+            if done == total or now - last >= 5.0:
+                last = now
+                rate = done / max(now - t0, 1e-9)
+                _say(f"reconstruct {label}: {done}/{total} tiles ({100 * done / total:.0f}%, {rate:.2f} tiles/s)", progress)
+        if scheduler_address:
+            client.unregister_worker_plugin(name)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    finish(partial, out)
+    _say(f"reconstruct {label}: done in {time.monotonic() - t0:.1f} s", progress)
+    return out
+
+
+def _say(message: str, progress: bool) -> None:
+    log.info(message)
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def default_workers() -> int:
+    """Cores this process may use (its CPU affinity, which SLURM and Snakemake restrict)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,466 @@
+"""The Snakemake workflow: the demo end to end, config and sheet validation, reruns of exactly
+the stages a change affects, and Dask reconstruction equal to the serial path.
+
+Workflow runs are real `snakemake` subprocesses on a copy of the workflow (Snakefile, workflow/,
+config/, profiles/) in a temporary folder, with tiny settings, so the whole module takes a few
+minutes on 2 cores. What ran is read from Snakemake's own log: the "Job stats" table and the
+wildcards of each job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+import zarr
+
+from cryogen.imaging import Wedge
+from cryogen.mrcio import MrcReader, write_mrc
+from cryogen.nets import NetConfig
+from cryogen.parallel import reconstruct_parallel
+from cryogen.reconstruct import reconstruct
+from cryogen.simulate import simulate
+from cryogen.solve import SolveConfig
+from cryogen.tiles import chunk
+from cryogen.train import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles")
+
+# tiny settings: a 32 x 64 x 64 tomogram is 9 tiles of 32^3
+TINY = {
+    "demo": {"count": 2, "shape": [32, 64, 64], "tilt_range": [-60, 60], "snr": 0.5, "seed": 1, "voxel_size": 10.0},
+    "chunk": {"tile": 32, "overlap": 8},
+    "train": {"steps": 5, "time_budget": None, "batch": 2, "patch": 16, "seed": 0},
+    "reconstruct": {"map_steps": 1, "samples": 0, "prior_weight": 1.0, "batch": 2, "seed": 0},
+}
+SHEET_HEADER = "name\tpath\ttilt_min\ttilt_max\ttilt_axis\tgroup\ttrain\n"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def make_workspace(path: Path, config_updates: dict | None = None) -> Path:
+    """A copy of the workflow with the tiny settings merged into config/config.yaml."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, path / name)
+    cfg = yaml.safe_load((path / "config/config.yaml").read_text())
+    for key, value in {**TINY, **(config_updates or {})}.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    (path / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def set_config(ws: Path, section: str, **values) -> None:
+    cfg = yaml.safe_load((ws / "config/config.yaml").read_text())
+    cfg[section].update(values)
+    (ws / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+class Run:
+    def __init__(self, proc: subprocess.CompletedProcess) -> None:
+        self.proc = proc
+        self.code = proc.returncode
+        self.log = proc.stdout + proc.stderr
+        self.jobs = job_stats(self.log)
+        self.ran = job_wildcards(self.log)
+
+    def __repr__(self) -> str:  # shown by pytest when an assertion fails
+        return f"snakemake exit {self.code}; jobs {dict(self.jobs)}\n{self.log[-6000:]}"
+
+
+def snakemake(ws: Path, *args: str, env: dict | None = None, timeout: float = 600) -> Run:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--nocolor", *args]
+    proc = subprocess.run(cmd, cwd=ws, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return Run(proc)
+
+
+def job_stats(log: str) -> Counter:
+    """Jobs per rule from Snakemake's 'Job stats' table (empty when nothing is to be done)."""
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+\d+", log, re.S)
+    if not m:
+        return Counter()
+    return Counter({name: int(n) for name, n in (line.split() for line in m.group(1).splitlines() if line.strip())})
+
+
+def job_wildcards(log: str) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job Snakemake announced."""
+    ran, rule = set(), None
+    for line in log.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            rule = m.group(1)
+            ran.add((rule, ""))
+            continue
+        m = re.match(r"^\s+wildcards: (.*)$", line)
+        if m and rule:
+            ran.discard((rule, ""))
+            ran.add((rule, m.group(1).strip()))
+            rule = None
+    return ran
+
+
+def mtimes(ws: Path, *paths: str) -> dict[str, int]:
+    return {p: (ws / p).stat().st_mtime_ns for p in paths}
+
+
+def outputs_of(name: str, group: str = "g1") -> list[str]:
+    return [
+        f"results/{name}/tiles.zarr/zarr.json",
+        f"results/{name}/recon.zarr/zarr.json",
+        f"results/{name}/restored.mrc",
+        f"results/{name}/report/slices.png",
+        f"results/priors/{group}/prior.pt",
+    ]
+
+
+def write_tomogram(path: Path, seed: int, shape=(32, 64, 64)) -> None:
+    sim = simulate(shape, Wedge(-60, 60), snr=0.5, seed=seed, voxel_size=10.0)
+    write_mrc(path, sim.observation, 10.0)
+
+
+# ----------------------------------------------------------------------------- Dask
+
+
+@pytest.fixture(scope="module")
+def store_and_prior(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dask")
+    write_tomogram(d / "obs.mrc", seed=4)
+    chunk(d / "obs.mrc", d / "tiles.zarr", tile=32, overlap=8, wedge=Wedge(-60, 60), progress=False)
+    cfg = TrainConfig(steps=2, batch=2, patch=16, net=NetConfig(g_channels=4, g_depth=2, d_channels=4, d_layers=3))
+    train([d / "tiles.zarr"], d / "prior.pt", cfg, device="cpu", progress=False)
+    return d / "tiles.zarr", d / "prior.pt"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch's CPU sums depend on its thread count: compare runs made with the same (1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    g = zarr.open_group(str(path), mode="r")
+    return {name: np.asarray(g[name][:]) for name in g.array_keys() if name != "done"}
+
+
+def test_dask_reconstruction_equals_serial(store_and_prior, tmp_path):
+    """A LocalCluster of 2 worker processes gives the serial path's tiles bit for bit (same torch
+    thread count per process: 1), and the std map too."""
+    tiles, prior = store_and_prior
+    cfg = SolveConfig(map_steps=2, samples=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reconstruct(tiles, prior, tmp_path / "serial.zarr", cfg, device="cpu", batch=2, seed=5, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    out = reconstruct_parallel(tiles, prior, tmp_path / "dask.zarr", cfg, device="cpu", batch=2, seed=5, workers=2, memory_mb=2000, progress=False)
+    assert out == (tmp_path / "dask.zarr").resolve() and not (tmp_path / ".dask.zarr.partial").exists()
+    serial, dask = _arrays(tmp_path / "serial.zarr"), _arrays(tmp_path / "dask.zarr")
+    assert sorted(serial) == sorted(dask) == ["std", "tiles"]
+    for name in serial:
+        assert np.array_equal(serial[name], dask[name]), name
+    # a multi-threaded serial run differs only by float rounding (torch's thread-dependent sums)
+    reconstruct(tiles, prior, tmp_path / "serial_mt.zarr", cfg, device="cpu", batch=2, seed=5, progress=False)
+    np.testing.assert_allclose(_arrays(tmp_path / "serial_mt.zarr")["tiles"], dask["tiles"], rtol=0, atol=1e-4)
+
+
+def test_dask_existing_cluster_loads_prior_once_per_worker(store_and_prior, tmp_path, monkeypatch, one_torch_thread):
+    """On an existing cluster (scheduler address), each worker builds one TileRestorer (loads the
+    prior once) for all its batches, and the result equals the serial path's."""
+    from distributed import LocalCluster
+
+    import cryogen.parallel as parallel
+
+    built = []
+
+    class Counting(parallel.TileRestorer):
+        def __init__(self, *args, **kwargs):
+            built.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "TileRestorer", Counting)
+    tiles, prior = store_and_prior
+    cfg = SolveConfig(map_steps=1)
+    # in-process workers (threads), so that the counting class is the one they use
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        reconstruct_parallel(tiles, prior, tmp_path / "ext.zarr", cfg, device="cpu", batch=1, seed=0, scheduler_address=cluster.scheduler_address, progress=False)
+    assert len(built) == 2  # 9 batches, 2 workers: one restorer (one prior load) per worker
+    reconstruct(tiles, prior, tmp_path / "serial.zarr", cfg, device="cpu", batch=1, seed=0, progress=False)
+    assert np.array_equal(_arrays(tmp_path / "ext.zarr")["tiles"], _arrays(tmp_path / "serial.zarr")["tiles"])
+
+
+def test_dask_resumes_a_killed_serial_run(store_and_prior, tmp_path, one_torch_thread):
+    tiles, prior = store_and_prior
+    cfg = SolveConfig(map_steps=1)
+    partial = reconstruct(tiles, prior, tmp_path / "r.zarr", cfg, device="cpu", batch=2, seed=1, progress=False, max_batches=2)
+    assert partial.name == ".r.zarr.partial"
+    reconstruct_parallel(tiles, prior, tmp_path / "r.zarr", cfg, device="cpu", batch=2, seed=1, workers=2, progress=False)
+    reconstruct(tiles, prior, tmp_path / "full.zarr", cfg, device="cpu", batch=2, seed=1, progress=False)
+    assert np.array_equal(_arrays(tmp_path / "r.zarr")["tiles"], _arrays(tmp_path / "full.zarr")["tiles"])
+
+
+# ----------------------------------------------------------------------------- the demo
+
+
+def test_demo_end_to_end_with_report(tmp_path):
+    """An empty sheet runs the simulated demo through every stage (reconstruct with a Dask
+    LocalCluster of 2 workers, with posterior samples: an uncertainty map), registers the
+    figures for --report, and a rerun does nothing."""
+    ws = make_workspace(tmp_path / "demo", {"reconstruct": {**TINY["reconstruct"], "samples": 1}})
+    run = snakemake(ws)
+    assert run.code == 0, run
+    assert run.jobs == Counter(simulate=2, chunk=2, train=1, reconstruct=2, stitch=2, report=2, all=1), run
+    for name in ("demo1", "demo2"):
+        for out in ("restored", "restored_std"):
+            with MrcReader(ws / f"results/{name}/{out}.mrc") as r:
+                assert r.shape == (32, 64, 64) and r.info.voxel_size == (10.0, 10.0, 10.0)
+                assert np.isfinite(r.read_all()).all()
+        for png in ("slices", "spectra"):
+            assert (ws / f"results/{name}/report/{png}.png").read_bytes()[:4] == b"\x89PNG"
+        summary = json.loads((ws / f"results/{name}/report/summary.json").read_text())
+        assert summary["shape_zyx"] == [32, 64, 64] and set(summary["metrics"]) == {"before", "after"}
+        log = (ws / f"results/{name}/logs/reconstruct.log").read_text()
+        assert "local Dask cluster of 2 worker processes" in log and "9/9 tiles (100%" in log, log
+    assert (ws / "results/priors/dataset/prior_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    again = snakemake(ws)
+    assert again.code == 0 and "Nothing to be done" in again.log and not again.jobs, again
+
+    rep = snakemake(ws, "--report", "report.html")
+    assert rep.code == 0, rep
+    html = (ws / "report.html").read_text(errors="replace")
+    for needle in ("slices.png", "spectra.png", "prior_curves.png"):
+        assert needle in html
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    "edit, needles",
+    [
+        (lambda c: c["chunk"].update(tiel=64), ["chunk", "tiel"]),
+        (lambda c: c.update(resutls="x"), ["resutls"]),
+        (lambda c: c["reconstruct"].update(map_steps="ten"), ["reconstruct.map_steps", "'ten' is not of type 'integer'"]),
+        (lambda c: c["train"].update(batch=0), ["train.batch", "minimum"]),
+        (lambda c: c["chunk"].update(overlap=20), ["chunk.overlap", "half of chunk.tile"]),
+        (lambda c: c.update(device="gpu"), ["device", "'gpu' is not one of"]),
+    ],
+    ids=["unknown-key", "unknown-top-key", "wrong-type", "out-of-range", "overlap", "device"],
+)
+def test_bad_config_stops_with_a_message_naming_the_key(tmp_path, edit, needles):
+    ws = make_workspace(tmp_path / "ws")
+    cfg = yaml.safe_load((ws / "config/config.yaml").read_text())
+    edit(cfg)
+    (ws / "config/config.yaml").write_text(yaml.safe_dump(cfg))
+    run = snakemake(ws, "-n")
+    assert run.code != 0, run
+    assert "invalid config" in run.log, run
+    for needle in needles:
+        assert needle in run.log, (needle, run)
+    assert not (ws / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "rows, needles",
+    [
+        ("a\tdata/a.mrc\tsixty\t60\ty\tg1\tyes\n", ["data row 1 (a)", "tilt_min", "'sixty' is not of type 'number'"]),
+        ("a\tdata/a.mrc\t-60\t60\tz\tg1\tyes\n", ["data row 1 (a)", "tilt_axis", "'z' is not one of"]),
+        ("a\tdata/a.mrc\t60\t-60\ty\tg1\tyes\n", ["data row 1 (a)", "tilt_min (60) must be below tilt_max (-60)"]),
+        ("a\tdata/a.mrc\t-60\t60\ty\tg1\tyes\na\tdata/b.mrc\t-60\t60\ty\tg1\tyes\n", ["names must be unique", "a"]),
+        ("a b\tdata/a.mrc\t-60\t60\ty\tg1\tyes\n", ["data row 1 (a b)", "name", "does not match"]),
+        ("a\tdata/a.mrc\t-60\t60\ty\tg1\tmaybe\n", ["data row 1 (a)", "train", "'maybe' is not of type 'boolean'"]),
+        ("a\tdata/a.mrc\t-60\t60\ty\tg1\tno\n", ["group 'g1' has no tomogram with train=yes"]),
+    ],
+    ids=["number", "axis", "tilt-order", "duplicate", "name", "bool", "no-training"],
+)
+def test_bad_sheet_stops_with_a_message_naming_row_and_column(tmp_path, rows, needles):
+    ws = make_workspace(tmp_path / "ws")
+    (ws / "config/tomograms.tsv").write_text(SHEET_HEADER + rows)
+    run = snakemake(ws, "-n")
+    assert run.code != 0, run
+    for needle in needles:
+        assert needle in run.log, (needle, run)
+
+
+def test_sheet_unknown_column_and_missing_file(tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    (ws / "config/tomograms.tsv").write_text("name\tpath\ttilt_min\ttilt_max\tsnr\na\tdata/a.mrc\t-60\t60\t3\n")
+    run = snakemake(ws, "-n")
+    assert run.code != 0 and "'snr' was unexpected" in run.log, run
+    (ws / "config/tomograms.tsv").write_text("# a comment\nname\tpath\ttilt_min\ttilt_max\n\na\tdata/a.mrc\t-60\t60\n")
+    run = snakemake(ws, "-n")
+    assert run.code != 0 and "data/a.mrc" in run.log and "Missing input files" in run.log, run
+
+
+# ----------------------------------------------------------------------------- reruns
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A finished run over a sheet of two tomograms (a, b) in group g1, plus a third (c) on disk."""
+    ws = make_workspace(tmp_path_factory.mktemp("rerun") / "base")
+    (ws / "data").mkdir()
+    for seed, name in enumerate("abc", start=11):
+        write_tomogram(ws / f"data/{name}.mrc", seed)
+    (ws / "config/tomograms.tsv").write_text(
+        SHEET_HEADER + "a\tdata/a.mrc\t-60\t60\ty\tg1\tyes\nb\tdata/b.mrc\t-60\t60\ty\tg1\tyes\n"
+    )
+    run = snakemake(ws, *FAST)
+    assert run.code == 0, run
+    assert run.jobs == Counter(chunk=2, train=1, reconstruct=2, stitch=2, report=2, all=1), run
+    return ws
+
+
+# serial reconstruct (1 thread: no Dask start-up) keeps the rerun tests quick; Dask is tested above
+FAST = ("--set-threads", "reconstruct=1", "train=2")
+
+
+def copy_of(base: Path, tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws, symlinks=True)  # keeps mtimes and Snakemake's metadata
+    return ws
+
+
+def test_no_change_runs_nothing(base, tmp_path):
+    ws = copy_of(base, tmp_path)
+    dry = snakemake(ws, *FAST, "-n")
+    assert dry.code == 0 and "Nothing to be done" in dry.log and not dry.jobs, dry
+    run = snakemake(ws, *FAST)
+    assert run.code == 0 and "Nothing to be done" in run.log and not run.jobs, run
+
+
+def test_map_steps_change_reruns_only_reconstruct_stitch_report(base, tmp_path):
+    ws = copy_of(base, tmp_path)
+    kept = mtimes(ws, "results/a/tiles.zarr/zarr.json", "results/b/tiles.zarr/zarr.json", "results/priors/g1/prior.pt")
+    set_config(ws, "reconstruct", map_steps=2)
+    run = snakemake(ws, *FAST)
+    assert run.code == 0, run
+    assert run.jobs == Counter(reconstruct=2, stitch=2, report=2, all=1), run
+    assert mtimes(ws, *kept) == kept
+    again = snakemake(ws, *FAST, "-n")
+    assert "Nothing to be done" in again.log, again
+    # the same value given on the command line (where nested values arrive as text) is no change
+    same = snakemake(ws, *FAST, "-n", "--config", "reconstruct={map_steps: 2}")
+    assert same.code == 0 and "Nothing to be done" in same.log, same
+
+
+def _add(ws: Path, row: str) -> None:
+    with open(ws / "config/tomograms.tsv", "a") as f:
+        f.write(row)
+
+
+def test_new_tomogram_in_its_own_group_touches_nothing_else(base, tmp_path):
+    ws = copy_of(base, tmp_path)
+    before = mtimes(ws, *outputs_of("a"), *outputs_of("b"))
+    _add(ws, "c\tdata/c.mrc\t-60\t60\ty\tg2\tyes\n")
+    run = snakemake(ws, *FAST)
+    assert run.code == 0, run
+    assert run.jobs == Counter(chunk=1, train=1, reconstruct=1, stitch=1, report=1, all=1), run
+    assert {w for _, w in run.ran} == {"tomogram=c", "group=g2", ""}, run.ran
+    assert mtimes(ws, *before) == before
+    assert (ws / "results/priors/g2/prior.pt").exists() and (ws / "results/c/restored.mrc").exists()
+
+
+def test_new_tomogram_that_does_not_train_reuses_the_prior(base, tmp_path):
+    ws = copy_of(base, tmp_path)
+    before = mtimes(ws, *outputs_of("a"), *outputs_of("b"))
+    _add(ws, "c\tdata/c.mrc\t-60\t60\ty\tg1\tno\n")
+    run = snakemake(ws, *FAST)
+    assert run.code == 0, run
+    assert run.jobs == Counter(chunk=1, reconstruct=1, stitch=1, report=1, all=1), run
+    assert {w for _, w in run.ran} == {"tomogram=c", ""}, run.ran
+    assert mtimes(ws, *before) == before
+
+
+def test_new_training_tomogram_retrains_its_group(base, tmp_path):
+    """Where the sheet ties the prior to the new tomogram (same group, train=yes), the prior is
+    retrained and the group's tomograms are reconstructed again; their tiles are not redone."""
+    ws = copy_of(base, tmp_path)
+    tiles = mtimes(ws, "results/a/tiles.zarr/zarr.json", "results/b/tiles.zarr/zarr.json")
+    _add(ws, "c\tdata/c.mrc\t-60\t60\ty\tg1\tyes\n")
+    run = snakemake(ws, *FAST)
+    assert run.code == 0, run
+    assert run.jobs == Counter(chunk=1, train=1, reconstruct=3, stitch=3, report=3, all=1), run
+    assert ("chunk", "tomogram=c") in run.ran and mtimes(ws, *tiles) == tiles
+
+
+def _package_copy(tmp_path: Path) -> Path:
+    import cryogen
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(Path(cryogen.__file__).parent, pkg / "cryogen", ignore=shutil.ignore_patterns("__pycache__"))
+    return pkg
+
+
+@pytest.mark.parametrize(
+    "module, expected",
+    [
+        ("reconstruct.py", Counter(reconstruct=2, stitch=2, report=2, all=1)),
+        ("figures.py", Counter(report=2, all=1)),
+        ("nets.py", Counter(train=1, reconstruct=2, stitch=2, report=2, all=1)),
+        ("__init__.py", Counter()),  # a new version number alone changes no stage's code
+    ],
+)
+def test_new_package_code_reruns_the_stages_it_affects(base, tmp_path, module, expected):
+    """A new CryoGEN (here: a copy of the package, first on PYTHONPATH, with one module
+    changed) reruns the stages whose code changed, and what follows them; nothing else."""
+    ws = copy_of(base, tmp_path)
+    pkg = _package_copy(tmp_path)
+    with open(pkg / "cryogen" / module, "a") as f:
+        f.write("\n# a new version\n" if module != "__init__.py" else "\n__version__ = '99.0'\n")
+    env = {"PYTHONPATH": str(pkg)}
+    probe = subprocess.run([sys.executable, "-c", "import cryogen; print(cryogen.__file__)"], cwd=ws, env={**os.environ, **env}, capture_output=True, text=True)
+    assert probe.stdout.strip() == str(pkg / "cryogen" / "__init__.py")
+    run = snakemake(ws, *FAST, env=env)
+    assert run.code == 0, run
+    assert run.jobs == expected, run
+    if expected:
+        again = snakemake(ws, *FAST, "-n", env=env)
+        assert "Nothing to be done" in again.log, again
+
+
+def test_sheet_halves(tmp_path):
+    """even/odd halves go together; they reach `cryogen chunk --halves` where this CryoGEN has
+    that option, and otherwise stop the run at start with a message saying so."""
+    from cryogen.cli import build_parser
+
+    ws = make_workspace(tmp_path / "ws")
+    (ws / "data").mkdir()
+    for name in ("a", "a_even", "a_odd"):
+        (ws / f"data/{name}.mrc").write_bytes(b"")
+    header = "name\tpath\ttilt_min\ttilt_max\teven\todd\n"
+    (ws / "config/tomograms.tsv").write_text(header + "a\tdata/a.mrc\t-60\t60\tdata/a_even.mrc\t\n")
+    run = snakemake(ws, "-n")
+    assert run.code != 0 and "data row 1 (a)" in run.log and "'odd' is a dependency of 'even'" in run.log, run
+
+    (ws / "config/tomograms.tsv").write_text(header + "a\tdata/a.mrc\t-60\t60\tdata/a_even.mrc\tdata/a_odd.mrc\n")
+    run = snakemake(ws, "-n", "-p", "results/a/tiles.zarr")
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    if any("--halves" in a.option_strings for a in sub.choices["chunk"]._actions):
+        assert run.code == 0 and "--halves data/a_even.mrc data/a_odd.mrc" in run.log, run
+    else:
+        assert run.code != 0 and "has no --halves option yet" in run.log, run

@@ -1,0 +1,19 @@
+# chunk: one tomogram -> overlapping cubic tiles (Zarr), with its tilt geometry and voxel size.
+
+
+rule chunk:
+    input:
+        unpack(_chunk_inputs),
+    output:
+        directory(f"{RESULTS}/{{tomogram}}/tiles.zarr"),
+    params:
+        tile=config["chunk"]["tile"],
+        overlap=config["chunk"]["overlap"],
+        options=_chunk_options,
+        code=CODE["chunk"],
+    log:
+        f"{RESULTS}/{{tomogram}}/logs/chunk.log",
+    threads: 1
+    shell:
+        "{CRYOGEN} chunk {input.mrc:q} {output:q} --tile {params.tile} --overlap {params.overlap}"
+        " {params.options} > {log:q} 2>&1"

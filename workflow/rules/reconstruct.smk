@@ -1,0 +1,28 @@
+# reconstruct: every tile of one tomogram under its group's prior. Batches of tiles run in
+# parallel with Dask: a LocalCluster of {threads} worker processes sharing {resources.mem_mb},
+# or the existing cluster at config dask.scheduler_address. Equal to the serial result.
+
+
+rule reconstruct:
+    input:
+        tiles=f"{RESULTS}/{{tomogram}}/tiles.zarr",
+        prior=prior_of,
+    output:
+        directory(f"{RESULTS}/{{tomogram}}/recon.zarr"),
+    params:
+        map_steps=config["reconstruct"]["map_steps"],
+        samples=config["reconstruct"]["samples"],
+        prior_weight=config["reconstruct"]["prior_weight"],
+        batch=config["reconstruct"]["batch"],
+        seed=config["reconstruct"]["seed"],
+        code=CODE["reconstruct"],
+    log:
+        f"{RESULTS}/{{tomogram}}/logs/reconstruct.log",
+    benchmark:
+        f"{RESULTS}/{{tomogram}}/logs/reconstruct_benchmark.tsv"
+    threads: 4
+    shell:
+        "OMP_NUM_THREADS={threads} {CRYOGEN} reconstruct {input.tiles:q} --prior {input.prior:q} --out {output:q}"
+        " --map-steps {params.map_steps} --samples {params.samples} --prior-weight {params.prior_weight}"
+        " --batch {params.batch} --seed {params.seed} --device {DEVICE}"
+        " --workers {threads} --memory-mb {resources.mem_mb} {DASK_SCHEDULER} > {log:q} 2>&1"
