@@ -90,7 +90,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_chunk(args: argparse.Namespace) -> None:
     from .tiles import chunk
 
-    meta = chunk(args.input, args.output, tile=args.tile, overlap=args.overlap, wedge=_wedge(args), voxel_size=args.voxel_size)
+    halves = tuple(args.halves) if args.halves else None
+    meta = chunk(args.input, args.output, tile=args.tile, overlap=args.overlap, wedge=_wedge(args), voxel_size=args.voxel_size, halves=halves)
     gz, gy, gx = meta.grid_shape
     print(f"wrote {meta.n_tiles} tiles ({gz} x {gy} x {gx}) of {meta.tile}^3 to {args.output}")
 
@@ -100,6 +101,14 @@ def cmd_stitch(args: argparse.Namespace) -> None:
 
     stitch(args.tiles, args.output, array_name="std" if args.std else "tiles")
     print(f"wrote {args.output}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import write_ome_zarr
+
+    written = write_ome_zarr(args.input, args.output, std_path=args.std, voxel_size=args.voxel_size, chunk=args.chunk)
+    for path in written:
+        print(f"wrote {path}")
 
 
 def _solve_config(args: argparse.Namespace):
@@ -124,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .train import train
 
     cfg = _train_config(args)
-    result = train(args.tiles, args.out, cfg, device=args.device, resume=args.resume)
+    result = train(args.tiles, args.out, cfg, device=args.device, resume=args.resume, tag=args.tag)
     print(f"wrote prior {args.out} after {result['step']} steps")
 
 
@@ -146,6 +155,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     from .pipeline import run_one
+    from .train import TrainConfig
 
     run_one(
         args.input,
@@ -160,6 +170,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         tile=args.tile,
         overlap=args.overlap,
         voxel_size=args.voxel_size,
+        train_config=TrainConfig(seed=args.seed, batch=args.batch, patch=args.patch),
     )
     print(f"wrote {args.output}" + (f" and {args.std}" if args.std else ""))
 
@@ -175,6 +186,11 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
+    if args.speed:
+        from .speed import run_speed
+
+        run_speed(args)
+        return
     from .benchmark import run_benchmark
 
     run_benchmark(args)
@@ -310,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=16, help="overlap between neighbouring tiles in voxels (default 16)")
     _add_wedge_args(p, required=True)
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in angstrom, overriding the MRC header")
+    p.add_argument("--halves", nargs=2, metavar=("EVEN.mrc", "ODD.mrc"), default=None,
+                   help="even/odd half tomograms (e.g. from even and odd tilts or frames): the noise level and spectrum are "
+                   "measured from their difference instead of assumed flat")
     p.set_defaults(func=cmd_chunk)
 
     p = sub.add_parser(
@@ -322,6 +341,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT.mrc")
     p.add_argument("--std", action="store_true", help="stitch the per-voxel uncertainty (std) instead of the restored volume")
     p.set_defaults(func=cmd_stitch)
+
+    p = sub.add_parser(
+        "export",
+        help="write a volume as OME-Zarr for napari, copick and the CryoET Data Portal",
+        description="Write an MRC volume (e.g. the restored tomogram from stitch) as OME-Zarr (NGFF 0.4): a "
+        "multi-resolution pyramid (each level 2x smaller, chunks of 256^3 voxels) with the voxel size in angstrom, "
+        "which napari, copick and the CryoET Data Portal tools open directly. With --std, the uncertainty map is "
+        "written beside it as OUT_std.zarr on the same grid. Streams: memory depends on the tomogram's width, not its size.",
+    )
+    p.add_argument("input", metavar="RECON.mrc", help="volume to export (MRC or IMOD .rec, any real-valued mode)")
+    p.add_argument("output", metavar="OUT.zarr", help="OME-Zarr folder to write (name ending in .zarr or .ome.zarr)")
+    p.add_argument("--ome", action="store_true", help="write OME-Zarr (NGFF 0.4); the only export format, so also the default")
+    p.add_argument("--std", metavar="STD.mrc", default=None, help="uncertainty map (from stitch --std) to write as OUT_std.zarr")
+    p.add_argument("--voxel-size", type=float, default=None, metavar="A", help="voxel size in angstrom, overriding the MRC header")
+    p.add_argument("--chunk", type=int, default=256, metavar="N", help="chunk edge in voxels (default 256, as the CryoET Data Portal)")
+    p.set_defaults(func=cmd_export)
 
     def add_device(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default="auto", help="auto (a CUDA GPU when torch sees one, else CPU), cpu or cuda")
@@ -347,7 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tiles", nargs="+", metavar="TILES.zarr")
     p.add_argument("--out", required=True, metavar="prior.pt", help="where to write the trained prior")
     add_train(p)
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint (OUT.ckpt) if there is one")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint (OUT.ckpt) if there is one from the same "
+                   "tile stores and settings (more steps or a longer budget may be given); otherwise start afresh")
+    p.add_argument("--tag", default="", help="a label stored in the checkpoint; --resume only continues a checkpoint with the "
+                   "same tag (the workflow passes its code version)")
     add_device(p)
     p.set_defaults(func=cmd_train)
 
@@ -403,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-weight", type=float, default=1.0)
     p.add_argument("--samples", type=int, default=0)
     p.add_argument("--workdir", default="bench", help="folder for the simulated data and results (default bench/)")
+    p.add_argument("--speed", action="store_true", help="measure speed and memory instead of quality: throughput of reconstruct and "
+                   "train, peak memory of every stage at 1x, 4x and 16x the voxels, Dask scaling, CUDA when available")
+    p.add_argument("--train-steps", type=int, default=20, help="with --speed: training steps to time (default 20)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     add_device(p)
     p.set_defaults(func=cmd_benchmark)
@@ -435,10 +476,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import errno
+    import logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     prefix = f"cryogen {args.verb}: error:"
+    # what the stages log (progress milestones, resumes, warnings about the data) goes to stderr,
+    # one line each, prefixed like the errors; the handler lives only as long as this call
+    handler = logging.StreamHandler(sys.stderr)
+
+    class _Format(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+            return f"cryogen {args.verb}: {level}{record.getMessage()}"
+
+    handler.setFormatter(_Format())
+    logger = logging.getLogger("cryogen")
+    old_level = logger.level
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
     try:
         func(args)
     except CryogenError as exc:
@@ -450,14 +509,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if os.environ.get("CRYOGEN_DEBUG"):
             raise
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{prefix} {where}{exc.strerror or exc}", file=sys.stderr)
+        from .files import output_error, output_of_temporary
+
+        # an error about a temporary is about the output it stands for; one without a file
+        # name (a full disk, mostly) is about what the verb writes
+        output = output_of_temporary(exc.filename) if exc.filename else None
+        if output is not None:
+            print(f"{prefix} {output_error(output, exc)}", file=sys.stderr)
+            return 1
+        target = exc.filename or getattr(args, "output", None) or getattr(args, "out", None)
+        where = f"{os.fsdecode(target)}: " if target else ""
+        what = exc.strerror or str(exc) or type(exc).__name__
+        if exc.errno == errno.ENOSPC:
+            what = f"cannot write: {what.lower()} (disk full)"
+        print(f"{prefix} {where}{what}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug, not bad input: still one line unless debugging
         if os.environ.get("CRYOGEN_DEBUG"):
             raise
         print(f"{prefix} unexpected {type(exc).__name__}: {exc} (set CRYOGEN_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
     return 0
 
 

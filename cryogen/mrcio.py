@@ -24,6 +24,11 @@ HEADER_BYTES = 1024
 #: MRC modes that hold real numbers: int8, int16, float32, uint16, float16.
 REAL_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
 COMPLEX_MODES = {3: "complex int16", 4: "complex float32"}
+#: IMOD marks its headers with this stamp at byte 152; bit 0 of the flags at byte 156 set means
+#: mode-0 bytes are signed. IMOD writes unsigned bytes by default (and only those before 4.2.23),
+#: so a stamped mode-0 file without the bit holds uint8, not the MRC2014 int8.
+IMOD_STAMP = 1146047817
+IMOD_SIGNED_BYTES = 1
 
 
 @dataclass
@@ -45,6 +50,14 @@ class MrcInfo:
 
 def _fail(path: Path, problem: str) -> CryogenError:
     return CryogenError(problem, path)
+
+
+def _imod_unsigned_bytes(header: np.recarray) -> bool:
+    """True when an IMOD-stamped header says its mode-0 bytes are unsigned (see IMOD_STAMP)."""
+    int32 = np.dtype(np.int32).newbyteorder(header.mode.dtype.byteorder)  # the header's byte order
+    extra = bytes(header.extra2)  # header bytes 112..195; the stamp is at 152, the flags at 156
+    stamp, flags = np.frombuffer(extra[40:48], dtype=int32)
+    return int(stamp) == IMOD_STAMP and not int(flags) & IMOD_SIGNED_BYTES
 
 
 class MrcReader:
@@ -87,6 +100,8 @@ class MrcReader:
         if (int(h.mapc), int(h.mapr), int(h.maps)) not in ((1, 2, 3), (0, 0, 0)):
             raise _fail(p, f"axis order (mapc, mapr, maps) = ({h.mapc}, {h.mapr}, {h.maps}) is not supported; expected (1, 2, 3)")
         dtype = mrcutils.data_dtype_from_header(h)
+        if mode == 0 and _imod_unsigned_bytes(h):
+            dtype = np.dtype(np.uint8)
         offset = HEADER_BYTES + int(h.nsymbt)
         need = offset + nx * ny * nz * dtype.itemsize
         if size < need:

@@ -45,27 +45,8 @@ def estimate_reconstruct_seconds(store: Path, cfg: TrainConfig, solve: SolveConf
     return per_batch * int(np.ceil(meta.n_tiles / n))
 
 
-def run_one(
-    input_path: str | Path,
-    output: str | Path,
-    wedge: Wedge,
-    std_path: str | Path | None = None,
-    time_budget: float | None = None,
-    steps: int | None = None,
-    solve: SolveConfig = SolveConfig(),
-    device: str = "auto",
-    seed: int = 0,
-    tile: int = 64,
-    overlap: int = 16,
-    voxel_size: float | None = None,
-    train_config: TrainConfig | None = None,
-    keep_work: Path | None = None,
-) -> dict[str, float]:
-    """Restore one tomogram; returns the seconds spent per stage."""
-    start = time.monotonic()
-    output = Path(output)
-    work = keep_work or output.with_name(f".{output.name}.work")
-    work.mkdir(parents=True, exist_ok=True)
+def _stages(input_path, output: Path, work: Path, wedge: Wedge, std_path, time_budget, steps, solve: SolveConfig, device: str,
+            seed: int, tile: int, overlap: int, voxel_size, train_config: TrainConfig | None, start: float) -> dict[str, float]:
     times: dict[str, float] = {}
     if std_path is not None and solve.samples == 0:
         solve = replace(solve, samples=8)
@@ -98,6 +79,36 @@ def run_one(
     for name in ("prior_curves.png", "prior_curves.csv"):
         if (work / name).exists():
             shutil.copy(work / name, output.with_name(output.stem + "_" + name))
+    return times
+
+
+def run_one(
+    input_path: str | Path,
+    output: str | Path,
+    wedge: Wedge,
+    std_path: str | Path | None = None,
+    time_budget: float | None = None,
+    steps: int | None = None,
+    solve: SolveConfig = SolveConfig(),
+    device: str = "auto",
+    seed: int = 0,
+    tile: int = 64,
+    overlap: int = 16,
+    voxel_size: float | None = None,
+    train_config: TrainConfig | None = None,
+    keep_work: Path | None = None,
+) -> dict[str, float]:
+    """Restore one tomogram; returns the seconds spent per stage."""
+    start = time.monotonic()
+    output = Path(output)
+    work = keep_work or output.with_name(f".{output.name}.work")
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        times = _stages(input_path, output, work, wedge, std_path, time_budget, steps, solve, device, seed, tile, overlap, voxel_size, train_config, start)
+    except BaseException:
+        if keep_work is None:  # nothing half-done is left beside the output
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     if keep_work is None:
         shutil.rmtree(work, ignore_errors=True)
     times["total"] = time.monotonic() - start

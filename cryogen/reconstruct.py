@@ -9,6 +9,7 @@ stopped; the store is renamed to its final name only when every tile is done.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -21,12 +22,14 @@ from tqdm import tqdm
 
 from .data import normalised_noise
 from .errors import CryogenError
+from .files import output_error
 from .nets import NetConfig, build
 from .solve import SolveConfig, map_estimate, posterior_std
 from .store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles
 from .train import TrainConfig, load_checkpoint, pick_device
 
 DONE_ARRAY = "done"
+log = logging.getLogger(__name__)
 
 
 def load_prior(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, TrainConfig]:
@@ -128,12 +131,28 @@ def prepare(store: str | Path, prior: str | Path, out: str | Path, cfg: SolveCon
     parallel run processes exactly the batches (and draws exactly the noise) of a serial one.
     """
     _, meta = open_store(store)
+    check_prior(prior, meta, store)  # a bad prior must fail before any partial store is made
     fingerprint = {"store": str(Path(store).resolve()), "prior": file_digest(prior), "solve": cfg.__dict__, "seed": seed, "batch": batch}
     partial = _partial_path(Path(out))
-    rgroup = _open_partial(partial, meta, cfg.samples > 0, fingerprint)
+    existed = partial.exists()
+    try:
+        rgroup = _open_partial(partial, meta, cfg.samples > 0, fingerprint)
+    except OSError as exc:  # read-only folder, full disk, a file in the way
+        if not existed:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise output_error(Path(out), exc) from None
     done = np.asarray(rgroup[DONE_ARRAY][:])
     batches = [b for b in _batches(list(range(meta.n_tiles)), batch) if not done[b].all()]
+    if done.any():
+        log.info("resuming %s: %d of %d tiles already done in %s, %d to restore", out, int(done.sum()), meta.n_tiles, partial, sum(len(b) for b in batches))
     return partial, batches
+
+
+def check_prior(prior: str | Path, meta: TileMeta, store: str | Path) -> None:
+    """Fail with one line if `prior` is not a usable prior for the tiles of `store`."""
+    _, _, tcfg = load_prior(prior, torch.device("cpu"))
+    if meta.tile % (2 ** tcfg.net.g_depth):
+        raise CryogenError(f"tile size {meta.tile} is not a multiple of {2 ** tcfg.net.g_depth}, which the prior's network needs", store)
 
 
 def reconstruct(
@@ -153,18 +172,46 @@ def reconstruct(
     """
     out = Path(out)
     partial, batches = prepare(store, prior, out, cfg, batch, seed)
-    restorer = TileRestorer(store, prior, partial, cfg, device, seed)
+    try:
+        restorer = TileRestorer(store, prior, partial, cfg, device, seed)
+    except BaseException:  # e.g. unreadable tiles: leave no empty partial store behind
+        discard_if_empty(partial)
+        raise
     n = restorer.meta.n_tiles
     left = sum(len(b) for b in batches)
+    log.info("restoring %d of %d tiles of %s into %s (%d batches of up to %d)", left, n, store, out, len(batches), batch)
     bar = tqdm(total=n, initial=n - left, desc=f"reconstruct {Path(store).name}", unit="tile", disable=not progress, mininterval=2)
-    for k, idx in enumerate(batches):
-        if max_batches is not None and k >= max_batches:
-            bar.close()
-            return partial
-        bar.update(restorer.restore(idx))
-    bar.close()
+    try:
+        for k, idx in enumerate(batches):
+            if max_batches is not None and k >= max_batches:
+                bar.close()
+                return partial
+            bar.update(restorer.restore(idx))
+    except OSError as exc:  # a full disk, mostly: what is done stays in the partial store
+        if discard_if_empty(partial):
+            raise output_error(out, exc) from None
+        raise CryogenError(
+            f"cannot write: {(exc.strerror or str(exc)).lower()}; the {bar.n} tiles done so far are kept in {partial} "
+            "and a rerun continues from them",
+            out,
+        ) from None
+    finally:
+        bar.close()
     finish(partial, out)
+    log.info("restored %d tiles into %s", n, out)
     return out
+
+
+def discard_if_empty(partial: Path) -> bool:
+    """Remove a partial store in which no tile is done (it holds no work worth resuming);
+    return whether it was removed."""
+    try:
+        empty = not np.asarray(zarr.open_group(str(partial), mode="r")[DONE_ARRAY][:]).any()
+    except Exception:  # unreadable: nothing in it can be resumed either
+        empty = True
+    if empty:
+        shutil.rmtree(partial, ignore_errors=True)
+    return empty
 
 
 def finish(partial: Path, out: Path) -> None:

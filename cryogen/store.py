@@ -64,7 +64,8 @@ class TileMeta:
         d["source_shape"] = tuple(d["source_shape"])
         d["starts"] = tuple(tuple(int(v) for v in s) for s in d["starts"])
         d["voxel_size"] = tuple(d["voxel_size"])
-        d["origin"] = tuple(d["origin"])
+        # stores written before the origin was recorded put the volume at (0, 0, 0)
+        d["origin"] = tuple(float(v) for v in d.get("origin", (0.0, 0.0, 0.0)))
         return cls(**d)
 
 
@@ -90,6 +91,8 @@ def open_store(path: str | Path, mode: str = "r") -> tuple[zarr.Group, TileMeta]
     p = Path(path)
     if not p.exists():
         raise CryogenError("tile store not found", p)
+    if not p.is_dir():
+        raise CryogenError("is a file, not a Zarr tile store (a folder made by cryogen chunk)", p)
     try:
         group = zarr.open_group(str(p), mode=mode)
         raw = group.attrs.get("cryogen")
@@ -99,10 +102,15 @@ def open_store(path: str | Path, mode: str = "r") -> tuple[zarr.Group, TileMeta]
         raise CryogenError("is a Zarr store but not a CryoGEN tile store (no 'cryogen' attributes)", p)
     try:
         meta = TileMeta.from_json(raw)
-    except (KeyError, TypeError, ValueError) as exc:
+    except KeyError as exc:
+        raise CryogenError(f"CryoGEN metadata is damaged (no {exc})", p) from None
+    except (TypeError, ValueError, CryogenError) as exc:
         raise CryogenError(f"CryoGEN metadata is damaged ({exc})", p) from None
     if meta.format_version != FORMAT_VERSION:
         raise CryogenError(f"tile store format {meta.format_version} is not supported by this CryoGEN (format {FORMAT_VERSION}); re-run chunk", p)
+    std = meta.stats.get("std") if meta.stats else None
+    if std is not None and not (isinstance(std, (int, float)) and np.isfinite(std) and std > 0):
+        raise CryogenError(f"tile statistics are damaged (std {std!r}, must be positive); re-run chunk", p)
     try:
         tiles = group[TILE_ARRAY]
     except KeyError:

@@ -25,9 +25,12 @@ from tqdm import tqdm
 
 from .errors import CryogenError
 from .imaging import Wedge
+from .checks import check_volume
+from .noise import check_halves, estimate_for_tomogram
 from .mrcio import MrcReader, MrcWriter, RunningStats, check_finite_block
 from .store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles
 from .files import atomic_output
+from .geometry import warn_geometry
 
 
 def axis_starts(n: int, tile: int, overlap: int) -> tuple[int, ...]:
@@ -110,11 +113,15 @@ def chunk(
     wedge: Wedge = Wedge(),
     voxel_size: float | None = None,
     progress: bool = True,
+    check_geometry: bool = True,
+    halves: tuple[str | Path, str | Path] | None = None,
 ) -> TileMeta:
     """Stream an MRC tomogram into a tile store at `out_path` (written atomically).
 
     Every tile is checked for NaN/Inf as it is read; global statistics are accumulated over a
-    partition of the volume, so each voxel counts once.
+    partition of the volume, so each voxel counts once. With `check_geometry`, a central crop's
+    power spectrum is compared with the configured wedge and a warning is logged if the tilt
+    axis or the beam direction looks different (see `cryogen.geometry`); it never stops chunk.
     """
     with MrcReader(mrc_path) as reader:
         info = reader.info
@@ -127,6 +134,10 @@ def chunk(
             vsize = (float(voxel_size),) * 3
         elif min(vsize) <= 0:
             raise CryogenError("voxel size in the header is 0 (unknown); give it with --voxel-size", mrc_path)
+        if halves is not None:
+            check_halves(mrc_path, halves)
+        if check_geometry:
+            warn_geometry(reader, wedge)
         starts = grid.starts
         meta = TileMeta(
             source=str(mrc_path),
@@ -164,7 +175,10 @@ def chunk(
             if stats.min == stats.max:
                 raise CryogenError("volume is constant: there is nothing to restore", mrc_path)
             meta.stats = {"mean": stats.mean, "std": stats.std, "min": stats.min, "max": stats.max}
+            # the noise model, from the even/odd halves when given, for training and MAP
+            meta.noise = estimate_for_tomogram(mrc_path, wedge, halves).to_dict()
             group.attrs["cryogen"] = meta.to_json()
+        check_volume(reader, wedge, meta.stats)  # warnings only: no signal, unstable sigma
     return meta
 
 

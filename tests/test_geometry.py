@@ -1,0 +1,129 @@
+"""The orientation check: the missing wedge in the power spectrum tells the tilt axis and the beam
+direction, so chunk warns when they are not the configured ones (and only then)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from cryogen.cli import main
+from cryogen.geometry import Geometry, check_geometry, read_central_crop, warn_geometry, wedge_scores
+from cryogen.imaging import Wedge
+from cryogen.mrcio import MrcReader, write_mrc
+from cryogen.simulate import simulate
+from cryogen.tiles import chunk
+
+SHAPE = (32, 48, 48)
+
+
+@pytest.fixture(scope="module")
+def tomograms() -> dict[str, np.ndarray]:
+    """Simulated observations with a known tilt axis (beam along z), and one asymmetric range."""
+    return {
+        "y": simulate(SHAPE, Wedge(-60, 60, "y"), snr=0.3, seed=1).observation,
+        "x": simulate(SHAPE, Wedge(-60, 60, "x"), snr=0.3, seed=2).observation,
+        "asym": simulate(SHAPE, Wedge(-45, 62, "y"), snr=0.3, seed=3).observation,
+    }
+
+
+def _write(tmp_path, name: str, data: np.ndarray):
+    path = tmp_path / name
+    write_mrc(path, np.ascontiguousarray(data), 10.0)
+    return path
+
+
+@pytest.mark.parametrize("axis", ["y", "x"])
+def test_correct_geometry_is_best_and_not_reported(tomograms, axis):
+    result = wedge_scores(tomograms[axis], Wedge(-60, 60, axis))
+    assert result.best == Geometry("z", axis) == result.configured
+    assert not result.mismatch and result.advice("t.mrc") is None
+    assert result.scores[result.configured] < 0.3  # the wedge really is empty
+
+
+@pytest.mark.parametrize("axis,other", [("y", "x"), ("x", "y")])
+def test_other_tilt_axis_is_detected(tomograms, axis, other):
+    result = wedge_scores(tomograms[axis], Wedge(-60, 60, other))
+    assert result.best == Geometry("z", axis) and result.mismatch
+    message = result.advice("t.mrc")
+    assert message.startswith("t.mrc: ") and f"tilt axis is {axis}" in message and f"--tilt-axis {axis}" in message
+
+
+def test_volume_saved_without_rotx_is_detected(tmp_path, tomograms):
+    # IMOD's tilt output before rotx: the beam along y, the tilt axis along z
+    path = _write(tmp_path, "full.rec", np.swapaxes(tomograms["y"], 0, 1))
+    result = check_geometry(path, Wedge(-60, 60, "y"))
+    assert result.best == Geometry("y", "z") and result.mismatch
+    message = result.advice(path)
+    assert str(path) in message and "rotx" in message and "not z" in message
+    assert "--tilt-axis" not in message  # after rotx the tilt axis is y again, as configured
+
+
+def test_beam_along_x_and_tilt_axis_x_after_rotation(tmp_path, tomograms):
+    # tilt axis x, beam along y: after rotx the tilt axis is still x, so the advice must say so
+    result = wedge_scores(np.swapaxes(tomograms["x"], 0, 1), Wedge(-60, 60, "y"))
+    assert result.best == Geometry("y", "x") and "--tilt-axis x" in result.advice()
+    result = wedge_scores(np.swapaxes(tomograms["y"], 0, 2), Wedge(-60, 60, "y"))
+    assert result.best == Geometry("x", "y") and "flipxz" in result.advice()
+
+
+def test_asymmetric_range_on_swapped_axes(tomograms):
+    assert not wedge_scores(tomograms["asym"], Wedge(-45, 62, "y")).mismatch
+    result = wedge_scores(np.swapaxes(tomograms["asym"], 0, 1)[:, ::-1], Wedge(-45, 62, "y"))
+    assert result.best.beam == "y" and result.mismatch
+
+
+def test_pure_noise_is_not_reported():
+    noise = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
+    assert not wedge_scores(noise, Wedge(-60, 60, "y")).mismatch
+
+
+def test_only_a_central_crop_is_read(tmp_path, tomograms, monkeypatch):
+    data = tomograms["y"]
+    path = _write(tmp_path, "t.mrc", data)
+    with MrcReader(path) as reader:
+        crop = read_central_crop(reader, crop=20)
+    np.testing.assert_array_equal(crop, data[6:26, 14:34, 14:34])
+    monkeypatch.setattr(MrcReader, "read_all", lambda self: pytest.fail("read the whole volume"))
+    assert check_geometry(path, Wedge(-60, 60, "y"), crop=24) is not None
+    assert check_geometry(path, Wedge(-60, 60, "y"), crop=8) is None  # too small to tell: no verdict
+
+
+def test_tiny_constant_or_bad_volumes_give_no_verdict(tmp_path):
+    assert check_geometry(_write(tmp_path, "thin.mrc", np.random.default_rng(0).random((8, 40, 40))), Wedge()) is None
+    assert check_geometry(_write(tmp_path, "flat.mrc", np.ones((20, 20, 20))), Wedge()) is None
+    nan = np.random.default_rng(0).random((20, 20, 20))
+    nan[10, 10, 10] = np.nan
+    assert check_geometry(_write(tmp_path, "nan.mrc", nan), Wedge()) is None
+
+
+def _geometry_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "cryogen.geometry" and r.levelno == logging.WARNING]
+
+
+def test_chunk_warns_once_on_the_wrong_axis_and_not_on_the_right_one(tmp_path, tomograms, caplog):
+    path = _write(tmp_path, "t.mrc", tomograms["y"])
+    with caplog.at_level(logging.WARNING, logger="cryogen"):
+        chunk(path, tmp_path / "ok.zarr", tile=32, overlap=8, wedge=Wedge(-60, 60, "y"), progress=False)
+        assert _geometry_warnings(caplog) == []
+        chunk(path, tmp_path / "bad.zarr", tile=32, overlap=8, wedge=Wedge(-60, 60, "x"), progress=False)
+    warnings = _geometry_warnings(caplog)
+    assert len(warnings) == 1 and str(path) in warnings[0] and "--tilt-axis y" in warnings[0]
+    assert "\n" not in warnings[0]
+    assert (tmp_path / "bad.zarr").exists()  # a warning, not an error
+
+
+def test_cli_chunk_prints_the_warning(tmp_path, tomograms, capsys):
+    path = _write(tmp_path, "full.rec", np.swapaxes(tomograms["y"], 0, 1))
+    code = main(["chunk", str(path), str(tmp_path / "t.zarr"), "--tilt-range", "-60", "60", "--tile", "32", "--overlap", "8"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert any("full.rec" in line and "rotx" in line for line in err.splitlines()), err
+
+
+def test_warn_geometry_returns_the_scores(tmp_path, tomograms):
+    result = warn_geometry(_write(tmp_path, "t.mrc", tomograms["x"]), Wedge(-60, 60, "x"))
+    assert result is not None and len(result.scores) == 6 and result.best == Geometry("z", "x")
+    with pytest.raises(ValueError):
+        Geometry("z", "z")
