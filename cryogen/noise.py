@@ -48,6 +48,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -516,3 +517,50 @@ def check_noise(model: NoiseModel) -> list[str]:
                     "use even/odd halves"
                 )
     return out
+
+
+# -- from files ---------------------------------------------------------------------------------
+
+NOISE_CROP = 128  # edge of the central crop the noise is estimated on: enough coefficients, little memory
+
+
+def _central_crop(path: str | Path, crop: int) -> np.ndarray:
+    """The central min(crop, n)^3 block of an MRC volume, read without loading the rest."""
+    from .mrcio import MrcReader, check_finite_block
+
+    with MrcReader(path) as reader:
+        nz, ny, nx = reader.shape
+        cz, cy, cx = min(crop, nz), min(crop, ny), min(crop, nx)
+        z0, y0, x0 = (nz - cz) // 2, (ny - cy) // 2, (nx - cx) // 2
+        block = reader.read_block(z0, z0 + cz, y0, y0 + cy)[:, :, x0 : x0 + cx]
+        check_finite_block(block, path, z0)
+    return np.ascontiguousarray(block)
+
+
+def check_halves(path: str | Path, halves: tuple[str | Path, str | Path]) -> None:
+    """Stop early, naming the file, when a half tomogram is unreadable or not the tomogram's shape."""
+    from .mrcio import MrcReader
+
+    with MrcReader(path) as reader:
+        shape = reader.shape
+    for half in halves:
+        with MrcReader(half) as reader:
+            if reader.shape != shape:
+                raise CryogenError(f"half tomogram has shape {reader.shape}, the tomogram {shape}", half)
+
+
+def estimate_for_tomogram(path: str | Path, wedge: Wedge, halves: tuple[str | Path, str | Path] | None = None,
+                          crop: int = NOISE_CROP) -> NoiseModel:
+    """The noise model of a tomogram from its central crop: from the even/odd halves when given
+    (no assumption on the spectrum), else from the tomogram alone (flat-spectrum assumption).
+    The centre holds the specimen, and a crop keeps memory independent of the tomogram's size."""
+    if halves is None:
+        try:
+            return estimate_from_data(_central_crop(path, crop), wedge)
+        except CryogenError as exc:
+            raise CryogenError(f"noise estimate: {exc}", path) from None
+    check_halves(path, halves)
+    try:
+        return estimate_from_halves(_central_crop(halves[0], crop), _central_crop(halves[1], crop), wedge)
+    except CryogenError as exc:
+        raise CryogenError(f"{exc} (halves {halves[0]} and {halves[1]})") from None

@@ -35,7 +35,7 @@ from . import __version__
 from .data import PatchSampler, Source, open_sources
 from .errors import CryogenError
 from .files import atomic_output
-from .imaging import observe
+from .imaging import apply_wedge, observe
 from .nets import Discriminator, NetConfig, UNet3d, build
 from .rotations import random_cube_indices, rotate
 from .solve import langevin
@@ -55,7 +55,10 @@ class TrainConfig:
     prior_weight: float = 1.0
     langevin_steps: int = 1
     langevin_step: float = 0.05
+    fit_weight: float = 1.0
     cycle_weight: float = 1.0
+    denoise_weight: float = 0.0
+    recorrupt: float = 0.5  # alpha of the recorrupted pairs y + alpha n / y - n / alpha
     adv_weight: float = 0.02
     ema: float = 0.99
     checkpoint_every: int = 50
@@ -116,6 +119,15 @@ def _set_lr(state: State, cfg: TrainConfig) -> None:
         group["lr"] = cfg.lr_d * state.lr_scale
 
 
+def recorrupted_loss(g: torch.nn.Module, y: torch.Tensor, wedge, noise, alpha: float, generator: torch.Generator) -> torch.Tensor:
+    """Denoising without clean targets (recorrupted-to-recorrupted): with n fresh noise of the
+    data's own spectrum, y + alpha n and y - n / alpha carry independent noise, so regressing the
+    second on the first is unbiased for the clean signal. Compared in the measured subspace only:
+    the target holds nothing inside the missing wedge, which the cycle loss teaches g to fill."""
+    n = noise.sample(tuple(y.shape), wedge, generator=generator, device=y.device)
+    return apply_wedge(g(y + alpha * n) - (y - n / alpha), wedge).pow(2).mean()
+
+
 def train_step(state: State, sampler: PatchSampler, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
     """One E/M/D step; returns the losses."""
     gen = state.generator
@@ -136,10 +148,13 @@ def train_step(state: State, sampler: PatchSampler, cfg: TrainConfig, device: to
     x_g = g(y)
     loss_fit = F.mse_loss(x_g, x_e)
     loss_cycle = F.mse_loss(g(y_proxy), rotate(x_e, rot))
+    loss_denoise = recorrupted_loss(g, y, wedge, noise, cfg.recorrupt, gen) if cfg.denoise_weight else x_g.new_zeros(())
     rot_adv = random_cube_indices(cfg.batch, gen)
     fake = observe(x_g, wedge, noise, rot_adv, gen)
     loss_adv = F.softplus(-d(fake)).mean()
-    loss_g = loss_fit + cfg.cycle_weight * loss_cycle + cfg.adv_weight * loss_adv
+    loss_g = (
+        cfg.fit_weight * loss_fit + cfg.cycle_weight * loss_cycle + cfg.denoise_weight * loss_denoise + cfg.adv_weight * loss_adv
+    )
     if cfg.fail_at_step is not None and state.step == cfg.fail_at_step and state.rollbacks == 0:
         loss_g = loss_g * float("nan")
     state.opt_g.zero_grad(set_to_none=True)
@@ -164,6 +179,7 @@ def train_step(state: State, sampler: PatchSampler, cfg: TrainConfig, device: to
         "loss_g": loss_g.item(),
         "loss_fit": loss_fit.item(),
         "loss_cycle": loss_cycle.item(),
+        "loss_denoise": loss_denoise.item(),
         "loss_adv": loss_adv.item(),
         "loss_d": loss_d.item(),
         "d_acc_real": float((score_real > 0).float().mean()),
@@ -183,7 +199,7 @@ def _diverged(losses: dict[str, float], history: list[dict[str, float]]) -> bool
     return losses["loss_d"] > 20
 
 
-def checkpoint_dict(state: State, cfg: TrainConfig, sources: list[Source]) -> dict[str, Any]:
+def checkpoint_dict(state: State, cfg: TrainConfig, sources: list[Source], tag: str = "") -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
         "kind": "cryogen-prior",
@@ -200,6 +216,7 @@ def checkpoint_dict(state: State, cfg: TrainConfig, sources: list[Source]) -> di
         "rng": state.generator.get_state(),
         "history": state.history,
         "sources": [str(s.path) for s in sources],
+        "tag": tag,
     }
 
 
@@ -209,19 +226,65 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load a prior or training checkpoint, with a one-line error if it is corrupt or foreign."""
+    """Load a prior or training checkpoint, with a one-line error if it is corrupt or foreign.
+
+    Loaded with `weights_only=True`: a checkpoint holds only tensors, numbers, strings, lists and
+    dicts, so a file that needs arbitrary unpickling is not ours (and must not run code)."""
     p = Path(path)
     if not p.exists():
         raise CryogenError("prior checkpoint not found", p)
+    if p.is_dir():
+        raise CryogenError("is a directory, not a prior checkpoint", p)
+    if p.stat().st_size == 0:
+        raise CryogenError("checkpoint file is empty; delete it (and train again)", p)
     try:
-        ck = torch.load(p, map_location=device, weights_only=False)
-    except Exception as exc:
-        raise CryogenError(f"not a readable checkpoint ({type(exc).__name__})", p) from None
+        ck = torch.load(p, map_location=device, weights_only=True)
+    except Exception as exc:  # torch's own messages run to paragraphs: the type says enough
+        raise CryogenError(
+            f"not a readable checkpoint ({type(exc).__name__}): it is truncated, corrupt or not a CryoGEN prior; "
+            "delete it (and train again)",
+            p,
+        ) from None
     if not isinstance(ck, dict) or ck.get("kind") != "cryogen-prior":
-        raise CryogenError("not a CryoGEN prior checkpoint", p)
+        kind = ck.get("kind") if isinstance(ck, dict) else type(ck).__name__
+        raise CryogenError(f"not a CryoGEN prior checkpoint (kind {kind!r}, expected 'cryogen-prior')", p)
     if ck.get("format") != CHECKPOINT_FORMAT:
         raise CryogenError(f"checkpoint format {ck.get('format')} is not supported by this CryoGEN (format {CHECKPOINT_FORMAT}); retrain", p)
+    missing = [k for k in ("train", "step", "g", "g_ema", "d") if k not in ck]
+    if missing:
+        raise CryogenError(f"checkpoint is incomplete (no {', '.join(missing)})", p)
+    try:
+        TrainConfig.from_dict(ck["train"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CryogenError(f"checkpoint's training settings do not match this CryoGEN ({exc})", p) from None
     return ck
+
+
+def same_sources(ck: dict[str, Any], sources: list[Source]) -> bool:
+    """Whether a checkpoint was trained on these tile stores (resolved paths, in order), so that
+    --resume never continues a prior trained on other data."""
+    def norm(paths: list[str]) -> list[str]:
+        return [str(Path(x).resolve()) for x in paths]
+
+    return norm(list(ck.get("sources", []))) == norm([str(s.path) for s in sources])
+
+
+# settings that may change between a run and its resumption: how long to train, and test hooks
+RESUMABLE_CHANGES = ("steps", "time_budget", "checkpoint_every", "fail_at_step")
+
+
+def resumable(ck: dict[str, Any], cfg: TrainConfig, sources: list[Source], tag: str) -> str | None:
+    """Why a checkpoint must not be resumed with these settings (None: it may be). Only the
+    training length may differ: anything else would make the result depend on the history."""
+    if not same_sources(ck, sources):
+        return f"it was trained on other tile stores ({', '.join(ck.get('sources', []))})"
+    if ck.get("tag", "") != tag:
+        return f"it was written by another job (tag {ck.get('tag', '')!r}, now {tag!r})"
+    old, new = dict(ck["train"]), cfg.to_dict()
+    changed = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    if changed:
+        return f"its settings differ ({', '.join(changed)})"
+    return None
 
 
 def restore_state(ck: dict[str, Any], cfg: TrainConfig, device: torch.device) -> State:
@@ -267,8 +330,13 @@ def train(
     device: str = "auto",
     resume: bool = False,
     progress: bool = True,
+    tag: str = "",
 ) -> dict[str, Any]:
-    """Train a prior on the tiles of one or more stores and write it to `out` (atomically)."""
+    """Train a prior on the tiles of one or more stores and write it to `out` (atomically).
+
+    With `resume`, continue from OUT.ckpt if it was written with the same sources, settings
+    (the number of steps and the time budget aside) and `tag` (a workflow passes its code
+    version, so new code never continues an old run); otherwise start afresh."""
     out = Path(out)
     dev = pick_device(device)
     sources = open_sources(list(stores))
@@ -276,13 +344,23 @@ def train(
         raise CryogenError(f"patch size {cfg.patch} must be a multiple of {2 ** cfg.net.g_depth}")
     sampler = PatchSampler(sources, cfg.patch)
     ckpt = checkpoint_path(out)
+    state = None
     if resume and ckpt.exists():
         ck = load_checkpoint(ckpt, dev)
-        state = restore_state(ck, TrainConfig.from_dict(ck["train"]), dev)
-        log.info("resumed from %s at step %d", ckpt, state.step)
-    else:
+        why = resumable(ck, cfg, sources, tag)
+        if why:
+            log.warning("not resuming from %s: %s; starting afresh", ckpt, why)
+        else:
+            try:
+                state = restore_state(ck, TrainConfig.from_dict(ck["train"]), dev)
+            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                raise CryogenError(f"checkpoint does not match this CryoGEN ({str(exc).splitlines()[0][:160]}); delete it to start afresh", ckpt) from None
+            log.info("resumed from %s at step %d of %d", ckpt, state.step, cfg.steps)
+    elif resume:
+        log.info("no checkpoint %s yet: starting from step 0", ckpt)
+    if state is None:
         state = new_state(cfg, dev)
-    good = copy.deepcopy(checkpoint_dict(state, cfg, sources))
+    good = copy.deepcopy(checkpoint_dict(state, cfg, sources, tag))
     start = time.monotonic()
     bar = tqdm(total=cfg.steps, initial=state.step, desc="train", unit="step", disable=not progress, mininterval=2)
     while state.step < cfg.steps:
@@ -307,10 +385,10 @@ def train(
         bar.update(1)
         bar.set_postfix(g=f"{losses['loss_g']:.3f}", d=f"{losses['loss_d']:.3f}", refresh=False)
         if state.step % cfg.checkpoint_every == 0:
-            good = copy.deepcopy(checkpoint_dict(state, cfg, sources))
+            good = copy.deepcopy(checkpoint_dict(state, cfg, sources, tag))
             save_checkpoint(ckpt, good)
     bar.close()
-    final = checkpoint_dict(state, cfg, sources)
+    final = checkpoint_dict(state, cfg, sources, tag)
     save_checkpoint(ckpt, final)
     save_checkpoint(out, final)
     write_curves(state.history, out)

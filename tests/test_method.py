@@ -56,6 +56,19 @@ def test_resumed_run_equals_uninterrupted(tiles, tmp_path):
     assert [h["loss_g"] for h in full["history"]] == [h["loss_g"] for h in resumed["history"]]
 
 
+def test_resume_only_continues_the_same_job(tiles, tmp_path, caplog):
+    """--resume continues a checkpoint only when the stores, the settings (training length aside)
+    and the job tag match; otherwise it starts afresh, so a workflow can always pass --resume."""
+    train([tiles], tmp_path / "p.pt", TINY, device="cpu", progress=False, tag="v1")
+    longer = train([tiles], tmp_path / "p.pt", replace(TINY, steps=6), device="cpu", resume=True, progress=False, tag="v1")
+    assert len(longer["history"]) == 6 and "not resuming" not in caplog.text
+    for cfg, tag, why in ((replace(TINY, batch=3), "v1", "settings differ (batch)"), (TINY, "v2", "another job")):
+        caplog.clear()
+        ck = train([tiles], tmp_path / "p.pt", cfg, device="cpu", resume=True, progress=False, tag=tag)
+        assert ck["step"] == TINY.steps and len(ck["history"]) == TINY.steps  # from step 0
+        assert "not resuming" in caplog.text and why in caplog.text
+
+
 def test_divergence_rolls_back_and_continues(tiles, tmp_path):
     ck = train([tiles], tmp_path / "p.pt", replace(TINY, steps=6, fail_at_step=3), device="cpu", progress=False)
     assert ck["rollbacks"] == 1 and ck["lr_scale"] == 0.5

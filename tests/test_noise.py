@@ -247,3 +247,41 @@ def test_bad_input_raises_cryogen_error():
         NoiseModel(sigma=1.0, shell_freqs=(0.1,), measured_psd=(float("nan"),), missing_psd=0.0, method="data")
     with pytest.raises(CryogenError):
         NoiseModel.white(1.0).sample((16, 16), wedge)
+
+
+def test_chunk_stores_the_noise_model_from_halves_or_from_the_data(tmp_path):
+    """`cryogen chunk` records the noise model in the store: measured from the even/odd halves
+    when given (within 10 % of the simulated sigma), else estimated from the data alone."""
+    from cryogen.cli import main
+    from cryogen.store import open_store
+
+    obs = tmp_path / "obs.mrc"
+    assert main(["simulate", str(obs), "--shape", "48", "64", "64", "--snr", "0.5", "--seed", "3", "--halves"]) == 0
+    even, odd = tmp_path / "obs_even.mrc", tmp_path / "obs_odd.mrc"
+    from cryogen.mrcio import read_mrc
+
+    e, _ = read_mrc(even)
+    o, _ = read_mrc(odd)
+    true_sigma = float(np.std((e - o) / 2))
+    opts = ["--tile", "32", "--overlap", "8", "--tilt-range", "-60", "60"]
+    assert main(["chunk", str(obs), str(tmp_path / "h.zarr"), *opts, "--halves", str(even), str(odd)]) == 0
+    assert main(["chunk", str(obs), str(tmp_path / "d.zarr"), *opts]) == 0
+    _, mh = open_store(tmp_path / "h.zarr")
+    _, md = open_store(tmp_path / "d.zarr")
+    assert mh.noise["method"] == "halves" and md.noise["method"] == "data"
+    assert mh.noise["sigma"] == pytest.approx(true_sigma, rel=0.1)
+    assert md.noise["sigma"] == pytest.approx(true_sigma, rel=0.25)
+
+
+def test_chunk_rejects_halves_of_another_shape(tmp_path, capsys):
+    from cryogen.cli import main
+    from cryogen.mrcio import write_mrc
+
+    obs, other = tmp_path / "obs.mrc", tmp_path / "odd.mrc"
+    assert main(["simulate", str(obs), "--shape", "32", "48", "48", "--seed", "1", "--halves"]) == 0
+    write_mrc(other, np.random.default_rng(0).normal(size=(32, 48, 40)).astype(np.float32), 10.0)
+    code = main(["chunk", str(obs), str(tmp_path / "t.zarr"), "--tile", "32", "--overlap", "8", "--tilt-range", "-60", "60",
+                 "--halves", str(tmp_path / "obs_even.mrc"), str(other)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "odd.mrc" in err[0] and "shape" in err[0], err
+    assert not (tmp_path / "t.zarr").exists()

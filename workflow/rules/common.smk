@@ -175,22 +175,6 @@ for _g, _members in GROUPS.items():
         raise WorkflowError(f"tomogram sheet {config['tomograms']}: group {_g!r} has no tomogram with train=yes to train its prior on")
 
 
-def _chunk_has_halves():
-    from cryogen.cli import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    return any("--halves" in a.option_strings for a in sub.choices["chunk"]._actions)
-
-
-_with_halves = [t.name for t in TOMOGRAMS.values() if t.even]
-if _with_halves and not _chunk_has_halves():
-    raise WorkflowError(
-        f"tomogram sheet {config['tomograms']}: even/odd halves are given for {', '.join(_with_halves)}, "
-        "but this CryoGEN's `cryogen chunk` has no --halves option yet; leave the even/odd cells empty"
-    )
-
-
 def tomo(wildcards):
     return TOMOGRAMS[wildcards.tomogram]
 

@@ -27,4 +27,5 @@ rule train:
     threads: 4
     shell:
         "OMP_NUM_THREADS={threads} {CRYOGEN} train {input:q} --out {output.prior:q} {params.budget}"
-        " --batch {params.batch} --patch {params.patch} --seed {params.seed} --device {DEVICE} > {log:q} 2>&1"
+        " --batch {params.batch} --patch {params.patch} --seed {params.seed} --device {DEVICE}"
+        " --resume --tag {params.code} > {log:q} 2>&1"
