@@ -14,6 +14,14 @@
   wedge, or a truth that was itself wedge-filtered).
 - ``measured_recovery``: the same over the measured coefficients (same band).
 
+Two diagnostics beside them (not part of the yardstick): ``wedge_recovery_no_z_profile`` is
+``wedge_recovery`` without the coefficients on the kz axis (kx = ky = 0), and ``cc_no_z_profile``
+the cc after removing each z plane's mean from both volumes. The kz axis holds the z profile, the
+mean density of each plane along the beam (the ice slab, above all); no tilt range ever measures
+it, so no method can learn it from the data, yet in a slab-shaped specimen it holds most of the
+wedge's low-frequency power and much of the variance. These two say how much of the rest a
+reconstruction recovers.
+
 Frequencies are |k| in cycles per voxel with k from fftfreq per axis, so non-cubic volumes work.
 FSC shells are |k| in [(i - 1/2) w, (i + 1/2) w) with centre i w, w = 1 / max(shape), for
 i = 1 .. max(shape) // 2 (the DC term belongs to no shell). The FSC at k = 0 is taken as 1, so a
@@ -39,7 +47,8 @@ from .imaging import Wedge, frequency_radius, wedge_mask
 
 THRESHOLDS = (0.5, 0.143)
 BAND_MAX = 0.25  # cycles per voxel: the band of the recovery metrics, 0 < |k| <= BAND_MAX
-KEYS = ("cc", "fsc_0.5", "fsc_0.143", "fsc_0.5_angstrom", "fsc_0.143_angstrom", "wedge_recovery", "measured_recovery")
+KEYS = ("cc", "fsc_0.5", "fsc_0.143", "fsc_0.5_angstrom", "fsc_0.143_angstrom", "wedge_recovery", "measured_recovery",
+        "wedge_recovery_no_z_profile", "cc_no_z_profile")
 _SLAB_ELEMENTS = 1 << 22  # elements per slab in the chunked passes
 _EMPTY_POWER = 1e-10  # truth power in a region below this fraction of its total (k != 0): undefined
 
@@ -190,11 +199,11 @@ def _crossing(freqs: np.ndarray, fsc: np.ndarray, threshold: float) -> float:
 
 def _region_sums(
     fr: np.ndarray, ft: np.ndarray, scale: float, geo: _Geometry, wedge: Wedge
-) -> tuple[float, float, float, float, float]:
+) -> tuple[float, float, float, float, float, float, float]:
     """sum |a R - T|^2 and sum |T|^2 inside the wedge and over the measured region (band only),
-    and the truth's total power at k != 0."""
+    the truth's total power at k != 0, and the wedge sums on the kz axis alone."""
     measured = wedge_mask(geo.shape, wedge, rfft=True)
-    err_w = pow_w = err_m = pow_m = total = 0.0
+    err_w = pow_w = err_m = pow_m = total = err_z = pow_z = 0.0
     nz, ny, nh = fr.shape
     w = geo.weights
     for s in _slabs(nz, ny * nh):
@@ -207,11 +216,13 @@ def _region_sums(
         in_meas = band & meas
         err_w += float(err[in_wedge].sum())
         pow_w += float(pw[in_wedge].sum())
+        err_z += float(err[:, 0, 0][in_wedge[:, 0, 0]].sum())  # the kz axis: the z profile
+        pow_z += float(pw[:, 0, 0][in_wedge[:, 0, 0]].sum())
         err_m += float(err[in_meas].sum())
         pow_m += float(pw[in_meas].sum())
         total += float(pw.sum())
     total -= float(abs(ft[0, 0, 0]) ** 2)  # the DC term
-    return err_w, pow_w, err_m, pow_m, total
+    return err_w, pow_w, err_m, pow_m, total, err_z, pow_z
 
 
 def _recovery(err: float, power: float, total: float) -> float | None:
@@ -273,7 +284,7 @@ def evaluate(recon: np.ndarray, truth: np.ndarray, wedge: Wedge = Wedge(), voxel
     fr = _rfft3(recon)
     ft = _rfft3(truth)
     fsc = _fsc_from_sums(*_shell_sums(fr, ft, geo))
-    err_w, pow_w, err_m, pow_m, total = _region_sums(fr, ft, scale, geo, wedge)
+    err_w, pow_w, err_m, pow_m, total, err_z, pow_z = _region_sums(fr, ft, scale, geo, wedge)
     del fr, ft
 
     result: dict = {"cc": float(cc)}
@@ -284,7 +295,18 @@ def evaluate(recon: np.ndarray, truth: np.ndarray, wedge: Wedge = Wedge(), voxel
     result["fsc_0.143_angstrom"] = None if voxel is None else float(voxel / freq[0.143])
     result["wedge_recovery"] = _recovery(err_w, pow_w, total)
     result["measured_recovery"] = _recovery(err_m, pow_m, total)
+    # diagnostics without the z profile (the mean density of each z plane, e.g. the ice slab):
+    # it lives on the kz axis, which no tilt range measures, so no data-driven method can know it
+    result["wedge_recovery_no_z_profile"] = _recovery(err_w - err_z, pow_w - pow_z, total)
+    result["cc_no_z_profile"] = _cc_without_z_profile(recon, truth)
     return result
+
+
+def _cc_without_z_profile(recon: np.ndarray, truth: np.ndarray) -> float:
+    r = recon - recon.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
+    t = truth - truth.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
+    den = math.sqrt(float((r * r).sum()) * float((t * t).sum()))
+    return float((r * t).sum() / den) if den > 0 else 0.0
 
 
 # ------------------------------------------------------------------------------------ tables

@@ -13,7 +13,8 @@ from cryogen.errors import CryogenError
 from cryogen.imaging import Wedge, apply_wedge_np, frequency_radius, wedge_mask
 from cryogen.metrics import evaluate, format_table, fsc_curve
 
-KEYS = ["cc", "fsc_0.5", "fsc_0.143", "fsc_0.5_angstrom", "fsc_0.143_angstrom", "wedge_recovery", "measured_recovery"]
+KEYS = ["cc", "fsc_0.5", "fsc_0.143", "fsc_0.5_angstrom", "fsc_0.143_angstrom", "wedge_recovery", "measured_recovery",
+        "wedge_recovery_no_z_profile", "cc_no_z_profile"]
 
 
 def white(shape, seed=0):
@@ -64,6 +65,22 @@ def test_identical_volumes_are_perfect():
     assert m["measured_recovery"] == pytest.approx(1.0, abs=1e-9)
     freqs, fsc = fsc_curve(t, t)
     assert np.allclose(fsc, 1.0) and freqs[-1] == 0.5 and freqs[0] == pytest.approx(1 / 32)
+
+
+def test_z_profile_diagnostics_ignore_only_the_kz_axis():
+    """A reconstruction that lacks only the truth's z profile (a slab) is perfect by the two
+    diagnostics, while wedge_recovery and cc count the missing profile against it."""
+    t = smooth((32, 32, 32), 1.5, seed=5)
+    profile = np.zeros(32, dtype=np.float32)
+    profile[8:24] = 1.0  # an ice slab
+    t = t + profile[:, None, None]
+    recon = t - t.mean(axis=(1, 2), keepdims=True)
+    m = evaluate(recon, t)
+    assert m["wedge_recovery_no_z_profile"] == pytest.approx(1.0, abs=1e-6)
+    assert m["cc_no_z_profile"] == pytest.approx(1.0, abs=1e-6)
+    assert m["wedge_recovery"] < 0.5 and m["cc"] < 0.9
+    m = evaluate(np.roll(t, 3, axis=2), t)  # wrong in-plane structure: both diagnostics see it
+    assert m["cc_no_z_profile"] < 0.9 and m["wedge_recovery_no_z_profile"] < 0.9
 
 
 def test_affine_copy_is_perfect():
