@@ -26,6 +26,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/stitch.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"
 
 
 localrules:

@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add_solve(p: argparse.ArgumentParser) -> None:
         p.add_argument("--map-steps", type=int, default=10, help="MAP refinement steps per tile after the network's warm start (default 10; 0: network only)")
         p.add_argument("--samples", type=int, default=0, help="posterior samples per tile for the uncertainty (std) map (default 0: none)")
-        p.add_argument("--prior-weight", type=float, default=1.0, help="weight lambda of the learned prior against the data (default 1)")
+        p.add_argument("--prior-weight", type=float, default=0.01, help="weight lambda (per voxel) of the learned prior against the data in the MAP steps (default 0.01)")
 
     def add_train(p: argparse.ArgumentParser) -> None:
         p.add_argument("--steps", type=int, default=None, help="training steps (default 2000, or unlimited within --time-budget)")
@@ -438,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=10.0, metavar="MINUTES", help="per-tomogram budget for the method (default 10)")
     p.add_argument("--steps", type=int, default=None, help="fixed training steps instead of the time budget")
     p.add_argument("--map-steps", type=int, default=10)
-    p.add_argument("--prior-weight", type=float, default=1.0)
+    p.add_argument("--prior-weight", type=float, default=0.01)
     p.add_argument("--samples", type=int, default=0)
     p.add_argument("--workdir", default="bench", help="folder for the simulated data and results (default bench/)")
     p.add_argument("--speed", action="store_true", help="measure speed and memory instead of quality: throughput of reconstruct and "

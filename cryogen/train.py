@@ -4,10 +4,12 @@ Each step draws a batch of observed patches y from one tomogram and does:
 
 - E-step: a few Langevin steps on the posterior U(x) = ||A(x - y)||^2/2sigma^2 + lambda N E(x),
   started at g(y): candidates that fit the data and that D finds plausible.
-- M-step: g towards those candidates, plus the proxy's self-consistency: a plausible x, rotated
-  and re-observed (A R x + n, with noise from the tomogram's noise model), must be mapped back to
-  R x. Because R moves the wedge, this teaches g to fill it; because n is fresh noise of the
-  data's own spectrum, it teaches g to remove it. Plus a small adversarial term (D on A R g(y) + n).
+- M-step: the proxy's self-consistency: a posterior candidate x, rotated and re-observed
+  (A R x + n, with noise from the tomogram's noise model), must be mapped back to R x. Because R
+  moves the wedge, this teaches g to fill it. Denoising comes from recorrupted pairs of the real
+  data (y + a n -> y - n / a, compared in the measured subspace), unbiased for the clean signal
+  because the two noises are independent. Plus a small adversarial term (D on A R g(y) + n), and
+  optionally (fit_weight) g(y) towards the candidates themselves.
 - D-step: real y against A R g(y) + n, non-saturating logistic loss.
 
 Stabilisation: spectral normalisation in D, EMA weights for g (used for all targets and for
@@ -52,12 +54,12 @@ class TrainConfig:
     patch: int = 32
     lr_g: float = 1e-3
     lr_d: float = 2e-4
-    prior_weight: float = 1.0
+    prior_weight: float = 0.01  # lambda of the E-step's posterior (see SolveConfig)
     langevin_steps: int = 1
     langevin_step: float = 0.05
-    fit_weight: float = 1.0
+    fit_weight: float = 0.0  # g(y) towards the E-step samples: measured to pull g back towards the noisy y
     cycle_weight: float = 1.0
-    denoise_weight: float = 0.0
+    denoise_weight: float = 1.0
     recorrupt: float = 0.5  # alpha of the recorrupted pairs y + alpha n / y - n / alpha
     adv_weight: float = 0.02
     ema: float = 0.99

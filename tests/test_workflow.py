@@ -457,3 +457,21 @@ def test_sheet_halves(tmp_path):
     (ws / "config/tomograms.tsv").write_text(header + "a\tdata/a.mrc\t-60\t60\tdata/a_even.mrc\tdata/a_odd.mrc\n")
     run = snakemake(ws, "-n", "-p", "results/a/tiles.zarr")
     assert run.code == 0 and "--halves data/a_even.mrc data/a_odd.mrc" in run.log, run
+
+
+def test_export_switch_adds_ome_zarr_and_reruns_nothing_else(base, tmp_path):
+    """export.ome_zarr: true adds only the export jobs; their OME-Zarr holds the restored volume."""
+    import zarr
+
+    from cryogen.mrcio import read_mrc
+
+    ws = copy_of(base, tmp_path)
+    kept = mtimes(ws, *outputs_of("a"), *outputs_of("b"))
+    set_config(ws, "export", ome_zarr=True)
+    run = snakemake(ws, *FAST)
+    assert run.code == 0, run
+    assert run.jobs == Counter(export=2, all=1), run
+    assert mtimes(ws, *kept) == kept
+    level0 = zarr.open_group(str(ws / "results/a/restored.ome.zarr"), mode="r")["0"][:]
+    restored, _ = read_mrc(ws / "results/a/restored.mrc")
+    assert np.array_equal(level0, restored)

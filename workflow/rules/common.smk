@@ -306,6 +306,7 @@ CODE = {
     "reconstruct": code_version("cryogen.reconstruct", "cryogen.parallel"),
     "stitch": code_version("cryogen.tiles"),
     "report": code_version("cryogen.figures"),
+    "export": code_version("cryogen.export"),
 }
 
 
@@ -323,6 +324,8 @@ def final_outputs():
         ]
         if std_wanted():
             out.append(f"{RESULTS}/{t.name}/restored_std.mrc")
+        if config["export"]["ome_zarr"]:
+            out.append(f"{RESULTS}/{t.name}/restored.ome.zarr")
     for g in GROUPS:
         out.append(f"{RESULTS}/priors/{g}/prior_curves.png")
     return out
