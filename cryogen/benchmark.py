@@ -59,7 +59,7 @@ def run_benchmark(args: argparse.Namespace) -> list[dict]:
     device = str(pick_device(args.device))
     solve = SolveConfig(map_steps=args.map_steps, prior_weight=args.prior_weight, samples=args.samples)
     rows: list[dict] = []
-    print(f"command: cryogen {' '.join(sys.argv[2:]) if len(sys.argv) > 2 else 'benchmark'}")
+    print(f"command: cryogen {' '.join(sys.argv[1:]) if len(sys.argv) > 1 else 'benchmark'}")
     print(f"machine: {machine()}; device: {device}", flush=True)
     for seed in args.seeds:
         for tilt in args.tilts:

@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="random seed; the same seed on the same hardware gives the same result")
 
     def add_solve(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--map-steps", type=int, default=10, help="MAP refinement steps per tile after the network's warm start (default 10; 0: network only)")
+        p.add_argument("--map-steps", type=int, default=0, help="MAP refinement steps per tile after the network's warm start (default 0: the network alone; see the README's Quality section)")
         p.add_argument("--samples", type=int, default=0, help="posterior samples per tile for the uncertainty (std) map (default 0: none)")
         p.add_argument("--prior-weight", type=float, default=0.01, help="weight lambda (per voxel) of the learned prior against the data in the MAP steps (default 0.01)")
 

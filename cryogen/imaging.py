@@ -86,6 +86,16 @@ def wedge_mask(shape: tuple[int, int, int], wedge: Wedge, rfft: bool = True) -> 
     return np.ascontiguousarray(full)
 
 
+def rfft_weights(nx: int) -> np.ndarray:
+    """How many coefficients of the full FFT grid each rfft column stands for (1 or 2): sums
+    over a half spectrum weighted by these equal sums over the full one."""
+    w = np.full(nx // 2 + 1, 2.0)
+    w[0] = 1.0
+    if nx % 2 == 0:
+        w[-1] = 1.0
+    return w
+
+
 def frequency_radius(shape: tuple[int, int, int], rfft: bool = True) -> np.ndarray:
     """|k| in cycles per voxel for every Fourier coefficient of a (z, y, x) volume."""
     nz, ny, nx = (int(s) for s in shape)

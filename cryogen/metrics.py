@@ -43,7 +43,7 @@ import numpy as np
 import scipy.fft
 
 from .errors import CryogenError
-from .imaging import Wedge, frequency_radius, wedge_mask
+from .imaging import Wedge, frequency_radius, rfft_weights, wedge_mask
 
 THRESHOLDS = (0.5, 0.143)
 BAND_MAX = 0.25  # cycles per voxel: the band of the recovery metrics, 0 < |k| <= BAND_MAX
@@ -134,15 +134,6 @@ def _rfft3(x: np.ndarray) -> np.ndarray:
     return scipy.fft.fftn(out, axes=(0, 1), overwrite_x=True, workers=-1)  # in place
 
 
-def _half_weights(nx: int) -> np.ndarray:
-    """How many full-spectrum coefficients each rfft column stands for (1 or 2)."""
-    w = np.full(nx // 2 + 1, 2.0)
-    w[0] = 1.0
-    if nx % 2 == 0:
-        w[-1] = 1.0
-    return w
-
-
 class _Geometry:
     """Per-coefficient shell index and band membership for one shape (rfft layout)."""
 
@@ -160,7 +151,7 @@ class _Geometry:
         dtype = np.int16 if self.n_shells + 1 < np.iinfo(np.int16).max else np.int32
         self.shell = radius.astype(dtype)
         del radius
-        self.weights = _half_weights(shape[2])
+        self.weights = rfft_weights(shape[2])
 
 
 def _shell_sums(fa: np.ndarray, fb: np.ndarray, geo: _Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CryogenError
-from .imaging import FFT_DIMS, Wedge, frequency_radius, wedge_mask
+from .imaging import FFT_DIMS, Wedge, frequency_radius, rfft_weights, wedge_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -259,18 +259,9 @@ def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return shape[-3:]  # type: ignore[return-value]
 
 
-def _rfft_weights(nx: int) -> np.ndarray:
-    """How many coefficients of the full FFT grid each rfft column stands for (1 or 2)."""
-    w = np.full(nx // 2 + 1, 2.0)
-    w[0] = 1.0
-    if nx % 2 == 0:
-        w[-1] = 1.0
-    return w
-
-
 @functools.lru_cache(maxsize=64)
 def _measured_fraction(shape3: tuple[int, int, int], wedge: Wedge) -> float:
-    w = _rfft_weights(shape3[2])
+    w = rfft_weights(shape3[2])
     mask = wedge_mask(shape3, wedge)
     return float((mask * w).sum() / np.prod(shape3))
 
@@ -278,7 +269,7 @@ def _measured_fraction(shape3: tuple[int, int, int], wedge: Wedge) -> float:
 @functools.lru_cache(maxsize=64)
 def _implied_variance(model: NoiseModel, shape3: tuple[int, int, int], wedge: Wedge) -> tuple[float, float]:
     psd = model.psd(shape3, wedge)
-    w = np.broadcast_to(_rfft_weights(shape3[2]), psd.shape)
+    w = np.broadcast_to(rfft_weights(shape3[2]), psd.shape)
     mask = wedge_mask(shape3, wedge)
     total = float((psd * w).sum() / np.prod(shape3))
     wm = w[mask]
@@ -367,7 +358,7 @@ def _spectrum_profile(power: np.ndarray, shape3: tuple[int, int, int], wedge: We
     _, centres = _shell_edges(n_shells)
     radius = frequency_radius(shape3)
     mask = wedge_mask(shape3, wedge)
-    weights = np.broadcast_to(_rfft_weights(shape3[2]), power.shape)
+    weights = np.broadcast_to(rfft_weights(shape3[2]), power.shape)
     shell = _shell_index(radius, n_shells)
     not_dc = radius > 0
     measured, _ = _shell_means(power, mask & not_dc, shell, weights, centres)
