@@ -1,0 +1,223 @@
+"""`cryogen benchmark --speed`: what each stage costs in time and memory, and how it scales.
+
+Prints one table of figures with the command, the machine and the device:
+
+- throughput of reconstruct (voxels of the tomogram per second, tile overlap included): the
+  network g(y) alone and per MAP step; training steps per second;
+- where reconstruct's time goes: reading tiles, compute, writing, the rest (Python, startup);
+- peak resident memory (RSS) and wall time of chunk, train, reconstruct and stitch, each run as
+  its own `cryogen` process, for tomograms of 1x, 4x and 16x the voxels: memory must stay flat;
+- Dask scaling of reconstruct: 1 against 2 worker processes;
+- the same throughput on CUDA when torch sees a GPU;
+- the extrapolated wall time for a 1000 x 1000 x 300 tomogram.
+
+Volumes are smooth random fields (the cost of every stage is independent of the content), made
+plane by plane so that making them does not itself need the memory being measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .benchmark import machine
+from .imaging import Wedge
+from .mrcio import MrcWriter
+from .nets import NetConfig
+from .solve import SolveConfig, map_estimate
+from .tiles import TileGrid
+from .train import TrainConfig
+
+BASE = (64, 128, 128)  # 1x: 1 M voxels
+SCALES = {1: BASE, 4: (64, 256, 256), 16: (128, 512, 256)}
+TARGET = (300, 1000, 1000)  # the facility's tomogram, (z, y, x)
+CLI = [sys.executable, "-m", "cryogen.cli"]
+
+
+def make_volume(path: Path, shape: tuple[int, int, int], seed: int = 0) -> None:
+    """A smooth random field written plane by plane (memory of one plane)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    with MrcWriter(path, shape, voxel_size=10.0) as w:
+        for z in range(shape[0]):
+            w.write_block(z, 0, gaussian_filter(rng.standard_normal(shape[1:], dtype=np.float32), 1.5)[None])
+
+
+# A small launcher between us and the stage: Linux carries a parent's peak RSS over fork and exec
+# into the child's, so a stage forked straight from this (torch-laden) process would report at
+# least our own peak. Forked from a bare interpreter, its peak is its own.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\\nCRYOGEN_MAXRSS_KB {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_stage(args: list[str], threads: int) -> tuple[float, float]:
+    """Run one `cryogen` verb as its own process; its wall seconds and peak RSS in MB."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
+    t = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    wall = time.monotonic() - t
+    err = proc.stderr.decode(errors="replace")
+    if proc.returncode:
+        lines = [ln for ln in err.strip().splitlines() if not ln.startswith("CRYOGEN_MAXRSS_KB")]
+        raise RuntimeError(f"cryogen {args[0]} failed: {lines[-1] if lines else proc.returncode}")
+    kb = next(int(ln.split()[1]) for ln in reversed(err.splitlines()) if ln.startswith("CRYOGEN_MAXRSS_KB"))
+    return wall, kb / 1024.0
+
+
+def tiles_for(shape: tuple[int, int, int], tile: int = 64, overlap: int = 16) -> int:
+    starts = TileGrid(shape, tile, overlap).starts
+    return len(starts[0]) * len(starts[1]) * len(starts[2])
+
+
+def throughput(device: str, net: NetConfig, map_steps: int, tile: int = 64, batch: int = 4, repeats: int = 3) -> dict[str, float]:
+    """Seconds per tile for g(y) and per MAP step, on `device`, with the default networks."""
+    from .nets import build
+    from .noise import NoiseModel
+
+    dev = torch.device(device)
+    g, d = build(net)
+    g, d = g.to(dev).eval().requires_grad_(False), d.to(dev).eval().requires_grad_(False)
+    wedge = Wedge(-60, 60)
+    noise = NoiseModel.white(0.8)
+    y = torch.randn(batch, tile, tile, tile, device=dev)
+
+    def timed(fn) -> float:
+        fn()  # warm-up (allocations, cuDNN autotuning)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t) / repeats / batch
+
+    with torch.inference_mode():
+        g_tile = timed(lambda: g(y))
+    x0 = g(y)
+    cfg = SolveConfig(map_steps=map_steps)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    map_tile = timed(lambda: map_estimate(x0, y, d, wedge, noise, cfg, gen)) / max(map_steps, 1) if map_steps else 0.0
+    return {"g_tile_s": g_tile, "map_step_tile_s": map_tile}
+
+
+def train_rate(device: str, steps: int = 10) -> float:
+    """Training steps per second of the default configuration on random tiles."""
+    import tempfile
+
+    from .tiles import chunk
+    from .train import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "v.mrc"
+        make_volume(src, BASE)
+        chunk(src, Path(tmp) / "t.zarr", wedge=Wedge(-60, 60), progress=False, check_geometry=False)
+        cfg = TrainConfig(steps=2, checkpoint_every=10**6)
+        train([Path(tmp) / "t.zarr"], Path(tmp) / "w.pt", cfg, device=device, progress=False)  # warm-up
+        t = time.monotonic()
+        train([Path(tmp) / "t.zarr"], Path(tmp) / "p.pt", replace(cfg, steps=steps), device=device, progress=False)
+        return steps / (time.monotonic() - t)
+
+
+def row(what: str, value: float, unit: str, note: str = "") -> dict[str, str]:
+    return {"figure": what, "value": f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}", "unit": unit, "note": note}
+
+
+def run_speed(args: argparse.Namespace) -> list[dict[str, str]]:
+    from .metrics import format_table
+
+    work = Path(args.workdir) / "speed"
+    work.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    map_steps = args.map_steps
+    print(f"command: cryogen {' '.join(sys.argv[1:])}")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(f"machine: {machine()}; devices: {', '.join(devices)}", flush=True)
+    rows: list[dict[str, str]] = []
+    net = NetConfig()
+    target_tiles = tiles_for(TARGET)
+    target_voxels = float(np.prod(TARGET))
+    for dev in devices:
+        t = throughput(dev, net, map_steps)
+        g_rate = target_voxels / (t["g_tile_s"] * target_tiles)
+        rows.append(row(f"reconstruct g(y) [{dev}]", g_rate / 1e6, "Mvoxel/s", f"{t['g_tile_s'] * 1e3:.0f} ms per 64^3 tile"))
+        if map_steps:
+            rows.append(row(f"one MAP step [{dev}]", t["map_step_tile_s"] * 1e3, "ms per tile", f"{target_tiles} tiles in {TARGET[2]}x{TARGET[1]}x{TARGET[0]}"))
+        full = target_tiles * (t["g_tile_s"] + map_steps * t["map_step_tile_s"])
+        rows.append(row(f"{TARGET[2]}x{TARGET[1]}x{TARGET[0]} reconstruct, g + {map_steps} MAP [{dev}]", full / 60, "min", "extrapolated, compute only"))
+        rows.append(row(f"{TARGET[2]}x{TARGET[1]}x{TARGET[0]} reconstruct, g only [{dev}]", target_tiles * t["g_tile_s"] / 60, "min", "extrapolated, compute only"))
+        rate = train_rate(dev, steps=args.train_steps)
+        rows.append(row(f"train [{dev}]", rate, "steps/s", f"default prior ({TrainConfig.steps} steps): {TrainConfig.steps / rate / 60:.1f} min"))
+        print(format_table(rows, ["figure", "value", "unit", "note"]), flush=True)
+
+    # memory and wall time of each stage as its own process, at 1x, 4x and 16x the voxels
+    peaks: dict[str, dict[int, float]] = {}
+    prior = None
+    g_tile_s = throughput(devices[-1], net, 0)["g_tile_s"]
+    for scale, shape in SCALES.items():
+        d = work / f"x{scale}"
+        d.mkdir(exist_ok=True)
+        src = d / "in.mrc"
+        if not src.exists():
+            make_volume(src, shape, seed=scale)
+        for p in (d / "t.zarr", d / "r.zarr", d / "out.mrc"):
+            if p.exists():
+                import shutil
+
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        voxels = float(np.prod(shape))
+        wall, rss = run_stage(["chunk", str(src), str(d / "t.zarr"), "--tilt-range", "-60", "60"], threads)
+        peaks.setdefault("chunk", {})[scale] = rss
+        rows.append(row(f"chunk {scale}x ({voxels / 1e6:.0f} Mvoxel)", rss, "MB peak", f"{wall:.1f} s"))
+        if prior is None:
+            prior = work / "prior.pt"
+            wall, rss_t = run_stage(["train", str(d / "t.zarr"), "--out", str(prior), "--steps", str(args.train_steps), "--device", devices[-1]], threads)
+        wall, rss = run_stage(["train", str(d / "t.zarr"), "--out", str(d / "p.pt"), "--steps", str(args.train_steps), "--device", devices[-1]], threads)
+        peaks.setdefault("train", {})[scale] = rss
+        rows.append(row(f"train {scale}x ({args.train_steps} steps)", rss, "MB peak", f"{wall:.1f} s"))
+        wall, rss = run_stage(["reconstruct", str(d / "t.zarr"), "--prior", str(prior), "--out", str(d / "r.zarr"),
+                               "--map-steps", str(map_steps), "--device", devices[-1]], threads)
+        peaks.setdefault("reconstruct", {})[scale] = rss
+        rows.append(row(f"reconstruct {scale}x", rss, "MB peak", f"{wall:.1f} s, {voxels / wall / 1e6:.2f} Mvoxel/s with start-up"))
+        if scale == max(SCALES):
+            compute = tiles_for(shape) * g_tile_s * (1 + map_steps * 2.5)
+            rows.append(row(f"reconstruct {scale}x: time outside the networks", max(wall - compute, 0.0) / wall * 100, "%",
+                            "reading, writing, start-up, Python (the MAP step counted as 2.5 g)"))
+        wall, rss = run_stage(["stitch", str(d / "r.zarr"), str(d / "out.mrc")], threads)
+        peaks.setdefault("stitch", {})[scale] = rss
+        rows.append(row(f"stitch {scale}x", rss, "MB peak", f"{wall:.1f} s"))
+        print(format_table(rows[-4:], ["figure", "value", "unit", "note"]), flush=True)
+    for stage, by in peaks.items():
+        rows.append(row(f"{stage}: peak at 16x / 1x", by[16] / by[1], "ratio", "target <= 1.5"))
+
+    # Dask scaling on the 4x tomogram
+    d = work / "x4"
+    for workers in (1, 2):
+        out = d / f"dask{workers}.zarr"
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        wall, rss = run_stage(["reconstruct", str(d / "t.zarr"), "--prior", str(prior), "--out", str(out), "--map-steps", str(map_steps),
+                               "--device", "cpu", "--workers", str(workers)], 1 if workers > 1 else threads)
+        label = "Dask, 2 worker processes" if workers > 1 else "serial, 1 process"
+        rows.append(row(f"reconstruct 4x, {label}", wall, "s", f"peak {rss:.0f} MB of the main process"))
+    print()
+    print(format_table(rows, ["figure", "value", "unit", "note"]))
+    return rows
