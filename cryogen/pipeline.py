@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .imaging import Wedge
-from .nets import build
+from .nets import build, place
 from .solve import SolveConfig, map_estimate
 from .store import TILE_ARRAY, open_store, read_tiles
 from .data import normalised_noise
@@ -33,7 +33,7 @@ def estimate_reconstruct_seconds(store: Path, cfg: TrainConfig, solve: SolveConf
     y = torch.from_numpy(read_tiles(group[TILE_ARRAY], 0, n, store))
     y = ((y - meta.stats["mean"]) / meta.stats["std"]).to(dev)
     g, d = build(cfg.net)
-    g, d = g.to(dev).eval().requires_grad_(False), d.to(dev).eval().requires_grad_(False)
+    g, d = place(g, dev).eval().requires_grad_(False), place(d, dev).eval().requires_grad_(False)
     noise = normalised_noise(meta, y[:1].cpu().numpy())
     t0 = time.perf_counter()
     with torch.no_grad():

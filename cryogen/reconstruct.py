@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .data import normalised_noise
 from .errors import CryogenError
 from .files import output_error
-from .nets import NetConfig, build
+from .nets import NetConfig, build, place
 from .solve import SolveConfig, map_estimate, posterior_std
 from .store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles
 from .train import TrainConfig, load_checkpoint, pick_device
@@ -42,7 +42,7 @@ def load_prior(path: str | Path, device: torch.device) -> tuple[torch.nn.Module,
         d.load_state_dict(ck["d"])
     except RuntimeError as exc:
         raise CryogenError(f"checkpoint does not match this CryoGEN's networks ({str(exc).splitlines()[0]})", path) from None
-    g, d = g.to(device).eval(), d.to(device).eval()
+    g, d = place(g, device).eval(), place(d, device).eval()
     g.requires_grad_(False)
     d.requires_grad_(False)
     return g, d, cfg

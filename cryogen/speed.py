@@ -87,12 +87,12 @@ def tiles_for(shape: tuple[int, int, int], tile: int = 64, overlap: int = 16) ->
 
 def throughput(device: str, net: NetConfig, map_steps: int, tile: int = 64, batch: int = 4, repeats: int = 3) -> dict[str, float]:
     """Seconds per tile for g(y) and per MAP step, on `device`, with the default networks."""
-    from .nets import build
+    from .nets import build, place
     from .noise import NoiseModel
 
     dev = torch.device(device)
     g, d = build(net)
-    g, d = g.to(dev).eval().requires_grad_(False), d.to(dev).eval().requires_grad_(False)
+    g, d = place(g, dev).eval().requires_grad_(False), place(d, dev).eval().requires_grad_(False)
     wedge = Wedge(-60, 60)
     noise = NoiseModel.white(0.8)
     y = torch.randn(batch, tile, tile, tile, device=dev)

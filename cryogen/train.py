@@ -38,7 +38,7 @@ from .data import PatchSampler, Source, open_sources
 from .errors import CryogenError
 from .files import atomic_output
 from .imaging import apply_wedge, observe
-from .nets import Discriminator, NetConfig, UNet3d, build
+from .nets import Discriminator, NetConfig, UNet3d, build, place
 from .rotations import random_cube_indices, rotate
 from .solve import langevin
 
@@ -107,7 +107,7 @@ def pick_device(name: str = "auto") -> torch.device:
 def new_state(cfg: TrainConfig, device: torch.device) -> State:
     torch.manual_seed(cfg.seed)
     g, d = build(cfg.net)
-    g, d = g.to(device), d.to(device)
+    g, d = place(g, device), place(d, device)
     g_ema = copy.deepcopy(g).requires_grad_(False)
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(0.5, 0.99))
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
