@@ -60,7 +60,7 @@ class TrainConfig:
     fit_weight: float = 0.0  # g(y) towards the E-step samples: measured to pull g back towards the noisy y
     cycle_weight: float = 1.0
     denoise_weight: float = 1.0
-    recorrupt: float = 0.5  # alpha of the recorrupted pairs y + alpha n / y - n / alpha
+    recorrupt: float = 1.0  # alpha of the recorrupted pairs y + alpha n / y - n / alpha (1: measured best of 0.5, 1)
     adv_weight: float = 0.02
     ema: float = 0.99
     checkpoint_every: int = 50
