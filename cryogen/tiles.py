@@ -186,7 +186,7 @@ def stitch(
     store_path: str | Path,
     out_path: str | Path,
     array_name: str = TILE_ARRAY,
-    block_voxels: int = 8_000_000,
+    block_voxels: int = 2_000_000,
     progress: bool = True,
 ) -> None:
     """Blend the tiles of a store back into an MRC volume (written atomically, streaming)."""
