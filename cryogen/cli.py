@@ -255,12 +255,42 @@ def _zarr_info(path: str) -> dict:
     }
 
 
+def _ome_info(path: str) -> dict | None:
+    """What `info` says of an OME-Zarr image (e.g. from `cryogen export`); None if it is not one."""
+    attrs_file = Path(path) / ".zattrs"
+    if not attrs_file.is_file():
+        return None
+    try:
+        attrs = json.loads(attrs_file.read_text())
+        ms = attrs["multiscales"][0]
+        import zarr
+
+        group = zarr.open_group(path, mode="r")
+        levels = [group[d["path"]] for d in ms["datasets"]]
+        scale = next(t["scale"] for t in ms["datasets"][0]["coordinateTransformations"] if t["type"] == "scale")
+    except (OSError, ValueError, KeyError, IndexError, StopIteration) as exc:
+        raise CryogenError(f"not a readable OME-Zarr image ({type(exc).__name__}: {exc})", path) from None
+    extra = attrs.get("cryogen", {})
+    return {
+        "file": path,
+        "format": f"OME-Zarr (NGFF {ms.get('version', '?')})",
+        "shape_zyx": list(levels[0].shape),
+        "voxel_size_zyx_angstrom": scale,
+        "origin_xyz_angstrom": extra.get("origin_xyz_angstrom", extra.get("origin")),
+        "dtype": str(levels[0].dtype),
+        "levels": [list(a.shape) for a in levels],
+        "chunks": list(levels[0].chunks),
+        "tilt": None,
+        "source": extra.get("source"),
+    }
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     path = Path(args.file)
     if not path.exists():
         raise CryogenError("file not found", path)
     zarr_like = path.is_dir() and ((path / "zarr.json").exists() or (path / ".zgroup").exists() or path.suffix == ".zarr")
-    result = _zarr_info(str(path)) if zarr_like else _mrc_info(str(path))
+    result = (_ome_info(str(path)) or _zarr_info(str(path))) if zarr_like else _mrc_info(str(path))
     if args.json:
         print(json.dumps(result))
         return

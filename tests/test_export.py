@@ -313,3 +313,21 @@ def test_library_errors_are_cryogen_errors(tmp_path):
         write_ome_zarr(src, tmp_path / "o.zarr", chunk=4)
     with pytest.raises(CryogenError, match="positive"):
         write_ome_zarr(src, tmp_path / "o.zarr", voxel_size=-1.0)
+
+
+def test_info_describes_an_ome_zarr_export(tmp_path, capsys):
+    """`cryogen info` reads our OME-Zarr: shape, voxel size, pyramid levels, chunks."""
+    import json as _json
+
+    from cryogen.cli import main
+    from cryogen.mrcio import write_mrc
+
+    src = tmp_path / "v.mrc"
+    write_mrc(src, np.random.default_rng(1).normal(size=(20, 40, 36)).astype(np.float32), 7.5)
+    assert main(["export", str(src), str(tmp_path / "v.zarr"), "--ome", "--chunk", "16"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "v.zarr"), "--json"]) == 0
+    info = _json.loads(capsys.readouterr().out)
+    assert info["format"].startswith("OME-Zarr") and info["shape_zyx"] == [20, 40, 36]
+    assert info["voxel_size_zyx_angstrom"] == [7.5, 7.5, 7.5]
+    assert info["levels"][1] == [10, 20, 18] and info["chunks"] == [16, 16, 16]
