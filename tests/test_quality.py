@@ -1,4 +1,4 @@
-"""The method against ground truth (slow, ~8 min on 2 cores): on a small simulated phantom, the
+"""The method against ground truth (slow, ~6 min on 2 cores): on a small simulated phantom, the
 method with its default settings beats the best Gaussian low-pass of the input (sigma chosen with
 the truth), in cc and in the measured region, and starts to fill the wedge.
 
