@@ -227,12 +227,13 @@ def stitch(
                         y0, y1 = max(sy, by0), min(sy + tile, by1)
                         wzy = wz[:, None] * weights[1][iy][y0 - sy : y1 - sy][None, :]
                         first = tile_index(gshape, iz, iy, 0)
-                        row = read_tiles(array, first, first + gshape[2], store_path)
                         for ix, sx in enumerate(starts[2]):
+                            # one tile at a time: memory holds one tile, not a row of them
+                            t = read_tiles(array, first + ix, first + ix + 1, store_path)[0]
                             x0, x1 = max(sx, 0), min(sx + tile, shape[2])
                             w = wzy[:, :, None] * weights[2][ix][x0 - sx : x1 - sx][None, None, :]
                             out[z0 - bz0 : z1 - bz0, y0 - by0 : y1 - by0, x0:x1] += (
-                                w * row[ix, z0 - sz : z1 - sz, y0 - sy : y1 - sy, x0 - sx : x1 - sx]
+                                w * t[z0 - sz : z1 - sz, y0 - sy : y1 - sy, x0 - sx : x1 - sx]
                             )
                 writer.write_block(bz0, by0, out)
                 bar.update()
