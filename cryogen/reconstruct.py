@@ -93,9 +93,7 @@ class TileRestorer:
         self.store = Path(store)
         self.dev = pick_device(device)
         group, self.meta = open_store(store)
-        self.g, self.d, tcfg = load_prior(prior, self.dev)
-        if self.meta.tile % (2 ** tcfg.net.g_depth):
-            raise CryogenError(f"tile size {self.meta.tile} is not a multiple of {2 ** tcfg.net.g_depth}, which the prior's network needs", store)
+        self.g, self.d, _ = load_prior(prior, self.dev)  # checked against the tiles by prepare()
         self.tiles = group[TILE_ARRAY]
         self.noise = normalised_noise(self.meta, read_tiles(self.tiles, 0, 1, store))
         self.cfg, self.seed = cfg, seed

@@ -153,8 +153,10 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, str]]:
     net = NetConfig()
     target_tiles = tiles_for(TARGET)
     target_voxels = float(np.prod(TARGET))
+    g_tile_s = 0.0
     for dev in devices:
         t = throughput(dev, net, map_steps)
+        g_tile_s = t["g_tile_s"]  # the last device's is the one the stages below run on
         g_rate = target_voxels / (t["g_tile_s"] * target_tiles)
         rows.append(row(f"reconstruct g(y) [{dev}]", g_rate / 1e6, "Mvoxel/s", f"{t['g_tile_s'] * 1e3:.0f} ms per 64^3 tile"))
         if map_steps:
@@ -169,7 +171,6 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, str]]:
     # memory and wall time of each stage as its own process, at 1x, 4x and 16x the voxels
     peaks: dict[str, dict[int, float]] = {}
     prior = None
-    g_tile_s = throughput(devices[-1], net, 0)["g_tile_s"]  # reconstruct runs with its default: g alone
     for scale, shape in SCALES.items():
         d = work / f"x{scale}"
         d.mkdir(exist_ok=True)
