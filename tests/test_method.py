@@ -144,3 +144,61 @@ def test_reconstruct_resumes_and_matches_uninterrupted(tiles, tmp_path):
     assert np.array_equal(ga["tiles"][:], gb["tiles"][:])
     assert np.array_equal(ga["std"][:], gb["std"][:])
     assert ga["tiles"].shape[0] == meta.n_tiles
+
+
+@pytest.mark.parametrize("cfg", [SolveConfig(), SolveConfig(map_steps=1, samples=1, sample_steps=1)], ids=["g-only", "map-std"])
+def test_overlapped_io_gives_the_serial_result_and_keeps_work_on_error(tiles, tmp_path, monkeypatch, cfg):
+    """The GPU path (read and write in background threads) restores the same bytes as the serial
+    path, and a failed write stops it with the batches before it kept for the rerun."""
+    import errno
+
+    from cryogen.reconstruct import TileRestorer
+
+    train([tiles], tmp_path / "p.pt", TINY, device="cpu", progress=False)
+    run = lambda out, **kw: reconstruct(tiles, tmp_path / "p.pt", tmp_path / out, cfg, device="cpu", batch=2, progress=False, **kw)
+    run("serial.zarr", overlap=False)
+    run("overlap.zarr", overlap=True)
+    save, calls = TileRestorer.save, []
+
+    def failing_save(self, idx, result):
+        calls.append(idx)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, idx, result)
+
+    monkeypatch.setattr(TileRestorer, "save", failing_save)
+    with pytest.raises(CryogenError, match="the 4 tiles done so far are kept"):
+        run("failed.zarr", overlap=True)
+    monkeypatch.setattr(TileRestorer, "save", save)
+    run("failed.zarr", overlap=True)
+    arrays = ("tiles", "std") if cfg.samples else ("tiles",)
+    serial = open_store(tmp_path / "serial.zarr")[0]
+    for out in ("overlap.zarr", "failed.zarr"):
+        group = open_store(tmp_path / out)[0]
+        for name in arrays:
+            assert np.array_equal(serial[name][:], group[name][:]), (out, name)
+
+
+def test_d_separates_needs_a_full_window_of_perfect_steps():
+    from cryogen.train import SEPARATION_WINDOW, d_separates
+
+    perfect = {"d_acc_real": 1.0, "d_acc_fake": 1.0}
+    assert not d_separates([perfect] * (SEPARATION_WINDOW - 1))
+    miss = {"d_acc_real": 1.0, "d_acc_fake": 0.75}
+    assert d_separates([miss] * 10 + [perfect] * (SEPARATION_WINDOW - 10))
+    assert not d_separates([miss] * 11 + [perfect] * (SEPARATION_WINDOW - 11))
+
+
+def test_data_unlike_the_imaging_model_is_named(tmp_path, caplog):
+    """An isotropic, noise-free volume chunked as if it had a +-60 wedge: D tells real tiles from
+    simulated observations at once, and training says why instead of failing obscurely."""
+    from scipy.ndimage import gaussian_filter
+
+    vol = gaussian_filter(np.random.default_rng(0).standard_normal((24, 48, 48)).astype(np.float32), 1.5)
+    write_mrc(tmp_path / "iso.mrc", vol, 10.0)
+    chunk(tmp_path / "iso.mrc", tmp_path / "iso.zarr", tile=24, overlap=8, wedge=Wedge(-60, 60), progress=False, check_geometry=False)
+    try:
+        train([tmp_path / "iso.zarr"], tmp_path / "p.pt", TrainConfig(steps=250, batch=2, patch=16, checkpoint_every=100), device="cpu", progress=False)
+    except CryogenError as exc:  # diverging afterwards is fine, as long as the cause is named
+        assert "does not look like the imaging model" in str(exc)
+    assert "tells every real tile from its simulated observations" in caplog.text
