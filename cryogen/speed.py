@@ -4,7 +4,8 @@ Prints one table of figures with the command, the machine and the device:
 
 - throughput of reconstruct (voxels of the tomogram per second, tile overlap included): the
   network g(y) alone and per MAP step; training steps per second;
-- where reconstruct's time goes: reading tiles, compute, writing, the rest (Python, startup);
+- where reconstruct's time goes (reading tiles, compute, writing, start-up) and train's (drawing
+  patches, the step, checkpoints), on the 16x tomogram;
 - peak resident memory (RSS) and wall time of chunk, train, reconstruct and stitch, each run as
   its own `cryogen` process, for tomograms of 1x, 4x and 16x the voxels: memory must stay flat;
 - Dask scaling of reconstruct: 1 against 2 worker processes;
@@ -135,6 +136,86 @@ def train_rate(device: str, steps: int = 10) -> float:
         return steps / (time.monotonic() - t)
 
 
+def reconstruct_phases(store: Path, prior: Path, out: Path, device: str) -> dict[str, float]:
+    """Seconds spent reading, computing and writing in one in-process reconstruct of `store`
+    (the serial path, phases timed one after the other)."""
+    import shutil
+
+    from .reconstruct import TileRestorer, prepare
+
+    cfg = SolveConfig()
+    partial, batches = prepare(store, prior, out, cfg, 4, 0)
+    restorer = TileRestorer(store, prior, partial, cfg, device, 0)
+    spent = {"read": 0.0, "compute": 0.0, "write": 0.0}
+    for idx in batches:
+        t0 = time.perf_counter()
+        y = restorer.load(idx)
+        t1 = time.perf_counter()
+        result = restorer.compute(idx, y)  # ends in .cpu(): a GPU's work is finished here
+        t2 = time.perf_counter()
+        restorer.save(idx, result)
+        t3 = time.perf_counter()
+        spent["read"] += t1 - t0
+        spent["compute"] += t2 - t1
+        spent["write"] += t3 - t2
+    shutil.rmtree(partial, ignore_errors=True)
+    return spent
+
+
+def train_phases(store: Path, device: str, steps: int) -> dict[str, float]:
+    """Seconds spent drawing patches, in the training step proper, and saving one checkpoint,
+    for `steps` default training steps on `store`."""
+    import tempfile
+
+    from .data import PatchSampler, open_sources
+    from .train import checkpoint_dict, new_state, save_checkpoint, train_step
+
+    cfg = TrainConfig()
+    dev = torch.device(device)
+    sources = open_sources([store])
+    sampler = PatchSampler(sources, cfg.patch)
+    drawing = [0.0]
+
+    class TimedSampler:
+        def sample(self, batch: int, generator: torch.Generator):
+            t = time.perf_counter()
+            out = sampler.sample(batch, generator)
+            drawing[0] += time.perf_counter() - t
+            return out
+
+    state = new_state(cfg, dev)
+    train_step(state, TimedSampler(), cfg, dev)  # warm-up
+    drawing[0] = 0.0
+    t = time.perf_counter()
+    for _ in range(steps):
+        train_step(state, TimedSampler(), cfg, dev)  # ends in .item(): a GPU's work is finished
+    total = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        save_checkpoint(Path(tmp) / "c.pt", checkpoint_dict(state, cfg, sources))
+        ckpt = time.perf_counter() - t
+    return {"draw": drawing[0], "step": total - drawing[0], "checkpoint": ckpt, "steps": steps, "every": cfg.checkpoint_every}
+
+
+def where_time_goes(d: Path, prior: Path, device: str, process_wall: float, train_steps: int) -> list[dict[str, str]]:
+    """Rows saying where reconstruct's and train's time goes on the tomogram in `d`."""
+    phases = reconstruct_phases(d / "t.zarr", prior, d / "phases.zarr", device)
+    loop = sum(phases.values())
+    startup = max(process_wall - loop, 0.0)
+    rows = [row(f"reconstruct {name} [{device}]", secs / process_wall * 100, "% of the process", f"{secs:.2f} s")
+            for name, secs in phases.items()]
+    rows.append(row(f"reconstruct start-up [{device}]", startup / process_wall * 100, "% of the process",
+                    f"{startup:.2f} s: Python, torch and Zarr imports, prior loading, done once per tomogram"))
+    rows.append(row(f"reconstruct read + write + Python in the loop [{device}]", (loop - phases["compute"]) / loop * 100, "% of the loop",
+                    "what grows with the tomogram besides compute"))
+    t = train_phases(d / "t.zarr", device, max(train_steps, 10))
+    per_step = (t["draw"] + t["step"]) / t["steps"] + t["checkpoint"] / t["every"]
+    rows.append(row(f"train: drawing patches [{device}]", t["draw"] / t["steps"] / per_step * 100, "% of a step", "reading and caching tiles"))
+    rows.append(row(f"train: checkpoints [{device}]", t["checkpoint"] / t["every"] / per_step * 100, "% of a step",
+                    f"{t['checkpoint'] * 1e3:.0f} ms every {t['every']} steps"))
+    return rows
+
+
 def row(what: str, value: float, unit: str, note: str = "") -> dict[str, str]:
     return {"figure": what, "value": f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}", "unit": unit, "note": note}
 
@@ -197,9 +278,7 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, str]]:
         peaks.setdefault("reconstruct", {})[scale] = rss
         rows.append(row(f"reconstruct {scale}x (g alone, the default)", rss, "MB peak", f"{wall:.1f} s, {voxels / wall / 1e6:.2f} Mvoxel/s with start-up"))
         if scale == max(SCALES):
-            compute = tiles_for(shape) * g_tile_s
-            rows.append(row(f"reconstruct {scale}x: time outside the network", max(wall - compute, 0.0) / wall * 100, "%",
-                            "process start-up (torch import, prior), reading, writing, Python"))
+            rows.extend(where_time_goes(d, prior, devices[-1], wall, args.train_steps))
         wall, rss = run_stage(["stitch", str(d / "r.zarr"), str(d / "out.mrc")], threads)
         peaks.setdefault("stitch", {})[scale] = rss
         rows.append(row(f"stitch {scale}x", rss, "MB peak", f"{wall:.1f} s"))

@@ -24,3 +24,21 @@ def test_stage_runs_as_its_own_process_and_reports_peak_memory(tmp_path):
     assert wall > 0 and 10 < rss < 2000
     with pytest.raises(RuntimeError, match="info"):
         run_stage(["info", str(tmp_path / "missing.mrc")], threads=1)
+
+
+def test_phase_timings_add_up(tmp_path):
+    """The profile behind "where the time goes": every phase measured, the partial store removed."""
+    from cryogen.imaging import Wedge
+    from cryogen.speed import reconstruct_phases, train_phases
+    from cryogen.tiles import chunk
+    from cryogen.train import TrainConfig, train
+
+    make_volume(tmp_path / "v.mrc", (32, 64, 64))
+    chunk(tmp_path / "v.mrc", tmp_path / "t.zarr", tile=32, overlap=8, wedge=Wedge(-60, 60), progress=False, check_geometry=False)
+    train([tmp_path / "t.zarr"], tmp_path / "p.pt", TrainConfig(steps=1), device="cpu", progress=False)
+    r = reconstruct_phases(tmp_path / "t.zarr", tmp_path / "p.pt", tmp_path / "r.zarr", "cpu")
+    assert set(r) == {"read", "compute", "write"} and all(v > 0 for v in r.values())
+    assert r["compute"] > r["read"]
+    assert not (tmp_path / ".r.zarr.partial").exists() and not (tmp_path / "r.zarr").exists()
+    t = train_phases(tmp_path / "t.zarr", "cpu", steps=2)
+    assert t["steps"] == 2 and t["draw"] > 0 and t["step"] > t["draw"] and t["checkpoint"] > 0
