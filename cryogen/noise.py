@@ -27,8 +27,12 @@ complex Gaussian coefficient is exponential, so median(|Y_k|^2 / N) / ln 2 estim
 robustly (a few strong signal coefficients do not move it); this is done separately over the
 measured and the missing coefficients of the band. The ASSUMPTION that makes it work without
 halves: the noise PSD is flat (white) across frequencies within each region, so its level at
-high frequency is its level everywhere. Then sigma^2 = f_measured * psd_measured
-+ f_missing * psd_missing, with f the fractions of the full FFT grid. It under-estimates sigma
+high frequency is its level everywhere. Beyond the band (|k| > 0.5, the corners of
+Fourier space, half the coefficients of a cube) the signal is weaker still, so there the measured
+PSD is the data's own, shell by shell (median / ln 2 over at least 2048 coefficients, borrowing
+neighbouring shells where one holds fewer): real tomograms' noise falls there (interpolation in
+back-projection), and a flat model would put twice their corner power into simulated
+observations (measured on a real crop). sigma^2 is the mean of the resulting PSD over the grid. It under-estimates sigma
 for data whose noise was low-pass filtered near Nyquist (binned or interpolated tomograms,
 reconstructions with a low-pass filter): use even/odd halves there. `check_noise` warns when the
 spectrum still falls across the noise band.
@@ -65,6 +69,7 @@ METHODS = ("halves", "data", "given")
 _LN2 = math.log(2.0)
 _MIN_BAND_MEASURED = 256  # rfft coefficients needed in the noise band (measured region)
 _MIN_BAND_MISSING = 64  # ... and in its missing region, when the grid has one
+_CORNER_COEFFICIENTS = 2048  # per estimate of the PSD beyond the noise band
 
 
 def _floats(values: Any, name: str) -> tuple[float, ...]:
@@ -419,6 +424,31 @@ def _noise_band(radius: np.ndarray, mask: np.ndarray, shape3: tuple[int, int, in
     )
 
 
+def _corner_profile(power: np.ndarray, radius: np.ndarray, mask: np.ndarray, n_shells: int, band_top: float,
+                    level: float) -> tuple[float, ...]:
+    """The measured-region PSD per shell: `level` (the noise band's) up to the band's top, and
+    beyond it, in the corners of Fourier space (|k| > 0.5: half the coefficients of a cube), the
+    data's own level shell by shell. The signal is still weaker there than in the band, so the
+    data are the noise, and real tomograms' noise falls there (interpolation in back-projection,
+    binning): a flat model would give simulated observations twice the corner power of the data
+    (measured on a real crop), which the discriminator then tells apart at once."""
+    edges, _ = _shell_edges(n_shells)
+    shell = _shell_index(radius, n_shells)[mask]
+    values = power[mask]
+    out = np.full(n_shells, level)
+    for i in range(n_shells):
+        if edges[i] < band_top:
+            continue
+        # the shell and as many neighbours as it takes for a steady median (~2 % error)
+        for k in range(n_shells):
+            near = values[np.abs(shell - i) <= k]
+            if near.size >= _CORNER_COEFFICIENTS:
+                break
+        if near.size:
+            out[i] = float(np.median(near)) / _LN2
+    return tuple(float(v) for v in out)
+
+
 def estimate_from_data(volume: np.ndarray, wedge: Wedge, n_shells: int = 32) -> NoiseModel:
     """The noise model from one volume, assuming a flat noise PSD in each region and negligible
     signal at 0.4..0.5 cycles/voxel (see the module docstring: this under-estimates sigma for
@@ -436,12 +466,13 @@ def estimate_from_data(volume: np.ndarray, wedge: Wedge, n_shells: int = 32) -> 
     psd_measured = float(np.median(power[band & mask])) / _LN2
     sel = band & ~mask
     psd_missing = float(np.median(power[sel])) / _LN2 if sel.any() else 0.0
-    frac = _measured_fraction(shape3, wedge)
-    sigma = math.sqrt(frac * psd_measured + (1.0 - frac) * psd_missing)
+    measured_psd = _corner_profile(power, radius, mask, n_shells, float(radius[band].max()), psd_measured)
+    flat = NoiseModel(sigma=0.0, shell_freqs=tuple(centres), measured_psd=measured_psd, missing_psd=psd_missing, method="data")
+    sigma = math.sqrt(flat.variance(shape3, wedge))
     return NoiseModel(
         sigma=sigma,
         shell_freqs=tuple(centres),
-        measured_psd=(psd_measured,) * len(centres),
+        measured_psd=measured_psd,
         missing_psd=psd_missing,
         method="data",
         data_variance=var,

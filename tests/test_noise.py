@@ -119,6 +119,28 @@ def test_empty_shells_are_interpolated():
     assert model.variance(shape, wedge) == pytest.approx(float(noise.var()), rel=0.10)
 
 
+def test_data_alone_follows_the_noise_into_the_corners():
+    """Beyond the noise band (|k| > 0.5, half the coefficients of a cube) the data-alone model
+    takes the data's own level shell by shell: noise that falls there (as in real tomograms,
+    measured on a crop) is followed, and white noise stays flat."""
+    wedge = Wedge(-60, 60, "y")
+    shape = (64, 64, 64)
+
+    def gain(k):  # flat up to 0.5 cycles/voxel, then falling to a quarter of the power
+        return np.where(k <= 0.5, 1.0, np.sqrt(np.clip(1.0 - 2.0 * (k - 0.5), 0.25, 1.0)))
+
+    signal = _signal(shape, wedge, 11)
+    for g, expect in ((gain, gain), (None, lambda k: np.ones_like(k))):
+        noise = _white(shape, 12)
+        noise = apply_wedge_np(_filtered(noise, g) if g is not None else noise, wedge)
+        model = estimate_from_data(signal + noise, wedge)
+        f = np.asarray(model.shell_freqs)
+        corner = (f > 0.55) & (f < 0.75)  # beyond, shells hold few coefficients and borrow from their neighbours
+        np.testing.assert_allclose(np.asarray(model.measured_psd)[corner], expect(f[corner]) ** 2, rtol=0.12)
+        assert model.variance(shape, wedge) == pytest.approx(float(noise.var()), rel=0.06)
+        assert model.sigma**2 == pytest.approx(model.variance(shape, wedge))
+
+
 def test_data_alone_underestimates_low_passed_noise_and_warns():
     """The documented limitation: noise low-passed near Nyquist (binned data) fools the
     flat-spectrum assumption; check_noise says to use halves."""
