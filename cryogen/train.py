@@ -191,8 +191,9 @@ def train_step(state: State, sampler: PatchSampler, cfg: TrainConfig, device: to
 
 
 SEPARATION_WINDOW = 100
-MISMATCH_HINT = ("the data does not look like the imaging model (power inside the configured missing wedge, or a "
-                 "noise model far from the data's): check the tilt range and axis given to chunk, and its warnings")
+MISMATCH_HINT = ("the imaging model (wedge and noise) misses something in this data, so the learned energy says "
+                 "little and training may diverge: check the tilt range and axis given to chunk (and its warnings), "
+                 "and give even/odd halves for a measured noise model if you have them")
 
 
 def d_separates(history: list[dict[str, float]]) -> bool:

@@ -200,5 +200,5 @@ def test_data_unlike_the_imaging_model_is_named(tmp_path, caplog):
     try:
         train([tmp_path / "iso.zarr"], tmp_path / "p.pt", TrainConfig(steps=250, batch=2, patch=16, checkpoint_every=100), device="cpu", progress=False)
     except CryogenError as exc:  # diverging afterwards is fine, as long as the cause is named
-        assert "does not look like the imaging model" in str(exc)
+        assert "the imaging model (wedge and noise) misses something" in str(exc)
     assert "tells every real tile from its simulated observations" in caplog.text
