@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cryogen.cli import main
-from cryogen.geometry import Geometry, check_geometry, read_central_crop, warn_geometry, wedge_scores
+from cryogen.geometry import Geometry, check_geometry, read_central_crop, tilt_range, warn_geometry, wedge_scores
 from cryogen.imaging import Wedge
 from cryogen.mrcio import MrcReader, write_mrc
 from cryogen.simulate import simulate
@@ -127,3 +127,47 @@ def test_warn_geometry_returns_the_scores(tmp_path, tomograms):
     assert result is not None and len(result.scores) == 6 and result.best == Geometry("z", "x")
     with pytest.raises(ValueError):
         Geometry("z", "z")
+
+
+@pytest.mark.parametrize("name,wedge", [("y", Wedge(-60, 60, "y")), ("x", Wedge(-60, 60, "x")), ("asym", Wedge(-45, 62, "y"))])
+def test_tilt_range_is_read_from_the_spectrum(tomograms, name, wedge):
+    lo, hi = tilt_range(tomograms[name], wedge.tilt_axis)
+    assert lo == pytest.approx(wedge.tilt_min, abs=1.5) and hi == pytest.approx(wedge.tilt_max, abs=1.5)
+
+
+def test_no_tilt_range_without_a_wedge():
+    rng = np.random.default_rng(0)
+    assert tilt_range(rng.standard_normal(SHAPE).astype(np.float32), "y") is None  # white noise: no wedge at all
+
+
+def test_chunk_warns_when_the_tilt_range_is_off(tmp_path, tomograms, caplog):
+    """Data tilted -45..62 chunked as +-60: one line with the range to pass; none when it is right."""
+    path = _write(tmp_path, "t.mrc", tomograms["asym"])
+    with caplog.at_level(logging.WARNING, logger="cryogen"):
+        chunk(path, tmp_path / "ok.zarr", tile=32, overlap=8, wedge=Wedge(-45, 62, "y"), progress=False)
+        chunk(path, tmp_path / "near.zarr", tile=32, overlap=8, wedge=Wedge(-47, 60, "y"), progress=False)  # within 4 degrees
+        assert _geometry_warnings(caplog) == []
+        chunk(path, tmp_path / "off.zarr", tile=32, overlap=8, wedge=Wedge(-60, 60, "y"), progress=False)
+    (warning,) = _geometry_warnings(caplog)
+    assert str(path) in warning and "not the configured -60 to 60" in warning
+    lo, hi = (float(v) for v in warning.split("--tilt-range ")[1].split()[:2])
+    assert lo == pytest.approx(-45, abs=1.5) and hi == pytest.approx(62, abs=1.5)
+
+
+def test_tilt_range_of_the_real_crop():
+    """The real microtubule crop (../shared/real; skipped without it): tilt axis y, and a wedge
+    measured from about -66 to 57 degrees, not the +-60 one might assume."""
+    from pathlib import Path
+
+    tif = Path(__file__).resolve().parents[2] / "shared" / "real" / "14pf_MT.tif"
+    if not tif.exists():
+        pytest.skip(f"{tif} is not here")
+    from PIL import Image, ImageSequence
+
+    volume = np.stack([np.asarray(f, dtype=np.float32) for f in ImageSequence.Iterator(Image.open(tif))])
+    assert volume.shape == (44, 136, 84)
+    check = wedge_scores(volume, Wedge(-60, 60, "y"))
+    assert check.best == Geometry("z", "y") and not check.mismatch
+    lo, hi = check.tilt_range
+    assert lo == pytest.approx(-66, abs=2) and hi == pytest.approx(57, abs=2)
+    assert check.range_mismatch and "--tilt-range" in check.advice("crop.mrc")
