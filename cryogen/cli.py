@@ -23,10 +23,24 @@ TILT_LABEL = re.compile(r"tilt (-?[\d.]+) (-?[\d.]+) axis ([xy])")
 EPILOG = "Axes are (z, y, x); the beam is along z and the tilt axis is y unless --tilt-axis x is given."
 
 
-def _wedge(args: argparse.Namespace):
+def _wedge(args: argparse.Namespace, source: str | None = None):
+    """The Wedge of --tilt-range and --tilt-axis; with `--tilt-range auto` (verbs that read a
+    tomogram), the range is read off the missing wedge of `source`."""
     from .imaging import Wedge
 
-    return Wedge(args.tilt_range[0], args.tilt_range[1], args.tilt_axis)
+    values = [str(v) for v in args.tilt_range]
+    if values == ["auto"] and source is not None:
+        from .geometry import wedge_from_spectrum
+
+        return wedge_from_spectrum(source, args.tilt_axis)
+    try:
+        if len(values) != 2:
+            raise ValueError
+        lo, hi = (float(v) for v in values)
+    except ValueError:
+        choices = "MIN MAX in degrees, or auto" if source is not None else "MIN MAX in degrees"
+        raise CryogenError(f"--tilt-range takes {choices}, not {' '.join(values)!r}") from None
+    return Wedge(lo, hi, args.tilt_axis)
 
 
 def tilt_label(wedge) -> str:
@@ -34,15 +48,17 @@ def tilt_label(wedge) -> str:
     return f"cryogen: tilt {wedge.tilt_min:g} {wedge.tilt_max:g} axis {wedge.tilt_axis}"
 
 
-def _add_wedge_args(p: argparse.ArgumentParser, required: bool) -> None:
+def _add_wedge_args(p: argparse.ArgumentParser, required: bool, auto: bool = False) -> None:
     p.add_argument(
         "--tilt-range",
-        nargs=2,
-        type=float,
-        metavar=("MIN", "MAX"),
+        nargs="+" if auto else 2,
+        type=str if auto else float,
+        metavar=("MIN|auto", "MAX") if auto else ("MIN", "MAX"),
         required=required,
         default=None if required else (-60.0, 60.0),
-        help="tilt range of the tilt series in degrees, e.g. -60 60 or -54 62" + ("" if required else " (default -60 60)"),
+        help="tilt range of the tilt series in degrees, e.g. -60 60 or -54 62"
+        + (", or auto: read it off the tomogram's missing wedge (central crop's power spectrum)" if auto else "")
+        + ("" if required else " (default -60 60)"),
     )
     p.add_argument("--tilt-axis", choices=("y", "x"), default="y", help="axis the specimen was tilted about (default y, IMOD convention)")
 
@@ -91,7 +107,7 @@ def cmd_chunk(args: argparse.Namespace) -> None:
     from .tiles import chunk
 
     halves = tuple(args.halves) if args.halves else None
-    meta = chunk(args.input, args.output, tile=args.tile, overlap=args.overlap, wedge=_wedge(args), voxel_size=args.voxel_size, halves=halves)
+    meta = chunk(args.input, args.output, tile=args.tile, overlap=args.overlap, wedge=_wedge(args, args.input), voxel_size=args.voxel_size, halves=halves)
     gz, gy, gx = meta.grid_shape
     print(f"wrote {meta.n_tiles} tiles ({gz} x {gy} x {gx}) of {meta.tile}^3 to {args.output}")
 
@@ -160,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     run_one(
         args.input,
         args.output,
-        _wedge(args),
+        _wedge(args, args.input),
         std_path=args.std,
         time_budget=None if args.time_budget is None else args.time_budget * 60.0,
         steps=args.steps,
@@ -178,8 +194,9 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from .figures import report_figures
 
+    wedge = _wedge(args, args.before)
     report_figures(
-        args.before, args.after, args.slices, args.spectra, tuple(args.tilt_range), args.tilt_axis,
+        args.before, args.after, args.slices, args.spectra, (wedge.tilt_min, wedge.tilt_max), args.tilt_axis,
         truth=args.truth, summary_json=args.summary, name=args.name,
     )
     print(f"wrote {args.slices} and {args.spectra}" + (f" and {args.summary}" if args.summary else ""))
@@ -354,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT.zarr")
     p.add_argument("--tile", type=int, default=64, help="tile edge in voxels (default 64)")
     p.add_argument("--overlap", type=int, default=16, help="overlap between neighbouring tiles in voxels (default 16)")
-    _add_wedge_args(p, required=True)
+    _add_wedge_args(p, required=True, auto=True)
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in angstrom, overriding the MRC header")
     p.add_argument("--halves", nargs=2, metavar=("EVEN.mrc", "ODD.mrc"), default=None,
                    help="even/odd half tomograms (e.g. from even and odd tilts or frames): the noise level and spectrum are "
@@ -445,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", metavar="IN.mrc")
     p.add_argument("output", metavar="OUT.mrc")
-    _add_wedge_args(p, required=True)
+    _add_wedge_args(p, required=True, auto=True)
     p.add_argument("--std", metavar="STD.mrc", help="also write the per-voxel uncertainty (needs --samples > 0; default 8 then)")
     p.add_argument("--tile", type=int, default=64, help="tile edge in voxels (default 64)")
     p.add_argument("--overlap", type=int, default=16, help="tile overlap in voxels (default 16)")
@@ -489,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("after", metavar="RESTORED.mrc", help="the restored tomogram")
     p.add_argument("--slices", required=True, metavar="PNG", help="where to write the slices figure")
     p.add_argument("--spectra", required=True, metavar="PNG", help="where to write the power spectra figure")
-    _add_wedge_args(p, required=False)
+    _add_wedge_args(p, required=False, auto=True)
     p.add_argument("--truth", metavar="TRUTH.mrc", default=None, help="ground truth (simulated data), shown and evaluated")
     p.add_argument("--summary", metavar="JSON", default=None, help="also write shape, voxel size, tilt and (with --truth) cc, FSC and wedge recovery before and after")
     p.add_argument("--name", default="", help="name of the tomogram, for the titles")

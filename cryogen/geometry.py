@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CryogenError
 from .imaging import Wedge, frequency_radius, wedge_mask
 from .mrcio import MrcReader
 
@@ -277,6 +278,21 @@ def check_geometry(source: MrcReader | str | Path, wedge: Wedge, crop: int = CRO
         return wedge_scores(volume, wedge)
     except ValueError:
         return None
+
+
+def wedge_from_spectrum(source: MrcReader | str | Path, tilt_axis: str) -> Wedge:
+    """The wedge whose tilt range the tomogram's missing wedge shows (`--tilt-range auto`), with
+    a one-line error naming the file when the spectrum does not tell."""
+    path = source.path if isinstance(source, MrcReader) else Path(source)
+    result = check_geometry(source, Wedge(-60.0, 60.0, tilt_axis))
+    if result is not None and result.mismatch:
+        raise CryogenError(f"cannot read the tilt range about {tilt_axis}: {result.advice()}", path)
+    if result is None or result.tilt_range is None:
+        raise CryogenError("cannot read the tilt range off the missing wedge (no clear wedge in the central crop's power "
+                           "spectrum); give it with --tilt-range MIN MAX", path)
+    lo, hi = result.tilt_range
+    log.info("%s: tilt range read off the missing wedge: %g to %g degrees about %s", path, lo, hi, tilt_axis)
+    return Wedge(lo, hi, tilt_axis)
 
 
 def warn_geometry(source: MrcReader | str | Path, wedge: Wedge) -> GeometryCheck | None:

@@ -171,3 +171,28 @@ def test_tilt_range_of_the_real_crop():
     lo, hi = check.tilt_range
     assert lo == pytest.approx(-66, abs=2) and hi == pytest.approx(57, abs=2)
     assert check.range_mismatch and "--tilt-range" in check.advice("crop.mrc")
+
+
+def test_cli_chunk_reads_the_tilt_range_when_asked(tmp_path, tomograms, capsys):
+    """--tilt-range auto: the store gets the range the spectrum shows; without a clear wedge (or
+    with a malformed range) one error line and no output."""
+    from cryogen.store import open_store
+
+    path = _write(tmp_path, "t.mrc", tomograms["asym"])
+    code = main(["chunk", str(path), str(tmp_path / "t.zarr"), "--tilt-range", "auto", "--tile", "32", "--overlap", "8"])
+    err = capsys.readouterr().err
+    assert code == 0 and "tilt range read off the missing wedge" in err, err
+    wedge = open_store(tmp_path / "t.zarr")[1].wedge
+    assert wedge.tilt_min == pytest.approx(-45, abs=1.5) and wedge.tilt_max == pytest.approx(62, abs=1.5)
+    noise = _write(tmp_path, "noise.mrc", np.random.default_rng(1).standard_normal(SHAPE).astype(np.float32))
+    for args, needle in (
+        ([str(noise), "--tilt-range", "auto"], "cannot read the tilt range off the missing wedge"),
+        ([str(path), "--tilt-range", "5"], "--tilt-range takes MIN MAX in degrees, or auto, not '5'"),
+        ([str(path), "--tilt-range", "-60", "sixty"], "not '-60 sixty'"),
+        ([str(path), "--tilt-range", "auto", "--tilt-axis", "x"], "cannot read the tilt range about x: looks like the tilt axis is y"),
+    ):
+        code = main(["chunk", args[0], str(tmp_path / "bad.zarr"), *args[1:], "--tile", "32", "--overlap", "8"])
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if "error" in ln]
+        assert code != 0 and len(lines) == 1 and needle in lines[0], err
+        assert not (tmp_path / "bad.zarr").exists()

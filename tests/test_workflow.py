@@ -287,7 +287,8 @@ def test_bad_config_stops_with_a_message_naming_the_key(tmp_path, edit, needles)
 @pytest.mark.parametrize(
     "rows, needles",
     [
-        ("a\tdata/a.mrc\tsixty\t60\ty\tg1\tyes\n", ["data row 1 (a)", "tilt_min", "'sixty' is not of type 'number'"]),
+        ("a\tdata/a.mrc\tsixty\t60\ty\tg1\tyes\n", ["data row 1 (a)", "key tilt_min: 'sixty' is not valid: lowest tilt", "or auto"]),
+        ("a\tdata/a.mrc\tauto\t60\ty\tg1\tyes\n", ["data row 1 (a)", "tilt_min and tilt_max are both auto or both numbers"]),
         ("a\tdata/a.mrc\t-60\t60\tz\tg1\tyes\n", ["data row 1 (a)", "tilt_axis", "'z' is not one of"]),
         ("a\tdata/a.mrc\t60\t-60\ty\tg1\tyes\n", ["data row 1 (a)", "tilt_min (60) must be below tilt_max (-60)"]),
         ("a\tdata/a.mrc\t-60\t60\ty\tg1\tyes\na\tdata/b.mrc\t-60\t60\ty\tg1\tyes\n", ["names must be unique", "a"]),
@@ -295,7 +296,7 @@ def test_bad_config_stops_with_a_message_naming_the_key(tmp_path, edit, needles)
         ("a\tdata/a.mrc\t-60\t60\ty\tg1\tmaybe\n", ["data row 1 (a)", "train", "'maybe' is not of type 'boolean'"]),
         ("a\tdata/a.mrc\t-60\t60\ty\tg1\tno\n", ["group 'g1' has no tomogram with train=yes"]),
     ],
-    ids=["number", "axis", "tilt-order", "duplicate", "name", "bool", "no-training"],
+    ids=["number", "half-auto", "axis", "tilt-order", "duplicate", "name", "bool", "no-training"],
 )
 def test_bad_sheet_stops_with_a_message_naming_row_and_column(tmp_path, rows, needles):
     ws = make_workspace(tmp_path / "ws")
@@ -457,6 +458,20 @@ def test_sheet_halves(tmp_path):
     (ws / "config/tomograms.tsv").write_text(header + "a\tdata/a.mrc\t-60\t60\tdata/a_even.mrc\tdata/a_odd.mrc\n")
     run = snakemake(ws, "-n", "-p", "results/a/tiles.zarr")
     assert run.code == 0 and "--halves data/a_even.mrc data/a_odd.mrc" in run.log, run
+
+
+def test_sheet_auto_tilt_range_reaches_chunk_and_report(tmp_path):
+    """tilt_min/tilt_max 'auto' make chunk (and the report's spectra) read the range off the wedge."""
+    ws = make_workspace(tmp_path / "ws")
+    (ws / "data").mkdir()
+    (ws / "data/a.mrc").write_bytes(b"")
+    (ws / "config/tomograms.tsv").write_text("name\tpath\ttilt_min\ttilt_max\na\tdata/a.mrc\tauto\tauto\n")
+    run = snakemake(ws, "-n", "-p")
+    assert run.code == 0, run
+    chunk_cmds = [ln for ln in run.log.splitlines() if "cryogen.cli chunk" in ln]
+    report_cmds = [ln for ln in run.log.splitlines() if "cryogen.cli report" in ln]
+    assert chunk_cmds and all("--tilt-range auto --tilt-axis y" in ln for ln in chunk_cmds), run
+    assert report_cmds and all("--tilt-range auto" in ln for ln in report_cmds), run
 
 
 def test_export_switch_adds_ome_zarr_and_reruns_nothing_else(base, tmp_path):

@@ -28,7 +28,10 @@ def _validate(data, schema, what):
             raise
         where = ".".join(str(p) for p in err.absolute_path)
         key = f"key {where}: " if where else ""
-        raise WorkflowError(f"{what}: {key}{err.message}") from None
+        message = err.message
+        if err.validator in ("oneOf", "anyOf") and "description" in err.schema:  # jsonschema's words say nothing here
+            message = f"{err.instance!r} is not valid: {err.schema['description']}"
+        raise WorkflowError(f"{what}: {key}{message}") from None
 
 
 _JSON_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
@@ -88,8 +91,8 @@ if config["train"]["steps"] is None and config["train"]["time_budget"] is None:
 class Tomogram:
     name: str
     path: str
-    tilt_min: float
-    tilt_max: float
+    tilt_min: float | str  # a number, or "auto" (then both are)
+    tilt_max: float | str
     tilt_axis: str = "y"
     even: str | None = None
     odd: str | None = None
@@ -134,7 +137,10 @@ def read_sheet(path):
         named = f" ({record['name']})" if isinstance(record.get("name"), str) else ""
         label = f"tomogram sheet {sheet}, data row {lineno - 1}{named}"
         _validate(record, "../schemas/tomograms.schema.yaml", label)
-        if record["tilt_min"] >= record["tilt_max"]:
+        autos = [record[k] == "auto" for k in ("tilt_min", "tilt_max")]
+        if any(autos) and not all(autos):
+            raise WorkflowError(f"{label}: tilt_min and tilt_max are both auto or both numbers, not {record['tilt_min']} and {record['tilt_max']}")
+        if not any(autos) and record["tilt_min"] >= record["tilt_max"]:
             raise WorkflowError(f"{label}: tilt_min ({record['tilt_min']:g}) must be below tilt_max ({record['tilt_max']:g})")
         rows.append(Tomogram(**record))
     return rows
@@ -199,9 +205,14 @@ def _chunk_inputs(wildcards):
     return {"mrc": t.path, **({"even": t.even, "odd": t.odd} if t.even else {})}
 
 
+def _tilt_options(t):
+    tilt = "auto" if t.tilt_min == "auto" else f"{t.tilt_min:g} {t.tilt_max:g}"
+    return f"--tilt-range {tilt} --tilt-axis {t.tilt_axis}"
+
+
 def _chunk_options(wildcards):
     t = tomo(wildcards)
-    opts = f"--tilt-range {t.tilt_min:g} {t.tilt_max:g} --tilt-axis {t.tilt_axis}"
+    opts = _tilt_options(t)
     if t.voxel_size is not None:
         opts += f" --voxel-size {t.voxel_size:g}"
     if t.even:
@@ -226,7 +237,7 @@ def _report_inputs(wildcards):
 
 def _report_options(wildcards, input):
     t = tomo(wildcards)
-    opts = f"--tilt-range {t.tilt_min:g} {t.tilt_max:g} --tilt-axis {t.tilt_axis} --name {shlex.quote(t.name)}"
+    opts = f"{_tilt_options(t)} --name {shlex.quote(t.name)}"
     if t.truth:
         opts += f" --truth {shlex.quote(input.truth)}"
     return opts
