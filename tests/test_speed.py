@@ -42,3 +42,19 @@ def test_phase_timings_add_up(tmp_path):
     assert not (tmp_path / ".r.zarr.partial").exists() and not (tmp_path / "r.zarr").exists()
     t = train_phases(tmp_path / "t.zarr", "cpu", steps=2)
     assert t["steps"] == 2 and t["draw"] > 0 and t["step"] > t["draw"] and t["checkpoint"] > 0
+
+
+def test_full_size_runs_the_stages_end_to_end_and_cleans_up(tmp_path):
+    from cryogen.speed import full_size
+    from cryogen.train import TrainConfig, train
+    from cryogen.tiles import chunk
+    from cryogen.imaging import Wedge
+
+    make_volume(tmp_path / "v.mrc", (32, 64, 64))
+    chunk(tmp_path / "v.mrc", tmp_path / "t.zarr", wedge=Wedge(-60, 60), progress=False, check_geometry=False)
+    train([tmp_path / "t.zarr"], tmp_path / "p.pt", TrainConfig(steps=1), device="cpu", progress=False)
+    rows = full_size(tmp_path, tmp_path / "p.pt", "cpu", threads=1, shape=(32, 64, 64))
+    assert [r["figure"].split()[1] for r in rows] == ["chunk", "reconstruct", "stitch", "chunk"]
+    assert all(float(r["value"]) > 0 for r in rows)
+    left = sorted(p.name for p in (tmp_path / "full").iterdir())
+    assert left == ["in.mrc"]  # the tiles, the restored tiles and the output are removed
