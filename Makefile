@@ -5,8 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU build of PyTorch, pinned so that a fresh install never pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
-.PHONY: install demo test test-slow clean
+.PHONY: install demo test test-slow clean gpu-wheels gpu-check
 
 $(BIN)/cryogen: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +33,25 @@ test-slow: install
 
 clean:
 	rm -rf $(VENV) results resources .snakemake .pytest_cache
+
+# GPU figures (`cryogen benchmark --speed` on CUDA) on a machine that has torch with CUDA but
+# cannot reach a package index: `make gpu-wheels` here fetches, into .whl/, the wheels CryoGEN
+# needs beyond what such an image usually holds (numpy, scipy, torch, matplotlib, tqdm); carry
+# .whl/ there and run `make gpu-check OUT=folder`, which installs them into /tmp/site and writes
+# the benchmark's table to OUT/speed.txt. Versions are those the CPU install resolved.
+GPU_PY ?= 3.12
+GPU_WHEELS := mrcfile==1.5.4 zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c==1.9.0 \
+	dask==2026.8.0 distributed==2026.8.0 partd==1.4.2 locket==1.0.0 zict==3.0.0 tblib==3.2.2 tornado==6.6.1
+
+gpu-wheels: install
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PY) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		--platform manylinux1_x86_64 -d .whl $(GPU_WHEELS)
+
+OUT ?= gpu-out
+gpu-check:
+	mkdir -p $(OUT)
+	python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+	nvidia-smi | tee $(OUT)/nvidia-smi.txt
+	PYTHONPATH=/tmp/site:$(CURDIR) PYTHONUNBUFFERED=1 python3 -m cryogen.cli benchmark --speed --full-size \
+		--workdir /tmp/cryogen-gpu 2>&1 | tee $(OUT)/speed.txt
