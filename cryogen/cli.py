@@ -524,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# verbs that run the networks; the others (chunk, stitch, export, ...) keep glibc's defaults,
+# which return freed memory at once and keep their peaks lower (measured: chunk 1.7x its 1x peak
+# at 16x with the tuning, 1.47x without)
+NETWORK_VERBS = ("train", "reconstruct", "run", "benchmark")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import errno
     import logging
@@ -531,6 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
+    if args.verb in NETWORK_VERBS:
+        from .runtime import tune_malloc
+
+        tune_malloc()  # before torch allocates: 1.7x faster networks on the CPU (see cryogen.runtime)
     prefix = f"cryogen {args.verb}: error:"
     # what the stages log (progress milestones, resumes, warnings about the data) goes to stderr,
     # one line each, prefixed like the errors; the handler lives only as long as this call

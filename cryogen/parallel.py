@@ -49,6 +49,10 @@ class RestorerPlugin(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         import torch
 
+        from .runtime import tune_malloc
+
+        tune_malloc()  # a worker is its own process (see cryogen.runtime)
+
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         self.restorer = TileRestorer(*self.args)
