@@ -61,7 +61,7 @@ def _partial_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.partial")
 
 
-def _open_partial(partial: Path, meta: TileMeta, want_std: bool, fingerprint: dict[str, Any]) -> zarr.Group:
+def _open_partial(partial: Path, meta: TileMeta, want_std: bool, fingerprint: dict[str, Any], batch: int) -> zarr.Group:
     """Reuse a partial store from an interrupted run of the same job, else start afresh."""
     if partial.exists():
         try:
@@ -74,8 +74,9 @@ def _open_partial(partial: Path, meta: TileMeta, want_std: bool, fingerprint: di
     meta = TileMeta.from_json(meta.to_json())
     meta.kind = "recon"
     arrays = (TILE_ARRAY, "std") if want_std else (TILE_ARRAY,)
-    group = create_store(partial, meta, arrays)
-    group.create_array(DONE_ARRAY, shape=(meta.n_tiles,), chunks=(1,), dtype="bool", fill_value=False)
+    group = create_store(partial, meta, arrays, compress=False)
+    # one chunk of flags per batch: a batch (of any worker) writes exactly its own, in one call
+    group.create_array(DONE_ARRAY, shape=(meta.n_tiles,), chunks=(max(1, min(batch, meta.n_tiles)),), dtype="bool", fill_value=False)
     group.attrs["job"] = fingerprint
     return group
 
@@ -98,7 +99,9 @@ class TileRestorer:
         self.tiles = group[TILE_ARRAY]
         self.noise = normalised_noise(self.meta, read_tiles(self.tiles, 0, 1, store))
         self.cfg, self.seed = cfg, seed
-        self.out = zarr.open_group(str(partial), mode="r+")
+        out = zarr.open_group(str(partial), mode="r+")
+        # opened once: looking an array up in a group re-reads its metadata (~ms per batch)
+        self.out = {name: out[name] for name in (TILE_ARRAY, "std", DONE_ARRAY) if name in out}
 
     def restore(self, idx: list[int]) -> int:
         """Restore tiles `idx` (one batch) into the partial store and mark them done."""
@@ -144,13 +147,15 @@ def prepare(store: str | Path, prior: str | Path, out: str | Path, cfg: SolveCon
     Batches are fixed by the tile grid and the batch size, not by what is left, so a resumed or
     parallel run processes exactly the batches (and draws exactly the noise) of a serial one.
     """
+    if batch < 1:
+        raise CryogenError(f"--batch must be at least 1, not {batch}")
     _, meta = open_store(store)
     check_prior(prior, meta, store)  # a bad prior must fail before any partial store is made
     fingerprint = {"store": str(Path(store).resolve()), "prior": file_digest(prior), "solve": cfg.__dict__, "seed": seed, "batch": batch}
     partial = _partial_path(Path(out))
     existed = partial.exists()
     try:
-        rgroup = _open_partial(partial, meta, cfg.samples > 0, fingerprint)
+        rgroup = _open_partial(partial, meta, cfg.samples > 0, fingerprint, batch)
     except OSError as exc:  # read-only folder, full disk, a file in the way
         if not existed:
             shutil.rmtree(partial, ignore_errors=True)

@@ -69,8 +69,12 @@ class TileMeta:
         return cls(**d)
 
 
-def create_store(path: str | Path, meta: TileMeta, arrays: tuple[str, ...] = (TILE_ARRAY,)) -> zarr.Group:
-    """Create a new store at `path` (normally a temporary name) with empty tile arrays."""
+def create_store(path: str | Path, meta: TileMeta, arrays: tuple[str, ...] = (TILE_ARRAY,), compress: bool = True) -> zarr.Group:
+    """Create a new store at `path` (normally a temporary name) with empty tile arrays.
+
+    `compress` (lz4) makes noisy tiles ~12 % smaller for ~0.6 ms more per 1 MB tile written:
+    worth it for the tile store, which training reads many times and which may be kept; not for
+    a reconstruction store, written once, read once by stitch, then discarded."""
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     t = meta.tile
     for name in arrays:
@@ -79,7 +83,7 @@ def create_store(path: str | Path, meta: TileMeta, arrays: tuple[str, ...] = (TI
             shape=(meta.n_tiles, t, t, t),
             chunks=(1, t, t, t),
             dtype="float32",
-            compressors=BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
+            compressors=BloscCodec(cname="lz4", clevel=1, shuffle="shuffle") if compress else None,
             fill_value=0.0,
         )
     group.attrs["cryogen"] = meta.to_json()

@@ -359,8 +359,10 @@ def train(
     out = Path(out)
     dev = pick_device(device)
     sources = open_sources(list(stores))
-    if cfg.patch % 2 ** cfg.net.g_depth:
-        raise CryogenError(f"patch size {cfg.patch} must be a multiple of {2 ** cfg.net.g_depth}")
+    if cfg.batch < 1:
+        raise CryogenError(f"--batch must be at least 1, not {cfg.batch}")
+    if cfg.patch < 1 or cfg.patch % 2 ** cfg.net.g_depth:
+        raise CryogenError(f"patch size {cfg.patch} must be a positive multiple of {2 ** cfg.net.g_depth}")
     sampler = PatchSampler(sources, cfg.patch)
     ckpt = checkpoint_path(out)
     state = None

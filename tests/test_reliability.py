@@ -840,3 +840,24 @@ def test_kill_during_stitch_leaves_nothing_and_rerun_is_identical(tmp_path, kill
     _run(_cli_cmd("stitch", store, out), tmp_path)
     assert not writing()  # ...which the next writer of the same output removes
     assert out.read_bytes() == (tmp_path / "full.mrc").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "verb, args, needle",
+    [
+        ("train", ["--batch", "0"], "--batch must be at least 1, not 0"),
+        ("train", ["--patch", "0"], "patch size 0 must be a positive multiple"),
+        ("reconstruct", ["--batch", "0"], "--batch must be at least 1, not 0"),
+    ],
+    ids=["train-batch", "train-patch", "reconstruct-batch"],
+)
+def test_bad_sizes_are_one_line_errors(tmp_path, capsys, material, verb, args, needle):
+    out = tmp_path / "out"
+    out.mkdir()
+    if verb == "train":
+        argv = ["train", material["tiles"], "--out", out / "p.pt", "--steps", 1, "--device", "cpu", *args]
+    else:
+        argv = ["reconstruct", material["tiles"], "--prior", material["prior"], "--out", out / "r.zarr", "--device", "cpu", *args]
+    code, _, err = cli(capsys, *argv)
+    one_error(code, err, needle)
+    assert_only(out)
