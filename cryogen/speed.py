@@ -68,11 +68,16 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
+def bare(argv: list[str]) -> list[str]:
+    """`argv` run through the bare launcher, so that its peak RSS is its own (see above)."""
+    return [sys.executable, "-c", _LAUNCHER, *argv]
+
+
 def run_stage(args: list[str], threads: int) -> tuple[float, float]:
     """Run one `cryogen` verb as its own process; its wall seconds and peak RSS in MB."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
     t = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.run(bare([*CLI, *args]), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     wall = time.monotonic() - t
     err = proc.stderr.decode(errors="replace")
     if proc.returncode:
