@@ -22,7 +22,8 @@ from typing import Iterator
 from .errors import CryogenError
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file or a folder (a link as a link) if it is there."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -61,7 +62,7 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
             if p.name.startswith(prefix) and p.name[len(prefix):].isdigit():
                 pid = int(p.name[len(prefix):])
                 if pid != os.getpid() and not _alive(pid):
-                    _remove(p)
+                    remove_path(p)
                     removed.append(p)
     return removed
 
@@ -116,17 +117,17 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
             raise CryogenError(f"cannot create the output folder {parent} ({why})", final) from None
     remove_stale_temporaries(final)
     tmp = temporary_name(final)
-    _remove(tmp)
+    remove_path(tmp)
     try:
         yield tmp
         if final.exists() or final.is_symlink():
-            _remove(final)
+            remove_path(final)
         os.replace(tmp, final)
     except OSError as exc:
-        _remove(tmp)
+        remove_path(tmp)
         if _about_output(exc, tmp, parent):
             raise output_error(final, exc) from None
         raise
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise

@@ -12,11 +12,11 @@ tilt range, with almost no power. For each of the six ways to pick the beam and 
 (z, y, x) we measure the mean power inside that geometry's missing wedge, after dividing the
 power by its mean over each spherical shell (so the usual fall-off with frequency does not favour
 one region over another). The true geometry's wedge is the emptiest: its score is well below 1,
-while wedges put elsewhere cut through measured data and score near 1. The same whitened spectrum, profiled
-against the angle about the configured tilt axis, shows where the wedge begins on each side:
-`tilt_range` reads the tilt range off it (within ~1 degree on the simulated phantoms), and chunk
-warns when the configured range is more than 4 degrees off, as it often is for lamellae milled
-with a pre-tilt or for tilt series stopped early. Only a central crop of at
+while wedges put elsewhere cut through measured data and score near 1. The same whitened
+spectrum, profiled against the angle about the configured tilt axis, shows where the wedge
+begins on each side: `tilt_range` reads the tilt range off it (within ~1 degree on the simulated
+phantoms), and chunk warns when the configured range is more than 4 degrees off, as it often is
+for lamellae milled with a pre-tilt or for tilt series stopped early. Only a central crop of at
 most 128^3 voxels is read (streamed plane by plane through `MrcReader`), so the check costs well
 under a second and no memory to speak of, whatever the tomogram's size.
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CryogenError
-from .imaging import Wedge, frequency_radius, wedge_mask
+from .imaging import Wedge, frequency_radius, tilt_angle, wedge_mask
 from .mrcio import MrcReader
 
 log = logging.getLogger(__name__)
@@ -185,9 +185,7 @@ def tilt_range(volume: np.ndarray, tilt_axis: str) -> tuple[float, float] | None
 def _range_from_power(white: np.ndarray, band: np.ndarray, tilt_axis: str) -> tuple[float, float] | None:
     kz = np.fft.fftfreq(white.shape[0])[:, None, None]
     kp = np.fft.fftfreq(white.shape[2])[None, None, :] if tilt_axis == "y" else np.fft.fftfreq(white.shape[1])[None, :, None]
-    angle = np.degrees(np.arctan2(kz, kp))  # folded into (-90, 90] as in imaging._plane_mask
-    angle = np.where(angle > 90.0, angle - 180.0, angle)
-    angle = np.where(angle <= -90.0, angle + 180.0, angle)
+    angle = tilt_angle(kz, kp)
     use = band & (np.sqrt(kz**2 + kp**2) >= BAND[0])  # the angle means little near the tilt axis
     angle = np.broadcast_to(angle, white.shape)[use]
     bins = np.clip(np.floor(angle).astype(np.int64) + 90, 0, 179)

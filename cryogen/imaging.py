@@ -53,13 +53,19 @@ class Wedge:
         return {"tilt_min": self.tilt_min, "tilt_max": self.tilt_max, "tilt_axis": self.tilt_axis}
 
 
+def tilt_angle(kz: np.ndarray, kp: np.ndarray) -> np.ndarray:
+    """The tilt (degrees, folded into (-90, 90]) at which frequency (kz, k_inplane) is measured:
+    the angle of its projection on the plane normal to the tilt axis; k and -k share it."""
+    angle = np.degrees(np.arctan2(kz, kp))  # (-180, 180]
+    angle = np.where(angle > 90.0, angle - 180.0, angle)
+    return np.where(angle <= -90.0, angle + 180.0, angle)
+
+
 def _plane_mask(n_beam: int, n_inplane: int, wedge: Wedge) -> np.ndarray:
     """Measured frequencies in the (kz, k_inplane) plane, full FFT layout, Hermitian-symmetric."""
     kz = np.fft.fftfreq(n_beam)[:, None]
     kp = np.fft.fftfreq(n_inplane)[None, :]
-    angle = np.degrees(np.arctan2(kz, kp))  # (-180, 180]
-    angle = np.where(angle > 90.0, angle - 180.0, angle)
-    angle = np.where(angle <= -90.0, angle + 180.0, angle)  # folded into (-90, 90]
+    angle = tilt_angle(kz, kp)
     eps = 1e-9
     measured = (angle >= wedge.tilt_min - eps) & (angle <= wedge.tilt_max + eps)
     if wedge.tilt_max >= 90.0 - eps or wedge.tilt_min <= -90.0 + eps:

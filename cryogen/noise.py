@@ -27,14 +27,14 @@ complex Gaussian coefficient is exponential, so median(|Y_k|^2 / N) / ln 2 estim
 robustly (a few strong signal coefficients do not move it); this is done separately over the
 measured and the missing coefficients of the band. The ASSUMPTION that makes it work without
 halves: the noise PSD is flat (white) across frequencies within each region, so its level at
-high frequency is its level everywhere. Beyond the band (|k| > 0.5, the corners of
-Fourier space, half the coefficients of a cube) the signal is weaker still, so there the measured
-PSD is the data's own, shell by shell (median / ln 2 over at least 2048 coefficients, borrowing
+high frequency is its level everywhere. Beyond the band (|k| > 0.5, the corners of Fourier
+space, half the coefficients of a cube) the signal is weaker still, so there the measured PSD is
+the data's own, shell by shell (median / ln 2 over at least 2048 coefficients, borrowing
 neighbouring shells where one holds fewer): real tomograms' noise falls there (interpolation in
 back-projection), and a flat model would put twice their corner power into simulated
-observations (measured on a real crop). sigma^2 is the mean of the resulting PSD over the grid. It under-estimates sigma
-for data whose noise was low-pass filtered near Nyquist (binned or interpolated tomograms,
-reconstructions with a low-pass filter): use even/odd halves there. `check_noise` warns when the
+observations (measured on a real crop). sigma^2 is the mean of the resulting PSD over the grid.
+It under-estimates sigma for data whose noise was low-pass filtered near Nyquist (binned or
+interpolated tomograms, reconstructions with a low-pass filter): use even/odd halves there. `check_noise` warns when the
 spectrum still falls across the noise band.
 
 Both estimators treat the volume as periodic (plain FFT, no window, so the wedge stays sharp);
@@ -467,8 +467,8 @@ def estimate_from_data(volume: np.ndarray, wedge: Wedge, n_shells: int = 32) -> 
     sel = band & ~mask
     psd_missing = float(np.median(power[sel])) / _LN2 if sel.any() else 0.0
     measured_psd = _corner_profile(power, radius, mask, n_shells, float(radius[band].max()), psd_measured)
-    flat = NoiseModel(sigma=0.0, shell_freqs=tuple(centres), measured_psd=measured_psd, missing_psd=psd_missing, method="data")
-    sigma = math.sqrt(flat.variance(shape3, wedge))
+    psd_only = NoiseModel(sigma=0.0, shell_freqs=tuple(centres), measured_psd=measured_psd, missing_psd=psd_missing, method="data")
+    sigma = math.sqrt(psd_only.variance(shape3, wedge))
     return NoiseModel(
         sigma=sigma,
         shell_freqs=tuple(centres),

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .benchmark import machine
+from .files import remove_path
 from .imaging import Wedge
 from .mrcio import MrcWriter
 from .nets import NetConfig
@@ -145,8 +146,6 @@ def train_rate(device: str, steps: int = 10) -> float:
 def reconstruct_phases(store: Path, prior: Path, out: Path, device: str) -> dict[str, float]:
     """Seconds spent reading, computing and writing in one in-process reconstruct of `store`
     (the serial path, phases timed one after the other)."""
-    import shutil
-
     from .reconstruct import TileRestorer, prepare
 
     cfg = SolveConfig()
@@ -164,7 +163,7 @@ def reconstruct_phases(store: Path, prior: Path, out: Path, device: str) -> dict
         spent["read"] += t1 - t0
         spent["compute"] += t2 - t1
         spent["write"] += t3 - t2
-    shutil.rmtree(partial, ignore_errors=True)
+    remove_path(partial)
     return spent
 
 
@@ -225,16 +224,13 @@ def where_time_goes(d: Path, prior: Path, device: str, process_wall: float, trai
 def full_size(work: Path, prior: Path, device: str, threads: int, shape: tuple[int, int, int] = TARGET) -> list[dict[str, str]]:
     """chunk, reconstruct and stitch of a real 1000 x 1000 x 300 tomogram, each as its own
     process: the end-to-end figure the extrapolation only estimates (I/O, overlap, start-up in)."""
-    import shutil
-
     d = work / "full"
     d.mkdir(exist_ok=True)
     src = d / "in.mrc"
     if not src.exists():
         make_volume(src, shape, seed=7)
     for p in (d / "t.zarr", d / "r.zarr", d / "out.mrc"):
-        if p.exists():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        remove_path(p)
     label = f"{shape[2]}x{shape[1]}x{shape[0]}"
     walls = {}
     rows = []
@@ -249,7 +245,7 @@ def full_size(work: Path, prior: Path, device: str, threads: int, shape: tuple[i
     total = sum(walls.values())
     rows.append(row(f"{label} chunk + reconstruct + stitch [{device}]", total / 60, "min", "measured end to end, g(y) only (the default)"))
     for p in (d / "t.zarr", d / "r.zarr", d / "out.mrc"):  # keep in.mrc for the next run; the rest is 5 GB
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+        remove_path(p)
     return rows
 
 
@@ -296,10 +292,7 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, str]]:
         if not src.exists():
             make_volume(src, shape, seed=scale)
         for p in (d / "t.zarr", d / "r.zarr", d / "out.mrc"):
-            if p.exists():
-                import shutil
-
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            remove_path(p)
         voxels = float(np.prod(shape))
         wall, rss = run_stage(["chunk", str(src), str(d / "t.zarr"), "--tilt-range", "-60", "60"], threads)
         peaks.setdefault("chunk", {})[scale] = rss
@@ -331,10 +324,7 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, str]]:
     d = work / "x4"
     for workers in (1, 2):
         out = d / f"dask{workers}.zarr"
-        if out.exists():
-            import shutil
-
-            shutil.rmtree(out)
+        remove_path(out)
         wall, rss = run_stage(["reconstruct", str(d / "t.zarr"), "--prior", str(prior), "--out", str(out),
                                "--device", "cpu", "--workers", str(workers)], 1 if workers > 1 else threads)
         label = "Dask, 2 worker processes" if workers > 1 else "serial, 1 process"
