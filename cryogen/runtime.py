@@ -7,7 +7,7 @@ batch faulted in fresh pages from the kernel: measured on 2 cores, g(y) took 47 
 a third of it in the kernel, and 28 ms with the threshold raised so the blocks are reused from
 the heap. What is freed is kept for reuse, up to the trim threshold, instead of being handed back at
 once: a network's process peaks ~15 % higher (reconstruct 529 MB against 469 at 17 Mvoxel), still
-flat in the tomogram's size. Verbs that run no network keep glibc's defaults (cryogen.cli).
+flat in the tomogram's size. Verbs that run no network keep glibc's defaults (cryogen.cli.main).
 """
 
 from __future__ import annotations

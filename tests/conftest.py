@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryogen.mrcio import write_mrc
+from cryogen.io.mrc import write_mrc
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import mrcfile
 import numpy as np
 import pytest
 
-from cryogen.cli import main
+from cryogen.cli.main import main
 
 
 def run(capsys, *argv):

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import zarr
 
-from cryogen import export as export_mod
-from cryogen.cli import main
+from cryogen.io import ome_zarr as export_mod
+from cryogen.cli.main import main
 from cryogen.errors import CryogenError
-from cryogen.export import pyramid_shapes, read_level, std_sibling, write_ome_zarr
-from cryogen.mrcio import IMOD_STAMP, MrcReader, read_mrc, write_mrc
-from cryogen.store import open_store
-from cryogen.tiles import chunk, stitch
+from cryogen.io.ome_zarr import pyramid_shapes, read_level, std_sibling, write_ome_zarr
+from cryogen.io.mrc import IMOD_STAMP, MrcReader, read_mrc, write_mrc
+from cryogen.io.store import open_store
+from cryogen.tiling import chunk, stitch
 
 DATA = Path(__file__).parent / "data"
 VOXEL_XYZ = (9.0, 8.0, 7.0)  # anisotropic on purpose, so an axis mix-up shows
@@ -319,8 +319,8 @@ def test_info_describes_an_ome_zarr_export(tmp_path, capsys):
     """`cryogen info` reads our OME-Zarr: shape, voxel size, pyramid levels, chunks."""
     import json as _json
 
-    from cryogen.cli import main
-    from cryogen.mrcio import write_mrc
+    from cryogen.cli.main import main
+    from cryogen.io.mrc import write_mrc
 
     src = tmp_path / "v.mrc"
     write_mrc(src, np.random.default_rng(1).normal(size=(20, 40, 36)).astype(np.float32), 7.5)

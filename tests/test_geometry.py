@@ -8,12 +8,12 @@ import logging
 import numpy as np
 import pytest
 
-from cryogen.cli import main
-from cryogen.geometry import Geometry, check_geometry, read_central_crop, tilt_range, warn_geometry, wedge_scores
-from cryogen.imaging import Wedge
-from cryogen.mrcio import MrcReader, write_mrc
-from cryogen.simulate import simulate
-from cryogen.tiles import chunk
+from cryogen.cli.main import main
+from cryogen.qc.geometry import Geometry, check_geometry, read_central_crop, tilt_range, warn_geometry, wedge_scores
+from cryogen.model.imaging import Wedge
+from cryogen.io.mrc import MrcReader, write_mrc
+from cryogen.sim.simulate import simulate
+from cryogen.tiling import chunk
 
 SHAPE = (32, 48, 48)
 
@@ -99,7 +99,7 @@ def test_tiny_constant_or_bad_volumes_give_no_verdict(tmp_path):
 
 
 def _geometry_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "cryogen.geometry" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "cryogen.qc.geometry" and r.levelno == logging.WARNING]
 
 
 def test_chunk_warns_once_on_the_wrong_axis_and_not_on_the_right_one(tmp_path, tomograms, caplog):
@@ -176,7 +176,7 @@ def test_tilt_range_of_the_real_crop():
 def test_cli_chunk_reads_the_tilt_range_when_asked(tmp_path, tomograms, capsys):
     """--tilt-range auto: the store gets the range the spectrum shows; without a clear wedge (or
     with a malformed range) one error line and no output."""
-    from cryogen.store import open_store
+    from cryogen.io.store import open_store
 
     path = _write(tmp_path, "t.mrc", tomograms["asym"])
     code = main(["chunk", str(path), str(tmp_path / "t.zarr"), "--tilt-range", "auto", "--tile", "32", "--overlap", "8"])

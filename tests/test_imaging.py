@@ -9,8 +9,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from cryogen.errors import CryogenError
-from cryogen.imaging import Wedge, apply_wedge, mask_tensor, observe, wedge_mask
-from cryogen.rotations import (
+from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor, observe, wedge_mask
+from cryogen.model.rotations import (
     cube_inverse,
     cube_rotation_matrices,
     inverse,

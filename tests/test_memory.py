@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryogen.mrcio import MrcWriter
-from cryogen.speed import bare
+from cryogen.io.mrc import MrcWriter
+from cryogen.bench.speed import bare
 
 STAGE = r"""
 import json, resource, sys
-from cryogen.tiles import chunk, stitch
+from cryogen.tiling import chunk, stitch
 src, store, out = sys.argv[1:4]
 chunk(src, store, progress=False)
 after_chunk = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -11,16 +11,18 @@ import pytest
 import torch
 
 from cryogen.errors import CryogenError
-from cryogen.imaging import Wedge, apply_wedge, mask_tensor
-from cryogen.mrcio import write_mrc
-from cryogen.nets import NetConfig, build
-from cryogen.noise import NoiseModel
-from cryogen.reconstruct import reconstruct
-from cryogen.simulate import simulate
-from cryogen.solve import SolveConfig, langevin, map_estimate, posterior_std
-from cryogen.store import open_store
-from cryogen.tiles import chunk
-from cryogen.train import TrainConfig, load_checkpoint, train
+from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor
+from cryogen.io.mrc import write_mrc
+from cryogen.model.nets import NetConfig, build
+from cryogen.model.noise import NoiseModel
+from cryogen.restore.reconstruct import reconstruct
+from cryogen.sim.simulate import simulate
+from cryogen.method.solver import SolveConfig, langevin, map_estimate, posterior_std
+from cryogen.io.store import open_store
+from cryogen.tiling import chunk
+from cryogen.method.checkpoints import load_checkpoint
+from cryogen.method.config import TrainConfig
+from cryogen.method.loop import train
 
 TINY = TrainConfig(steps=4, batch=2, patch=16, checkpoint_every=2, net=NetConfig(g_channels=4, g_depth=2, d_channels=4, d_layers=3))
 
@@ -69,9 +71,28 @@ def test_resume_only_continues_the_same_job(tiles, tmp_path, caplog):
         assert "not resuming" in caplog.text and why in caplog.text
 
 
-def test_divergence_rolls_back_and_continues(tiles, tmp_path):
-    ck = train([tiles], tmp_path / "p.pt", replace(TINY, steps=6, fail_at_step=3), device="cpu", progress=False)
+def test_divergence_rolls_back_and_continues(tiles, tmp_path, monkeypatch):
+    """A step that poisons g's weights with NaN (once, at step 3) is rolled back to the last good
+    checkpoint with half the learning rate, and training finishes with finite weights."""
+    import cryogen.method.loop as loop
+
+    real_step, failed = loop.train_step, []
+
+    def failing_step(state, *args, **kwargs):
+        losses = real_step(state, *args, **kwargs)
+        if state.step == 3 and not failed:
+            failed.append(state.step)
+            with torch.no_grad():
+                for p in state.g.parameters():
+                    p.fill_(float("nan"))
+            losses["loss_g"] = float("nan")
+        return losses
+
+    monkeypatch.setattr(loop, "train_step", failing_step)
+    ck = train([tiles], tmp_path / "p.pt", replace(TINY, steps=6), device="cpu", progress=False)
+    assert failed == [3]
     assert ck["rollbacks"] == 1 and ck["lr_scale"] == 0.5
+    assert all(torch.isfinite(v).all() for v in ck["g"].values())
     assert ck["step"] == 6
     assert all(np.isfinite(h["loss_g"]) for h in ck["history"])
 
@@ -152,7 +173,7 @@ def test_overlapped_io_gives_the_serial_result_and_keeps_work_on_error(tiles, tm
     path, and a failed write stops it with the batches before it kept for the rerun."""
     import errno
 
-    from cryogen.reconstruct import TileRestorer
+    from cryogen.restore.reconstruct import TileRestorer
 
     train([tiles], tmp_path / "p.pt", TINY, device="cpu", progress=False)
     run = lambda out, **kw: reconstruct(tiles, tmp_path / "p.pt", tmp_path / out, cfg, device="cpu", batch=2, progress=False, **kw)
@@ -180,7 +201,7 @@ def test_overlapped_io_gives_the_serial_result_and_keeps_work_on_error(tiles, tm
 
 
 def test_d_separates_needs_a_full_window_of_perfect_steps():
-    from cryogen.train import SEPARATION_WINDOW, d_separates
+    from cryogen.method.loop import SEPARATION_WINDOW, d_separates
 
     perfect = {"d_acc_real": 1.0, "d_acc_fake": 1.0}
     assert not d_separates([perfect] * (SEPARATION_WINDOW - 1))

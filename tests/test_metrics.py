@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from cryogen import metrics
+from cryogen.qc import metrics
 from cryogen.errors import CryogenError
-from cryogen.imaging import Wedge, apply_wedge_np, frequency_radius, wedge_mask
-from cryogen.metrics import evaluate, format_table, fsc_curve
+from cryogen.model.imaging import Wedge, apply_wedge_np, frequency_radius, wedge_mask
+from cryogen.cli.tables import format_table
+from cryogen.qc.metrics import evaluate, fsc_curve
 
 KEYS = ["cc", "fsc_0.5", "fsc_0.143", "fsc_0.5_angstrom", "fsc_0.143_angstrom", "wedge_recovery", "measured_recovery",
         "wedge_recovery_no_z_profile", "cc_no_z_profile"]

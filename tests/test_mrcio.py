@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cryogen.errors import CryogenError
-from cryogen.mrcio import MrcReader, MrcWriter, read_mrc, write_mrc
+from cryogen.io.mrc import MrcReader, MrcWriter, read_mrc, write_mrc
 
 
 def test_written_file_is_valid_mrc_with_header_fields(tmp_path):

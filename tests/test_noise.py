@@ -11,8 +11,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from cryogen.errors import CryogenError
-from cryogen.imaging import Wedge, apply_wedge_np, frequency_radius, observe, wedge_mask
-from cryogen.noise import NoiseModel, check_noise, estimate_from_data, estimate_from_halves
+from cryogen.model.imaging import Wedge, apply_wedge_np, frequency_radius, observe, wedge_mask
+from cryogen.model.noise import NoiseModel, check_noise, estimate_from_data, estimate_from_halves
 
 SHAPE = (48, 48, 48)
 WEDGES = [Wedge(-60, 60, "y"), Wedge(-60, 60, "x"), Wedge(-50, 65, "y"), Wedge(-50, 65, "x")]
@@ -274,13 +274,13 @@ def test_bad_input_raises_cryogen_error():
 def test_chunk_stores_the_noise_model_from_halves_or_from_the_data(tmp_path):
     """`cryogen chunk` records the noise model in the store: measured from the even/odd halves
     when given (within 10 % of the simulated sigma), else estimated from the data alone."""
-    from cryogen.cli import main
-    from cryogen.store import open_store
+    from cryogen.cli.main import main
+    from cryogen.io.store import open_store
 
     obs = tmp_path / "obs.mrc"
     assert main(["simulate", str(obs), "--shape", "48", "64", "64", "--snr", "0.5", "--seed", "3", "--halves"]) == 0
     even, odd = tmp_path / "obs_even.mrc", tmp_path / "obs_odd.mrc"
-    from cryogen.mrcio import read_mrc
+    from cryogen.io.mrc import read_mrc
 
     e, _ = read_mrc(even)
     o, _ = read_mrc(odd)
@@ -296,8 +296,8 @@ def test_chunk_stores_the_noise_model_from_halves_or_from_the_data(tmp_path):
 
 
 def test_chunk_rejects_halves_of_another_shape(tmp_path, capsys):
-    from cryogen.cli import main
-    from cryogen.mrcio import write_mrc
+    from cryogen.cli.main import main
+    from cryogen.io.mrc import write_mrc
 
     obs, other = tmp_path / "obs.mrc", tmp_path / "odd.mrc"
     assert main(["simulate", str(obs), "--shape", "32", "48", "48", "--seed", "1", "--halves"]) == 0

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import pytest
 
-from cryogen.benchmark import best_lowpass
-from cryogen.imaging import Wedge
-from cryogen.metrics import evaluate
-from cryogen.mrcio import read_mrc, write_mrc
-from cryogen.reconstruct import reconstruct
-from cryogen.simulate import simulate
-from cryogen.solve import SolveConfig
-from cryogen.tiles import chunk, stitch
-from cryogen.train import TrainConfig, train
+from cryogen.bench.quality import best_lowpass
+from cryogen.model.imaging import Wedge
+from cryogen.qc.metrics import evaluate
+from cryogen.io.mrc import read_mrc, write_mrc
+from cryogen.restore.reconstruct import reconstruct
+from cryogen.sim.simulate import simulate
+from cryogen.method.solver import SolveConfig
+from cryogen.tiling import chunk, stitch
+from cryogen.method.config import TrainConfig
+from cryogen.method.loop import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 

@@ -16,7 +16,7 @@ Decisions recorded here (see also cryogen/checks.py):
   modes are an error.
 
 Kill tests start the real CLI as a subprocess, SIGKILL it once it has made progress and rerun it
-(the one for train is marked slow: the CLI checkpoints every 50 steps). (Divergence recovery via TrainConfig.fail_at_step is tested in
+(the one for train is marked slow: the CLI checkpoints every 50 steps). (Divergence recovery, with a fault injected into the training step, is tested in
 tests/test_method.py::test_divergence_rolls_back_and_continues.)
 """
 
@@ -41,14 +41,15 @@ import scipy.ndimage as ndi
 import torch
 import zarr
 
-from cryogen.cli import main
-from cryogen.imaging import Wedge
-from cryogen.mrcio import read_mrc, write_mrc
-from cryogen.nets import NetConfig
-from cryogen.simulate import simulate
-from cryogen.store import open_store
-from cryogen.tiles import chunk
-from cryogen.train import TrainConfig, train
+from cryogen.cli.main import main
+from cryogen.model.imaging import Wedge
+from cryogen.io.mrc import read_mrc, write_mrc
+from cryogen.model.nets import NetConfig
+from cryogen.sim.simulate import simulate
+from cryogen.io.store import open_store
+from cryogen.tiling import chunk
+from cryogen.method.config import TrainConfig
+from cryogen.method.loop import train
 
 PROGRESS = re.compile(r"\d+%\|")  # a tqdm progress bar
 TILT = ["--tilt-range", "-60", "60"]
@@ -559,9 +560,9 @@ class _FullDisk:
 
 
 def test_full_disk_during_stitch(tmp_path, capsys, material, monkeypatch):
-    import cryogen.mrcio
+    import cryogen.io.mrc
 
-    monkeypatch.setattr(cryogen.mrcio, "open", lambda *a, **k: _FullDisk(builtins.open(*a, **k), 20_000), raising=False)
+    monkeypatch.setattr(cryogen.io.mrc, "open", lambda *a, **k: _FullDisk(builtins.open(*a, **k), 20_000), raising=False)
     code, _, err = cli(capsys, "stitch", material["tiles"], tmp_path / "o.mrc")
     one_error(code, err, tmp_path / "o.mrc", "no space left")
     assert_only(tmp_path)
@@ -618,12 +619,12 @@ def test_full_disk_while_saving_a_checkpoint(tmp_path, capsys, material, monkeyp
 
 def test_oserror_without_a_file_name_names_the_output(tmp_path, capsys, monkeypatch):
     """The CLI's last line of defence: an OSError that names no file is about the verb's output."""
-    import cryogen.tiles
+    import cryogen.tiling
 
     def stitch(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cryogen.tiles, "stitch", stitch)
+    monkeypatch.setattr(cryogen.tiling, "stitch", stitch)
     code, _, err = cli(capsys, "stitch", tmp_path / "t.zarr", tmp_path / "o.mrc")
     one_error(code, err, tmp_path / "o.mrc", "no space left")
 
@@ -666,7 +667,7 @@ def test_data_that_look_wrong_get_a_warning(tmp_path, capsys, caplog, sim, make,
     with caplog.at_level(logging.WARNING, logger="cryogen"):
         code, _, err = cli(capsys, "chunk", src, tmp_path / "t.zarr", *TILT, "--tile", 32, "--overlap", 8)
     assert code == 0, err  # a warning, not an error: the tiles are written
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "cryogen.checks"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "cryogen.qc.warnings"]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     text = warnings[0].getMessage()
     assert text.startswith(f"{src}: ") and message in text and "\n" not in text
@@ -680,7 +681,7 @@ def test_good_data_get_no_warning(tmp_path, capsys, caplog, sim):
     with caplog.at_level(logging.WARNING, logger="cryogen"):
         code, _, err = cli(capsys, "chunk", src, tmp_path / "t.zarr", *TILT, "--tile", 32, "--overlap", 8)
     assert code == 0, err
-    assert not [r.getMessage() for r in caplog.records if r.name == "cryogen.checks"]
+    assert not [r.getMessage() for r in caplog.records if r.name == "cryogen.qc.warnings"]
     assert "no signal" not in err and "sigma estimate" not in err
 
 
@@ -808,13 +809,13 @@ def test_kill_during_reconstruct_skips_the_tiles_done(tmp_path, kill_material):
 
 SLOW_STITCH = (
     "import sys, time\n"
-    "import cryogen.mrcio as m\n"
+    "import cryogen.io.mrc as m\n"
     "write = m.MrcWriter.write_block\n"
     "def slow(self, *a):\n"
     "    write(self, *a)\n"
     "    time.sleep(0.5)\n"
     "m.MrcWriter.write_block = slow\n"
-    "from cryogen.cli import main\n"
+    "from cryogen.cli.main import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
 

@@ -8,8 +8,8 @@ import pytest
 from scipy import ndimage
 
 from cryogen.errors import CryogenError
-from cryogen.imaging import Wedge, apply_wedge_np, frequency_radius, wedge_mask
-from cryogen.simulate import (
+from cryogen.model.imaging import Wedge, apply_wedge_np, frequency_radius, wedge_mask
+from cryogen.sim.simulate import (
     VACUUM,
     Simulation,
     _make_slab,

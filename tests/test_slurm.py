@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryogen.mrcio import MrcReader
+from cryogen.io.mrc import MrcReader
 from slurm_harness import SlurmCluster, SlurmUnavailable
 from test_workflow import Run, make_workspace
 

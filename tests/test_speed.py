@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cryogen.nets import NetConfig
-from cryogen.speed import make_volume, run_stage, throughput, tiles_for
+from cryogen.model.nets import NetConfig
+from cryogen.bench.speed import make_volume, run_stage, throughput, tiles_for
 
 
 def test_throughput_parts_are_positive():
@@ -28,10 +28,11 @@ def test_stage_runs_as_its_own_process_and_reports_peak_memory(tmp_path):
 
 def test_phase_timings_add_up(tmp_path):
     """The profile behind "where the time goes": every phase measured, the partial store removed."""
-    from cryogen.imaging import Wedge
-    from cryogen.speed import reconstruct_phases, train_phases
-    from cryogen.tiles import chunk
-    from cryogen.train import TrainConfig, train
+    from cryogen.model.imaging import Wedge
+    from cryogen.bench.speed import reconstruct_phases, train_phases
+    from cryogen.tiling import chunk
+    from cryogen.method.config import TrainConfig
+    from cryogen.method.loop import train
 
     make_volume(tmp_path / "v.mrc", (32, 64, 64))
     chunk(tmp_path / "v.mrc", tmp_path / "t.zarr", tile=32, overlap=8, wedge=Wedge(-60, 60), progress=False, check_geometry=False)
@@ -45,10 +46,11 @@ def test_phase_timings_add_up(tmp_path):
 
 
 def test_full_size_runs_the_stages_end_to_end_and_cleans_up(tmp_path):
-    from cryogen.speed import full_size
-    from cryogen.train import TrainConfig, train
-    from cryogen.tiles import chunk
-    from cryogen.imaging import Wedge
+    from cryogen.bench.speed import full_size
+    from cryogen.method.config import TrainConfig
+    from cryogen.method.loop import train
+    from cryogen.tiling import chunk
+    from cryogen.model.imaging import Wedge
 
     make_volume(tmp_path / "v.mrc", (32, 64, 64))
     chunk(tmp_path / "v.mrc", tmp_path / "t.zarr", wedge=Wedge(-60, 60), progress=False, check_geometry=False)

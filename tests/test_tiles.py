@@ -7,10 +7,10 @@ import pytest
 import zarr
 
 from cryogen.errors import CryogenError
-from cryogen.imaging import Wedge
-from cryogen.mrcio import read_mrc
-from cryogen.store import open_store
-from cryogen.tiles import TileGrid, axis_starts, axis_weights, chunk, stitch
+from cryogen.model.imaging import Wedge
+from cryogen.io.mrc import read_mrc
+from cryogen.io.store import open_store
+from cryogen.tiling import TileGrid, axis_starts, axis_weights, chunk, stitch
 
 AWKWARD = [(96, 128, 80), (61, 77, 101), (20, 130, 70), (5, 33, 200), (64, 64, 64), (65, 49, 112), (1 + 48 * 2, 17, 64)]
 

@@ -25,15 +25,16 @@ import torch
 import yaml
 import zarr
 
-from cryogen.imaging import Wedge
-from cryogen.mrcio import MrcReader, write_mrc
-from cryogen.nets import NetConfig
-from cryogen.parallel import reconstruct_parallel
-from cryogen.reconstruct import reconstruct
-from cryogen.simulate import simulate
-from cryogen.solve import SolveConfig
-from cryogen.tiles import chunk
-from cryogen.train import TrainConfig, train
+from cryogen.model.imaging import Wedge
+from cryogen.io.mrc import MrcReader, write_mrc
+from cryogen.model.nets import NetConfig
+from cryogen.restore.parallel import reconstruct_parallel
+from cryogen.restore.reconstruct import reconstruct
+from cryogen.sim.simulate import simulate
+from cryogen.method.solver import SolveConfig
+from cryogen.tiling import chunk
+from cryogen.method.config import TrainConfig
+from cryogen.method.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles")
@@ -192,7 +193,7 @@ def test_dask_existing_cluster_loads_prior_once_per_worker(store_and_prior, tmp_
     prior once) for all its batches, and the result equals the serial path's."""
     from distributed import LocalCluster
 
-    import cryogen.parallel as parallel
+    import cryogen.restore.parallel as parallel
 
     built = []
 
@@ -420,9 +421,9 @@ def _package_copy(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "module, expected",
     [
-        ("reconstruct.py", Counter(reconstruct=2, stitch=2, report=2, all=1)),
-        ("figures.py", Counter(report=2, all=1)),
-        ("nets.py", Counter(train=1, reconstruct=2, stitch=2, report=2, all=1)),
+        ("restore/reconstruct.py", Counter(reconstruct=2, stitch=2, report=2, all=1)),
+        ("qc/figures.py", Counter(report=2, all=1)),
+        ("model/nets.py", Counter(train=1, reconstruct=2, stitch=2, report=2, all=1)),
         ("__init__.py", Counter()),  # a new version number alone changes no stage's code
     ],
 )
@@ -478,7 +479,7 @@ def test_export_switch_adds_ome_zarr_and_reruns_nothing_else(base, tmp_path):
     """export.ome_zarr: true adds only the export jobs; their OME-Zarr holds the restored volume."""
     import zarr
 
-    from cryogen.mrcio import read_mrc
+    from cryogen.io.mrc import read_mrc
 
     ws = copy_of(base, tmp_path)
     kept = mtimes(ws, *outputs_of("a"), *outputs_of("b"))

@@ -311,13 +311,13 @@ def code_version(*entries):
 
 
 CODE = {
-    "simulate": code_version("cryogen.simulate", "cryogen.mrcio"),
-    "chunk": code_version("cryogen.tiles"),
-    "train": code_version("cryogen.train"),
-    "reconstruct": code_version("cryogen.reconstruct", "cryogen.parallel"),
-    "stitch": code_version("cryogen.tiles"),
-    "report": code_version("cryogen.figures"),
-    "export": code_version("cryogen.export"),
+    "simulate": code_version("cryogen.sim.simulate", "cryogen.io.mrc"),
+    "chunk": code_version("cryogen.tiling"),
+    "train": code_version("cryogen.method.loop"),
+    "reconstruct": code_version("cryogen.restore.reconstruct", "cryogen.restore.parallel"),
+    "stitch": code_version("cryogen.tiling"),
+    "report": code_version("cryogen.qc.figures"),
+    "export": code_version("cryogen.io.ome_zarr"),
 }
 
 

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .errors import CryogenError
+from ..errors import CryogenError
 from .files import atomic_output
-from .mrcio import MrcReader, RunningStats, check_finite_block
+from .mrc import MrcReader, RunningStats, check_finite_block
 
 NGFF_VERSION = "0.4"
 #: Chunk edge of every level, as written by the CryoET Data Portal.
@@ -86,7 +86,7 @@ def multiscales(shapes: list[tuple[int, int, int]], voxel_size: tuple[float, flo
             "axes": [{"name": a, "type": "space", "unit": "angstrom"} for a in AXES],
             "datasets": datasets,
             "type": "mean",
-            "metadata": {"description": "2x2x2 block mean per level", "method": "cryogen.export.bin2"},
+            "metadata": {"description": "2x2x2 block mean per level", "method": "cryogen.io.ome_zarr.bin2"},
         }
     ]
 

@@ -24,13 +24,13 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import CryogenError
-from .imaging import Wedge
-from .checks import check_volume
-from .noise import check_halves, estimate_for_tomogram
-from .mrcio import MrcReader, MrcWriter, RunningStats, check_finite_block
-from .store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles
-from .files import atomic_output
-from .geometry import warn_geometry
+from .model.imaging import Wedge
+from .qc.warnings import check_volume
+from .model.noise import check_halves, estimate_for_tomogram
+from .io.mrc import MrcReader, MrcWriter, RunningStats, check_finite_block
+from .io.store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles
+from .io.files import atomic_output
+from .qc.geometry import warn_geometry
 
 
 def axis_starts(n: int, tile: int, overlap: int) -> tuple[int, ...]:
@@ -121,7 +121,7 @@ def chunk(
     Every tile is checked for NaN/Inf as it is read; global statistics are accumulated over a
     partition of the volume, so each voxel counts once. With `check_geometry`, a central crop's
     power spectrum is compared with the configured wedge and a warning is logged if the tilt
-    axis or the beam direction looks different (see `cryogen.geometry`); it never stops chunk.
+    axis or the beam direction looks different (see `cryogen.qc.geometry`); it never stops chunk.
     """
     with MrcReader(mrc_path) as reader:
         info = reader.info

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import __version__
-from .errors import CryogenError
+from .. import __version__
+from ..errors import CryogenError
 
 TILT_LABEL = re.compile(r"tilt (-?[\d.]+) (-?[\d.]+) axis ([xy])")
 
@@ -26,11 +26,11 @@ EPILOG = "Axes are (z, y, x); the beam is along z and the tilt axis is y unless 
 def _wedge(args: argparse.Namespace, source: str | None = None):
     """The Wedge of --tilt-range and --tilt-axis; with `--tilt-range auto` (verbs that read a
     tomogram), the range is read off the missing wedge of `source`."""
-    from .imaging import Wedge
+    from ..model.imaging import Wedge
 
     values = [str(v) for v in args.tilt_range]
     if values == ["auto"] and source is not None:
-        from .geometry import wedge_from_spectrum
+        from ..qc.geometry import wedge_from_spectrum
 
         return wedge_from_spectrum(source, args.tilt_axis)
     try:
@@ -64,8 +64,8 @@ def _add_wedge_args(p: argparse.ArgumentParser, required: bool, auto: bool = Fal
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
-    from .mrcio import write_mrc
-    from .simulate import simulate
+    from ..io.mrc import write_mrc
+    from ..sim.simulate import simulate
 
     wedge = _wedge(args)
     if not args.voxel_size > 0:
@@ -88,8 +88,9 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .metrics import evaluate, format_table
-    from .mrcio import read_mrc
+    from ..qc.metrics import evaluate
+    from .tables import format_table
+    from ..io.mrc import read_mrc
 
     recon, rinfo = read_mrc(args.recon)
     truth, tinfo = read_mrc(args.truth)
@@ -104,7 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_chunk(args: argparse.Namespace) -> None:
-    from .tiles import chunk
+    from ..tiling import chunk
 
     halves = tuple(args.halves) if args.halves else None
     meta = chunk(args.input, args.output, tile=args.tile, overlap=args.overlap, wedge=_wedge(args, args.input), voxel_size=args.voxel_size, halves=halves)
@@ -113,14 +114,14 @@ def cmd_chunk(args: argparse.Namespace) -> None:
 
 
 def cmd_stitch(args: argparse.Namespace) -> None:
-    from .tiles import stitch
+    from ..tiling import stitch
 
     stitch(args.tiles, args.output, array_name="std" if args.std else "tiles")
     print(f"wrote {args.output}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .export import write_ome_zarr
+    from ..io.ome_zarr import write_ome_zarr
 
     written = write_ome_zarr(args.input, args.output, std_path=args.std, voxel_size=args.voxel_size, chunk=args.chunk)
     for path in written:
@@ -128,15 +129,22 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def _solve_config(args: argparse.Namespace):
-    from .solve import SolveConfig
+    from ..method.solver import SolveConfig
 
     if args.map_steps < 0 or args.samples < 0:
         raise CryogenError("--map-steps and --samples must not be negative")
     return SolveConfig(map_steps=args.map_steps, samples=args.samples, prior_weight=args.prior_weight)
 
 
+def _at_least_one(flag: str, value: int) -> None:
+    if value < 1:
+        raise CryogenError(f"{flag} must be at least 1, not {value}")
+
+
 def _train_config(args: argparse.Namespace):
-    from .train import TrainConfig
+    from ..method.config import TrainConfig
+
+    _at_least_one("--batch", args.batch)
 
     budget = None if args.time_budget is None else args.time_budget * 60.0
     if budget is not None and budget <= 0:
@@ -146,7 +154,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import train
+    from ..method.loop import train
 
     cfg = _train_config(args)
     result = train(args.tiles, args.out, cfg, device=args.device, resume=args.resume, tag=args.tag)
@@ -154,13 +162,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
+    _at_least_one("--batch", args.batch)
     solve = _solve_config(args)
     if args.scheduler is None and args.workers <= 1:
-        from .reconstruct import reconstruct
+        from ..restore.reconstruct import reconstruct
 
         reconstruct(args.tiles, args.prior, args.out, solve, device=args.device, batch=args.batch, seed=args.seed)
     else:
-        from .parallel import reconstruct_parallel
+        from ..restore.parallel import reconstruct_parallel
 
         reconstruct_parallel(
             args.tiles, args.prior, args.out, solve, device=args.device, batch=args.batch, seed=args.seed,
@@ -170,8 +179,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from .pipeline import run_one
-    from .train import TrainConfig
+    from ..restore.pipeline import run_one
+    from ..method.config import TrainConfig
 
     run_one(
         args.input,
@@ -192,7 +201,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .figures import report_figures
+    from ..qc.figures import report_figures
 
     wedge = _wedge(args, args.before)
     report_figures(
@@ -204,11 +213,11 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
     if args.speed:
-        from .speed import run_speed
+        from ..bench.speed import run_speed
 
         run_speed(args)
         return
-    from .benchmark import run_benchmark
+    from ..bench.quality import run_benchmark
 
     run_benchmark(args)
 
@@ -216,7 +225,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 def _mrc_info(path: str) -> dict:
     import numpy as np
 
-    from .mrcio import MrcReader
+    from ..io.mrc import MrcReader
 
     with MrcReader(path) as r:
         info = r.info
@@ -251,7 +260,7 @@ def _mrc_info(path: str) -> dict:
 
 
 def _zarr_info(path: str) -> dict:
-    from .store import open_store
+    from ..io.store import open_store
 
     group, meta = open_store(path)
     arrays = {name: list(group[name].shape) for name in group.array_keys()}
@@ -538,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     if args.verb in NETWORK_VERBS:
-        from .runtime import tune_malloc
+        from ..runtime import tune_malloc
 
         tune_malloc()  # before torch allocates: 1.7x faster networks on the CPU (see cryogen.runtime)
     prefix = f"cryogen {args.verb}: error:"
@@ -568,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if os.environ.get("CRYOGEN_DEBUG"):
             raise
-        from .files import output_error, output_of_temporary
+        from ..io.files import output_error, output_of_temporary
 
         # an error about a temporary is about the output it stands for; one without a file
         # name (a full disk, mostly) is about what the verb writes

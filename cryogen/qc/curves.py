@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_output
+from ..io.files import atomic_output
 
 
 def _pyplot():

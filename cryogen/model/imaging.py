@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import CryogenError
+from ..errors import CryogenError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -151,7 +151,7 @@ def observe(
     """The batched forward model y = A R x + n for x of shape (B, Z, Y, X).
 
     `rotations` is either None (R = identity), an integer tensor of cube-rotation indices (B,),
-    or float rotation matrices (B, 3, 3) applied by interpolation; see `cryogen.rotations`.
+    or float rotation matrices (B, 3, 3) applied by interpolation; see `cryogen.model.rotations`.
     The noise is drawn from `noise` (None: no noise) with `generator` for reproducibility.
     """
     if rotations is not None:

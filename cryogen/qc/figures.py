@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_output
-from .mrcio import MrcReader
+from ..io.files import atomic_output
+from ..io.mrc import MrcReader
 
 BLOCK_BYTES = 64 << 20  # bytes of voxels read at once
 
@@ -159,7 +159,7 @@ def report_figures(
 ) -> dict:
     """Write the slices and spectra figures of one tomogram and, if asked, a JSON summary (shape,
     voxel size, tilt, and with a truth cc / FSC / wedge recovery before and after)."""
-    from .errors import CryogenError
+    from ..errors import CryogenError
 
     vols = [("before", read_sections(before, tilt_axis)), ("after", read_sections(after, tilt_axis))]
     if vols[0][1].shape != vols[1][1].shape:
@@ -179,9 +179,9 @@ def report_figures(
         if vols[2][1].shape != vols[0][1].shape:
             raise CryogenError(f"shape {vols[2][1].shape} differs from the input's {vols[0][1].shape} ({before})", truth)
         if summary_json is not None:  # whole volumes: meant for simulated (small) data
-            from .imaging import Wedge
+            from ..model.imaging import Wedge
             from .metrics import evaluate
-            from .mrcio import read_mrc
+            from ..io.mrc import read_mrc
 
             wedge = Wedge(tilt_range[0], tilt_range[1], tilt_axis)
             t, tinfo = read_mrc(truth)

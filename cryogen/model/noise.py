@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CryogenError
+from ..errors import CryogenError
 from .imaging import FFT_DIMS, Wedge, frequency_radius, rfft_weights, wedge_mask
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -548,7 +548,7 @@ NOISE_CROP = 128  # edge of the central crop the noise is estimated on: enough c
 
 def _central_crop(path: str | Path, crop: int) -> np.ndarray:
     """The central min(crop, n)^3 block of an MRC volume, read without loading the rest."""
-    from .mrcio import MrcReader, check_finite_block
+    from ..io.mrc import MrcReader, check_finite_block
 
     with MrcReader(path) as reader:
         nz, ny, nx = reader.shape
@@ -561,7 +561,7 @@ def _central_crop(path: str | Path, crop: int) -> np.ndarray:
 
 def check_halves(path: str | Path, halves: tuple[str | Path, str | Path]) -> None:
     """Stop early, naming the file, when a half tomogram is unreadable or not the tomogram's shape."""
-    from .mrcio import MrcReader
+    from ..io.mrc import MrcReader
 
     with MrcReader(path) as reader:
         shape = reader.shape

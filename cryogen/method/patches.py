@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CryogenError
-from .noise import NoiseModel, estimate_from_data
-from .store import TILE_ARRAY, TileMeta, open_store, read_tiles
+from ..errors import CryogenError
+from ..model.noise import NoiseModel, estimate_from_data
+from ..io.store import TILE_ARRAY, TileMeta, open_store, read_tiles
 
 
 @dataclass

@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .imaging import Wedge
-from .nets import build, place
-from .solve import SolveConfig, map_estimate
-from .store import TILE_ARRAY, open_store, read_tiles
-from .data import normalised_noise
-from .tiles import chunk, stitch
-from .train import TrainConfig, pick_device, train
+from ..model.imaging import Wedge
+from ..model.nets import build, place
+from ..method.solver import SolveConfig, map_estimate
+from ..io.store import TILE_ARRAY, open_store, read_tiles
+from ..method.patches import normalised_noise
+from ..tiling import chunk, stitch
+from ..method.config import TrainConfig
+from ..method.devices import pick_device
+from ..method.loop import train
 from .reconstruct import reconstruct
 
 log = logging.getLogger(__name__)

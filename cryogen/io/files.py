@@ -19,7 +19,7 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
-from .errors import CryogenError
+from ..errors import CryogenError
 
 
 def remove_path(path: Path) -> None:

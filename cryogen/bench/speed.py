@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .benchmark import machine
-from .files import remove_path
-from .imaging import Wedge
-from .mrcio import MrcWriter
-from .nets import NetConfig
-from .solve import SolveConfig, map_estimate
-from .tiles import TileGrid
-from .train import TrainConfig
+from .quality import machine
+from ..io.files import remove_path
+from ..model.imaging import Wedge
+from ..io.mrc import MrcWriter
+from ..model.nets import NetConfig
+from ..method.solver import SolveConfig, map_estimate
+from ..tiling import TileGrid
+from ..method.config import TrainConfig
 
 BASE = (64, 128, 128)  # 1x: 1 M voxels
 SCALES = {1: BASE, 4: (64, 256, 256), 16: (128, 512, 256)}
@@ -95,8 +95,8 @@ def tiles_for(shape: tuple[int, int, int], tile: int = 64, overlap: int = 16) ->
 
 def throughput(device: str, net: NetConfig, map_steps: int, tile: int = 64, batch: int = 4, repeats: int = 3) -> dict[str, float]:
     """Seconds per tile for g(y) and per MAP step, on `device`, with the default networks."""
-    from .nets import build, place
-    from .noise import NoiseModel
+    from ..model.nets import build, place
+    from ..model.noise import NoiseModel
 
     dev = torch.device(device)
     g, d = build(net)
@@ -129,8 +129,9 @@ def train_rate(device: str, steps: int = 10) -> float:
     """Training steps per second of the default configuration on random tiles."""
     import tempfile
 
-    from .tiles import chunk
-    from .train import TrainConfig, train
+    from ..tiling import chunk
+    from ..method.config import TrainConfig
+    from ..method.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "v.mrc"
@@ -146,7 +147,7 @@ def train_rate(device: str, steps: int = 10) -> float:
 def reconstruct_phases(store: Path, prior: Path, out: Path, device: str) -> dict[str, float]:
     """Seconds spent reading, computing and writing in one in-process reconstruct of `store`
     (the serial path, phases timed one after the other)."""
-    from .reconstruct import TileRestorer, prepare
+    from ..restore.reconstruct import TileRestorer, prepare
 
     cfg = SolveConfig()
     partial, batches = prepare(store, prior, out, cfg, 4, 0)
@@ -172,8 +173,9 @@ def train_phases(store: Path, device: str, steps: int) -> dict[str, float]:
     for `steps` default training steps on `store`."""
     import tempfile
 
-    from .data import PatchSampler, open_sources
-    from .train import checkpoint_dict, new_state, save_checkpoint, train_step
+    from ..method.patches import PatchSampler, open_sources
+    from ..method.checkpoints import checkpoint_dict, save_checkpoint
+    from ..method.step import new_state, train_step
 
     cfg = TrainConfig()
     dev = torch.device(device)
@@ -254,7 +256,7 @@ def row(what: str, value: float, unit: str, note: str = "") -> dict[str, str]:
 
 
 def run_speed(args: argparse.Namespace) -> list[dict[str, str]]:
-    from .metrics import format_table
+    from ..cli.tables import format_table
 
     work = Path(args.workdir) / "speed"
     work.mkdir(parents=True, exist_ok=True)

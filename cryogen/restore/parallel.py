@@ -2,8 +2,8 @@
 
 Tiles are independent and every batch is seeded by its first tile, so the work can be split
 over any number of workers and still give, bit for bit, the tiles of the serial path
-(`cryogen.reconstruct.reconstruct`). The batches are those of the serial path
-(`cryogen.reconstruct.prepare`), and every worker writes its tiles into the same partial store
+(`cryogen.restore.reconstruct.reconstruct`). The batches are those of the serial path
+(`cryogen.restore.reconstruct.prepare`), and every worker writes its tiles into the same partial store
 (one Zarr chunk per tile), which is renamed to the output when all are done. A killed job
 resumes where it stopped, serial or parallel.
 
@@ -28,9 +28,9 @@ from typing import Any
 from distributed import Client, LocalCluster, as_completed, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from .errors import CryogenError
+from ..errors import CryogenError
 from .reconstruct import TileRestorer, finish, prepare
-from .solve import SolveConfig
+from ..method.solver import SolveConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class RestorerPlugin(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         import torch
 
-        from .runtime import tune_malloc
+        from ..runtime import tune_malloc
 
         tune_malloc()  # a worker is its own process (see cryogen.runtime)
 

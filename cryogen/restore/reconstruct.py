@@ -21,13 +21,15 @@ import torch
 import zarr
 from tqdm import tqdm
 
-from .data import normalised_noise
-from .errors import CryogenError
-from .files import output_error
-from .nets import NetConfig, build, place
-from .solve import SolveConfig, map_estimate, posterior_std
-from .store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles
-from .train import TrainConfig, load_checkpoint, pick_device
+from ..method.patches import normalised_noise
+from ..errors import CryogenError
+from ..io.files import output_error
+from ..model.nets import NetConfig, build, place
+from ..method.solver import SolveConfig, map_estimate, posterior_std
+from ..io.store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles
+from ..method.checkpoints import load_checkpoint
+from ..method.config import TrainConfig
+from ..method.devices import pick_device
 
 DONE_ARRAY = "done"
 log = logging.getLogger(__name__)
@@ -148,7 +150,7 @@ def prepare(store: str | Path, prior: str | Path, out: str | Path, cfg: SolveCon
     parallel run processes exactly the batches (and draws exactly the noise) of a serial one.
     """
     if batch < 1:
-        raise CryogenError(f"--batch must be at least 1, not {batch}")
+        raise CryogenError(f"batch size must be at least 1, not {batch}")
     _, meta = open_store(store)
     check_prior(prior, meta, store)  # a bad prior must fail before any partial store is made
     fingerprint = {"store": str(Path(store).resolve()), "prior": file_digest(prior), "solve": cfg.__dict__, "seed": seed, "batch": batch}

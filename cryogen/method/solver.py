@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .imaging import Wedge, apply_wedge, observe
-from .noise import NoiseModel
-from .rotations import random_cube_indices
+from ..model.imaging import Wedge, apply_wedge, observe
+from ..model.noise import NoiseModel
+from ..model.rotations import random_cube_indices
 
 DIMS = (-3, -2, -1)
 

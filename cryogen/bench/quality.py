@@ -22,15 +22,18 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from .imaging import Wedge, apply_wedge_np
-from .metrics import evaluate, format_table
-from .mrcio import read_mrc, write_mrc
-from .pipeline import estimate_reconstruct_seconds
-from .reconstruct import reconstruct
-from .simulate import simulate
-from .solve import SolveConfig
-from .tiles import chunk, stitch
-from .train import TrainConfig, pick_device, train
+from ..model.imaging import Wedge, apply_wedge_np
+from ..cli.tables import format_table
+from ..qc.metrics import evaluate
+from ..io.mrc import read_mrc, write_mrc
+from ..restore.pipeline import estimate_reconstruct_seconds
+from ..restore.reconstruct import reconstruct
+from ..sim.simulate import simulate
+from ..method.solver import SolveConfig
+from ..tiling import chunk, stitch
+from ..method.config import TrainConfig
+from ..method.devices import pick_device
+from ..method.loop import train
 
 LOWPASS_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 COLUMNS = ["phantom", "method", "cc", "fsc_0.143", "wedge_recovery", "measured_recovery", "cc_no_z_profile",

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CryogenError
-from .imaging import Wedge, frequency_radius, tilt_angle, wedge_mask
-from .mrcio import MrcReader
+from ..errors import CryogenError
+from ..model.imaging import Wedge, frequency_radius, tilt_angle, wedge_mask
+from ..io.mrc import MrcReader
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CryogenError
-from .imaging import Wedge
-from .mrcio import MrcReader
+from ..errors import CryogenError
+from ..model.imaging import Wedge
+from ..io.mrc import MrcReader
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _half_crops(reader: MrcReader) -> list[np.ndarray]:
 
 def noise_warnings(reader: MrcReader, wedge: Wedge) -> list[str]:
     """'no signal' and 'unstable sigma' messages from the noise estimated on two halves."""
-    from .noise import estimate_from_data
+    from ..model.noise import estimate_from_data
 
     crops = _half_crops(reader)
     try:

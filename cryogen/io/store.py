@@ -17,8 +17,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from .errors import CryogenError
-from .imaging import Wedge
+from ..errors import CryogenError
+from ..model.imaging import Wedge
 
 FORMAT_VERSION = 1
 TILE_ARRAY = "tiles"

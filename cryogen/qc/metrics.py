@@ -42,8 +42,8 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.fft
 
-from .errors import CryogenError
-from .imaging import Wedge, frequency_radius, rfft_weights, wedge_mask
+from ..errors import CryogenError
+from ..model.imaging import Wedge, frequency_radius, rfft_weights, wedge_mask
 
 THRESHOLDS = (0.5, 0.143)
 BAND_MAX = 0.25  # cycles per voxel: the band of the recovery metrics, 0 < |k| <= BAND_MAX
@@ -257,7 +257,7 @@ def evaluate(recon: np.ndarray, truth: np.ndarray, wedge: Wedge = Wedge(), voxel
     """
     recon, truth = _check_pair(recon, truth, ("reconstruction", "truth"))
     if not isinstance(wedge, Wedge):
-        raise CryogenError(f"wedge must be a cryogen.imaging.Wedge, not {type(wedge).__name__}")
+        raise CryogenError(f"wedge must be a cryogen.model.imaging.Wedge, not {type(wedge).__name__}")
     voxel = _voxel_size(voxel_size)
     _check_finite(recon, "reconstruction")
     _check_finite(truth, "truth")
@@ -298,44 +298,3 @@ def _cc_without_z_profile(recon: np.ndarray, truth: np.ndarray) -> float:
     t = truth - truth.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
     den = math.sqrt(float((r * r).sum()) * float((t * t).sum()))
     return float((r * t).sum() / den) if den > 0 else 0.0
-
-
-# ------------------------------------------------------------------------------------ tables
-
-
-def _cell(value) -> tuple[str, bool]:
-    """The text of one table cell and whether it is numeric (right-aligned)."""
-    if value is None:
-        return "-", True
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value)), False
-    if isinstance(value, (Integral, np.integer)):
-        return str(int(value)), True
-    if isinstance(value, (Real, np.floating)):
-        text = f"{float(value):.3f}"
-        return ("0.000" if text == "-0.000" else text), True
-    return str(value).replace("|", "\\|").replace("\n", " "), False
-
-
-def format_table(rows: list[dict], columns: list[str]) -> str:
-    """Render metric dicts as an aligned plain-text table that is also valid markdown.
-
-    Floats get 3 decimals, None (or a missing key) '-'; numeric columns are right-aligned.
-    """
-    columns = [str(c) for c in columns]
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths, right = [], []
-    for j, name in enumerate(columns):
-        col = [r[j] for r in cells]
-        widths.append(max([3, len(name), *(len(text) for text, _ in col)]))
-        # right-align a column whose filled cells are all numbers
-        right.append(bool(col) and all(num for _, num in col) and any(text != "-" for text, _ in col))
-
-    def line(texts: list[str]) -> str:
-        parts = [t.rjust(w) if r else t.ljust(w) for t, w, r in zip(texts, widths, right)]
-        return "| " + " | ".join(parts) + " |"
-
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if r else (":" + "-" * (w + 1)) for w, r in zip(widths, right)) + "|"
-    out = [line(columns), sep]
-    out += [line([text for text, _ in r]) for r in cells]
-    return "\n".join(out)

@@ -12,7 +12,7 @@ only inside its own bounding box with vectorised numpy, and objects are combined
 denser value (occupancy), so overlaps never pile up to unphysical densities. Densities are
 relative to ice (0): protein and lipid positive, vacuum negative.
 
-The observation follows the imaging model of `cryogen.imaging`: y = A x + n, where the noise n
+The observation follows the imaging model of `cryogen.model.imaging`: y = A x + n, where the noise n
 is white noise passed through A, as back-projected noise in a real tomogram is confined to the
 measured region of Fourier space.
 """
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
-from .errors import CryogenError
-from .imaging import Wedge, apply_wedge_np
+from ..errors import CryogenError
+from ..model.imaging import Wedge, apply_wedge_np
 
 __all__ = ["Simulation", "make_phantom", "simulate", "ICE", "VACUUM"]
 
@@ -510,7 +510,7 @@ def simulate(
     """
     shape = _check_shape(shape)
     if not isinstance(wedge, Wedge):
-        raise CryogenError(f"wedge must be a cryogen.imaging.Wedge, not {type(wedge).__name__}")
+        raise CryogenError(f"wedge must be a cryogen.model.imaging.Wedge, not {type(wedge).__name__}")
     snr = _check_positive("snr", snr)
     voxel_size = _check_positive("voxel_size", voxel_size)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:

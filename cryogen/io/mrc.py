@@ -17,7 +17,7 @@ import numpy as np
 from mrcfile import utils as mrcutils
 from mrcfile.dtypes import HEADER_DTYPE
 
-from .errors import CryogenError
+from ..errors import CryogenError
 from .files import atomic_output
 
 HEADER_BYTES = 1024

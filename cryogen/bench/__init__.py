@@ -1,0 +1,1 @@
+"""Benchmarks of quality and speed; they return results, the CLI prints them."""

@@ -1,0 +1,47 @@
+"""The settings of a training run (TrainConfig): one place for their defaults, which the CLI,
+the workflow and the checkpoints all take from here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..model.nets import NetConfig
+
+#: fields older checkpoints may hold that no longer exist (dropped when read)
+RETIRED = ("fail_at_step",)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; saved in its checkpoints, so a prior says how it was made."""
+
+    steps: int = 2000
+    time_budget: float | None = None  # seconds; training stops at whichever comes first
+    batch: int = 4
+    patch: int = 32
+    lr_g: float = 1e-3
+    lr_d: float = 2e-4
+    prior_weight: float = 0.01  # lambda of the E-step's posterior (see SolveConfig)
+    langevin_steps: int = 1
+    langevin_step: float = 0.05
+    fit_weight: float = 0.0  # g(y) towards the E-step samples: measured to pull g back towards the noisy y
+    cycle_weight: float = 1.0
+    denoise_weight: float = 1.0
+    recorrupt: float = 1.0  # alpha of the recorrupted pairs y + alpha n / y - n / alpha (1: measured best of 0.5, 1)
+    adv_weight: float = 0.02
+    ema: float = 0.99
+    checkpoint_every: int = 50
+    seed: int = 0
+    net: NetConfig = field(default_factory=NetConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["net"] = self.net.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = {k: v for k, v in d.items() if k not in RETIRED}
+        d["net"] = NetConfig(**d["net"])
+        return cls(**d)

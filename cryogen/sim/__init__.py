@@ -1,0 +1,1 @@
+"""Simulated tomograms with known truth: phantoms and forward models."""
