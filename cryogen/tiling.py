@@ -24,13 +24,13 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import CryogenError
-from .model.imaging import Wedge
-from .qc.warnings import check_volume
-from .model.noise import check_halves, estimate_for_tomogram
+from .io.files import atomic_output
 from .io.mrc import MrcReader, MrcWriter, RunningStats, check_finite_block
 from .io.store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles
-from .io.files import atomic_output
+from .model.imaging import Wedge
+from .model.noise import check_halves, estimate_for_tomogram
 from .qc.geometry import warn_geometry
+from .qc.warnings import check_volume
 
 
 def axis_starts(n: int, tile: int, overlap: int) -> tuple[int, ...]:
@@ -151,13 +151,15 @@ def chunk(
             labels=info.labels,
         )
         gshape = meta.grid_shape
-        own = [owned_ranges(n, s) for n, s in zip(shape, starts)]
+        own = [owned_ranges(n, s) for n, s in zip(shape, starts, strict=False)]
         stats = RunningStats()
         rows = [(iz, iy) for iz in range(gshape[0]) for iy in range(gshape[1])]
         with atomic_output(out_path) as tmp:
             group = create_store(tmp, meta)
             array = group[TILE_ARRAY]
-            for iz, iy in tqdm(rows, desc=f"chunk {Path(mrc_path).name}", unit="row", disable=not progress, mininterval=2):
+            for iz, iy in tqdm(
+                rows, desc=f"chunk {Path(mrc_path).name}", unit="row", disable=not progress, mininterval=2
+            ):
                 sz, sy = starts[0][iz], starts[1][iy]
                 z0, z1 = max(sz, 0), min(sz + tile, shape[0])
                 y0, y1 = max(sy, 0), min(sy + tile, shape[1])
@@ -197,9 +199,10 @@ def stitch(
     shape, tile, starts = meta.source_shape, meta.tile, meta.starts
     gshape = meta.grid_shape
     weights = [
-        [w.astype(np.float32) for w in axis_weights(n, tile, meta.overlap, s)] for n, s in zip(shape, starts)
+        [w.astype(np.float32) for w in axis_weights(n, tile, meta.overlap, s)]
+        for n, s in zip(shape, starts, strict=False)
     ]
-    own = [owned_ranges(n, s) for n, s in zip(shape, starts)]
+    own = [owned_ranges(n, s) for n, s in zip(shape, starts, strict=False)]
     # merge consecutive y ranges into blocks of at most ~block_voxels voxels
     z_blocks = own[0]
     y_blocks: list[tuple[int, int]] = []
@@ -208,11 +211,14 @@ def stitch(
             y_blocks[-1] = (y_blocks[-1][0], hi)
         else:
             y_blocks.append((lo, hi))
-    labels = [lab for lab in meta.labels if lab][-9:] + [f"cryogen stitch of {Path(store_path).name}"]
+    labels = [*[lab for lab in meta.labels if lab][-9:], f"cryogen stitch of {Path(store_path).name}"]
     total = len(z_blocks) * len(y_blocks)
-    with MrcWriter(out_path, shape, meta.voxel_size, meta.origin, labels) as writer, tqdm(
-        total=total, desc=f"stitch {Path(out_path).name}", unit="block", disable=not progress, mininterval=2
-    ) as bar:
+    with (
+        MrcWriter(out_path, shape, meta.voxel_size, meta.origin, labels) as writer,
+        tqdm(
+            total=total, desc=f"stitch {Path(out_path).name}", unit="block", disable=not progress, mininterval=2
+        ) as bar,
+    ):
         for bz0, bz1 in z_blocks:
             tz = [i for i, s in enumerate(starts[0]) if s < bz1 and s + tile > bz0]
             for by0, by1 in y_blocks:

@@ -43,14 +43,18 @@ def install_if_allowed() -> None:
     if _have_binaries():
         return
     if os.environ.get("CRYOGEN_SLURM_TEST") != "1" and os.environ.get("CI", "").lower() != "true":
-        raise SlurmUnavailable("SLURM is not installed; set CRYOGEN_SLURM_TEST=1 (or CI=true) to let the test apt-get install it")
+        raise SlurmUnavailable(
+            "SLURM is not installed; set CRYOGEN_SLURM_TEST=1 (or CI=true) to let the test apt-get install it"
+        )
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise SlurmUnavailable("SLURM is not installed and cannot be: installing it needs root and apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]):
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         if r.returncode != 0 and cmd[1] == "install":
-            raise SlurmUnavailable(f"apt-get install {' '.join(PACKAGES)} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+            raise SlurmUnavailable(
+                f"apt-get install {' '.join(PACKAGES)} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
+            )
     if not _have_binaries():
         raise SlurmUnavailable("SLURM packages installed but their programs are not on PATH")
 
@@ -121,7 +125,7 @@ class SlurmCluster:
 
     # -- setup -----------------------------------------------------------------------------
 
-    def start(self) -> "SlurmCluster":
+    def start(self) -> SlurmCluster:
         install_if_allowed()
         if os.geteuid() != 0:
             raise SlurmUnavailable("starting slurmctld/slurmd as SlurmUser root needs root")
@@ -131,11 +135,16 @@ class SlurmCluster:
         for name in ("slurm.conf", "gres.conf"):
             path = CONF_DIR / name
             if path.exists() and MARKER not in path.read_text(errors="replace"):
-                raise SlurmUnavailable(f"{path} exists and was not written by this test; not overwriting a real SLURM configuration")
+                raise SlurmUnavailable(
+                    f"{path} exists and was not written by this test; not overwriting a real SLURM configuration"
+                )
         for sub in ("state", "spool", "run", "log"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         CONF_DIR.mkdir(parents=True, exist_ok=True)
-        for name, text in (("slurm.conf", slurm_conf(self.node, self.root, self.cpus, self.memory_mb)), ("gres.conf", gres_conf(self.node))):
+        for name, text in (
+            ("slurm.conf", slurm_conf(self.node, self.root, self.cpus, self.memory_mb)),
+            ("gres.conf", gres_conf(self.node)),
+        ):
             (CONF_DIR / name).write_text(text)
             self.written.append(CONF_DIR / name)
         try:
@@ -143,7 +152,9 @@ class SlurmCluster:
             self._spawn("slurmctld", ["slurmctld", "-D", "-i"])
             self._wait(lambda: "UP" in self._out(["scontrol", "ping"]), 30, "slurmctld did not answer `scontrol ping`")
             self._spawn("slurmd", ["slurmd", "-D"])
-            self._wait(lambda: self._node_state() in ("idle", "mix", "alloc"), 30, "slurmd did not register its node as idle")
+            self._wait(
+                lambda: self._node_state() in ("idle", "mix", "alloc"), 30, "slurmd did not register its node as idle"
+            )
         except BaseException:
             self.stop()
             raise
@@ -162,12 +173,17 @@ class SlurmCluster:
             Path(d).mkdir(parents=True, exist_ok=True)
             os.chown(d, user.pw_uid, user.pw_gid)
         self._spawn("munged", ["/usr/sbin/munged", "--foreground"], user=user.pw_uid, group=user.pw_gid)
-        self._wait(lambda: subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0, 20, "munged did not start")
+        self._wait(
+            lambda: subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0,
+            20,
+            "munged did not start",
+        )
 
     def _spawn(self, name: str, argv: list[str], **kwargs) -> None:
-        log = open(self.root / "log" / f"{name}.out", "ab")
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **kwargs)
-        log.close()
+        with open(self.root / "log" / f"{name}.out", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **kwargs
+            )
 
     def _wait(self, ok, seconds: float, problem: str) -> None:
         end = time.monotonic() + seconds

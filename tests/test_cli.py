@@ -36,7 +36,9 @@ def only(tmp_path, *names):
 
 def test_chunk_stitch_info_happy_path(tmp_path, capsys, write_volume):
     src = write_volume(shape=(30, 70, 50), voxel_size=11.0)
-    code, out, err = run(capsys, "chunk", src, tmp_path / "t.zarr", "--tile", 32, "--overlap", 8, "--tilt-range", -54, 62)
+    code, out, err = run(
+        capsys, "chunk", src, tmp_path / "t.zarr", "--tile", 32, "--overlap", 8, "--tilt-range", -54, 62
+    )
     assert code == 0, err
     assert "tiles" in out
     code, out, _ = run(capsys, "info", tmp_path / "t.zarr", "--json")
@@ -119,7 +121,9 @@ def test_nan_or_inf(tmp_path, capsys, write_volume, bad):
     assert only(tmp_path, src.name)
 
 
-@pytest.mark.parametrize("lo,hi,msg", [(60, -60, "must be below"), (30, 30, "must be below"), (-95, 60, "beyond"), (-60, 100, "beyond")])
+@pytest.mark.parametrize(
+    "lo,hi,msg", [(60, -60, "must be below"), (30, 30, "must be below"), (-95, 60, "beyond"), (-60, 100, "beyond")]
+)
 def test_bad_tilt_range(tmp_path, capsys, write_volume, lo, hi, msg):
     src = write_volume()
     code, _, err = run(capsys, "chunk", src, tmp_path / "t.zarr", "--tilt-range", lo, hi)

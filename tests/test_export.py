@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import zarr
 
-from cryogen.io import ome_zarr as export_mod
 from cryogen.cli.main import main
 from cryogen.errors import CryogenError
-from cryogen.io.ome_zarr import pyramid_shapes, read_level, std_sibling, write_ome_zarr
+from cryogen.io import ome_zarr as export_mod
 from cryogen.io.mrc import IMOD_STAMP, MrcReader, read_mrc, write_mrc
+from cryogen.io.ome_zarr import pyramid_shapes, read_level, std_sibling, write_ome_zarr
 from cryogen.io.store import open_store
 from cryogen.tiling import chunk, stitch
 
@@ -46,7 +46,9 @@ def _assert_header_kept(path: Path) -> None:
         assert mrcfile.validate(str(path), print_file=sink)
     with mrcfile.open(path, header_only=True) as m:
         assert (float(m.voxel_size.x), float(m.voxel_size.y), float(m.voxel_size.z)) == pytest.approx(VOXEL_XYZ)
-        assert (float(m.header.origin.x), float(m.header.origin.y), float(m.header.origin.z)) == pytest.approx(ORIGIN_XYZ)
+        assert (float(m.header.origin.x), float(m.header.origin.y), float(m.header.origin.z)) == pytest.approx(
+            ORIGIN_XYZ
+        )
 
 
 @pytest.mark.parametrize("suffix", [".mrc", ".rec"])
@@ -64,7 +66,9 @@ def test_chunk_stitch_round_trip_every_mode(tmp_path, dtype, suffix):
     stitch(tmp_path / "t.zarr", out, progress=False)
     back, info = read_mrc(out)
     assert back.shape == data.shape and info.mode == 2
-    np.testing.assert_allclose(back, data.astype(np.float32), rtol=0, atol=1e-5 * float(np.abs(data.astype(np.float32)).max()))
+    np.testing.assert_allclose(
+        back, data.astype(np.float32), rtol=0, atol=1e-5 * float(np.abs(data.astype(np.float32)).max())
+    )
     _assert_header_kept(out)
 
 
@@ -134,12 +138,16 @@ def test_ome_zarr_levels_data_and_transforms(exported):
         f = 2**level
         assert d["coordinateTransformations"][0] == {"type": "scale", "scale": [vz * f, vy * f, vx * f]}
         if level:
-            assert d["coordinateTransformations"][1]["translation"] == pytest.approx([v * (f - 1) / 2 for v in (vz, vy, vx)])
+            assert d["coordinateTransformations"][1]["translation"] == pytest.approx(
+                [v * (f - 1) / 2 for v in (vz, vy, vx)]
+            )
         arr = group[d["path"]]
         assert arr.chunks == tuple(min(16, n) for n in arr.shape)
     # each level is the 2x2x2 mean of the one before, edges included
     level1 = read_level(out, 1)[0]
-    np.testing.assert_allclose(level1[:18, :, :], data[:36].reshape(18, 2, 20, 2, 11, 2).mean(axis=(1, 3, 5)), atol=1e-5)
+    np.testing.assert_allclose(
+        level1[:18, :, :], data[:36].reshape(18, 2, 20, 2, 11, 2).mean(axis=(1, 3, 5)), atol=1e-5
+    )
     np.testing.assert_allclose(level1[18, 3, 4], data[36, 6:8, 8:10].mean(), atol=1e-5)
     level2 = read_level(out, 2)[0]
     np.testing.assert_allclose(level2[9, 4, 5], level1[18, 8:10, 10].mean(), atol=1e-5)
@@ -298,7 +306,7 @@ def _bad(tmp_path: Path, case: str) -> tuple[list, Path]:
 def test_cli_export_errors_are_one_line_and_leave_nothing(tmp_path, capsys, case):
     argv, culprit = _bad(tmp_path, case)
     before = sorted(p.name for p in tmp_path.iterdir())
-    code, out, err = _run(capsys, "export", *argv, "--chunk", 16)
+    code, _out, err = _run(capsys, "export", *argv, "--chunk", 16)
     assert code != 0
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
     errors = [line for line in lines if "error:" in line]

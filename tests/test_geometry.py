@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from cryogen.cli.main import main
-from cryogen.qc.geometry import Geometry, check_geometry, read_central_crop, tilt_range, warn_geometry, wedge_scores
-from cryogen.model.imaging import Wedge
 from cryogen.io.mrc import MrcReader, write_mrc
+from cryogen.model.imaging import Wedge
+from cryogen.qc.geometry import Geometry, check_geometry, read_central_crop, tilt_range, warn_geometry, wedge_scores
 from cryogen.sim.simulate import simulate
 from cryogen.tiling import chunk
 
@@ -116,7 +116,9 @@ def test_chunk_warns_once_on_the_wrong_axis_and_not_on_the_right_one(tmp_path, t
 
 def test_cli_chunk_prints_the_warning(tmp_path, tomograms, capsys):
     path = _write(tmp_path, "full.rec", np.swapaxes(tomograms["y"], 0, 1))
-    code = main(["chunk", str(path), str(tmp_path / "t.zarr"), "--tilt-range", "-60", "60", "--tile", "32", "--overlap", "8"])
+    code = main(
+        ["chunk", str(path), str(tmp_path / "t.zarr"), "--tilt-range", "-60", "60", "--tile", "32", "--overlap", "8"]
+    )
     err = capsys.readouterr().err
     assert code == 0
     assert any("full.rec" in line and "rotx" in line for line in err.splitlines()), err
@@ -129,7 +131,9 @@ def test_warn_geometry_returns_the_scores(tmp_path, tomograms):
         Geometry("z", "z")
 
 
-@pytest.mark.parametrize("name,wedge", [("y", Wedge(-60, 60, "y")), ("x", Wedge(-60, 60, "x")), ("asym", Wedge(-45, 62, "y"))])
+@pytest.mark.parametrize(
+    "name,wedge", [("y", Wedge(-60, 60, "y")), ("x", Wedge(-60, 60, "x")), ("asym", Wedge(-45, 62, "y"))]
+)
 def test_tilt_range_is_read_from_the_spectrum(tomograms, name, wedge):
     lo, hi = tilt_range(tomograms[name], wedge.tilt_axis)
     assert lo == pytest.approx(wedge.tilt_min, abs=1.5) and hi == pytest.approx(wedge.tilt_max, abs=1.5)
@@ -145,7 +149,9 @@ def test_chunk_warns_when_the_tilt_range_is_off(tmp_path, tomograms, caplog):
     path = _write(tmp_path, "t.mrc", tomograms["asym"])
     with caplog.at_level(logging.WARNING, logger="cryogen"):
         chunk(path, tmp_path / "ok.zarr", tile=32, overlap=8, wedge=Wedge(-45, 62, "y"), progress=False)
-        chunk(path, tmp_path / "near.zarr", tile=32, overlap=8, wedge=Wedge(-47, 60, "y"), progress=False)  # within 4 degrees
+        chunk(
+            path, tmp_path / "near.zarr", tile=32, overlap=8, wedge=Wedge(-47, 60, "y"), progress=False
+        )  # within 4 degrees
         assert _geometry_warnings(caplog) == []
         chunk(path, tmp_path / "off.zarr", tile=32, overlap=8, wedge=Wedge(-60, 60, "y"), progress=False)
     (warning,) = _geometry_warnings(caplog)
@@ -179,7 +185,9 @@ def test_cli_chunk_reads_the_tilt_range_when_asked(tmp_path, tomograms, capsys):
     from cryogen.io.store import open_store
 
     path = _write(tmp_path, "t.mrc", tomograms["asym"])
-    code = main(["chunk", str(path), str(tmp_path / "t.zarr"), "--tilt-range", "auto", "--tile", "32", "--overlap", "8"])
+    code = main(
+        ["chunk", str(path), str(tmp_path / "t.zarr"), "--tilt-range", "auto", "--tile", "32", "--overlap", "8"]
+    )
     err = capsys.readouterr().err
     assert code == 0 and "tilt range read off the missing wedge" in err, err
     wedge = open_store(tmp_path / "t.zarr")[1].wedge
@@ -189,7 +197,10 @@ def test_cli_chunk_reads_the_tilt_range_when_asked(tmp_path, tomograms, capsys):
         ([str(noise), "--tilt-range", "auto"], "cannot read the tilt range off the missing wedge"),
         ([str(path), "--tilt-range", "5"], "--tilt-range takes MIN MAX in degrees, or auto, not '5'"),
         ([str(path), "--tilt-range", "-60", "sixty"], "not '-60 sixty'"),
-        ([str(path), "--tilt-range", "auto", "--tilt-axis", "x"], "cannot read the tilt range about x: looks like the tilt axis is y"),
+        (
+            [str(path), "--tilt-range", "auto", "--tilt-axis", "x"],
+            "cannot read the tilt range about x: looks like the tilt axis is y",
+        ),
     ):
         code = main(["chunk", args[0], str(tmp_path / "bad.zarr"), *args[1:], "--tile", "32", "--overlap", "8"])
         err = capsys.readouterr().err

@@ -83,7 +83,7 @@ def test_mask_known_points_asymmetric():
     m = wedge_mask((n, n, n), w, rfft=False)
     kx = 10
     for deg, measured in [(0, True), (50, True), (60, True), (-50, True), (-58, False), (65, False), (75, False)]:
-        kz = int(round(kx * np.tan(np.radians(deg))))
+        kz = round(kx * np.tan(np.radians(deg)))
         if kz == 0 and deg != 0:
             continue
         # angle of (kz, kx) measured from kx towards kz

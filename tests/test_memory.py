@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryogen.io.mrc import MrcWriter
 from cryogen.bench.speed import bare
+from cryogen.io.mrc import MrcWriter
 
 STAGE = r"""
 import json, resource, sys
@@ -39,7 +39,16 @@ def peak_mb(tmp_path: Path, shape: tuple[int, int, int]) -> tuple[float, float]:
     # through a bare launcher: a child forked straight from pytest (hundreds of MB once every
     # test module is imported) would report at least pytest's peak as its own
     res = subprocess.run(
-        bare([sys.executable, "-c", STAGE, str(src), str(tmp_path / f"{shape[0]}.zarr"), str(tmp_path / f"{shape[0]}_out.mrc")]),
+        bare(
+            [
+                sys.executable,
+                "-c",
+                STAGE,
+                str(src),
+                str(tmp_path / f"{shape[0]}.zarr"),
+                str(tmp_path / f"{shape[0]}_out.mrc"),
+            ]
+        ),
         capture_output=True,
         text=True,
         check=True,

@@ -3,6 +3,7 @@ a decreasing MAP objective, data consistency, resumable reconstruction."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,20 +12,22 @@ import pytest
 import torch
 
 from cryogen.errors import CryogenError
-from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor
 from cryogen.io.mrc import write_mrc
+from cryogen.io.store import open_store
+from cryogen.method.checkpoints import load_checkpoint
+from cryogen.method.config import TrainConfig
+from cryogen.method.loop import train
+from cryogen.method.solver import SolveConfig, langevin, map_estimate, posterior_std
+from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor
 from cryogen.model.nets import NetConfig, build
 from cryogen.model.noise import NoiseModel
 from cryogen.restore.reconstruct import reconstruct
 from cryogen.sim.simulate import simulate
-from cryogen.method.solver import SolveConfig, langevin, map_estimate, posterior_std
-from cryogen.io.store import open_store
 from cryogen.tiling import chunk
-from cryogen.method.checkpoints import load_checkpoint
-from cryogen.method.config import TrainConfig
-from cryogen.method.loop import train
 
-TINY = TrainConfig(steps=4, batch=2, patch=16, checkpoint_every=2, net=NetConfig(g_channels=4, g_depth=2, d_channels=4, d_layers=3))
+TINY = TrainConfig(
+    steps=4, batch=2, patch=16, checkpoint_every=2, net=NetConfig(g_channels=4, g_depth=2, d_channels=4, d_layers=3)
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,9 @@ def test_resume_only_continues_the_same_job(tiles, tmp_path, caplog):
     """--resume continues a checkpoint only when the stores, the settings (training length aside)
     and the job tag match; otherwise it starts afresh, so a workflow can always pass --resume."""
     train([tiles], tmp_path / "p.pt", TINY, device="cpu", progress=False, tag="v1")
-    longer = train([tiles], tmp_path / "p.pt", replace(TINY, steps=6), device="cpu", resume=True, progress=False, tag="v1")
+    longer = train(
+        [tiles], tmp_path / "p.pt", replace(TINY, steps=6), device="cpu", resume=True, progress=False, tag="v1"
+    )
     assert len(longer["history"]) == 6 and "not resuming" not in caplog.text
     for cfg, tag, why in ((replace(TINY, batch=3), "v1", "settings differ (batch)"), (TINY, "v2", "another job")):
         caplog.clear()
@@ -122,16 +127,16 @@ def _problem(seed=0):
 
 
 def test_map_objective_decreases():
-    wedge, g, d, y, noise, gen = _problem()
+    wedge, _g, d, y, noise, gen = _problem()
     x0 = torch.zeros_like(y)
     _, trace = map_estimate(x0, y, d, wedge, noise, SolveConfig(map_steps=8, step=0.2), gen)
     assert len(trace) == 9
     assert trace[-1] < 0.5 * trace[0]
-    assert all(b <= a * 1.02 for a, b in zip(trace, trace[1:]))
+    assert all(b <= a * 1.02 for a, b in itertools.pairwise(trace))
 
 
 def test_map_result_is_consistent_with_the_data():
-    wedge, g, d, y, noise, gen = _problem(1)
+    wedge, _g, d, y, noise, gen = _problem(1)
     x, _ = map_estimate(torch.zeros_like(y), y, d, wedge, noise, SolveConfig(map_steps=40, step=0.5), gen)
     resid = apply_wedge(x - y, wedge)
     # re-wedged reconstruction matches the observation to within the noise level
@@ -139,7 +144,7 @@ def test_map_result_is_consistent_with_the_data():
 
 
 def test_posterior_std_is_larger_inside_the_wedge():
-    wedge, g, d, y, noise, gen = _problem(2)
+    wedge, _g, d, y, noise, gen = _problem(2)
     x, _ = map_estimate(y, y, d, wedge, noise, SolveConfig(map_steps=2), gen)
     s = posterior_std(x, y, d, wedge, noise, SolveConfig(samples=6, sample_steps=3, step=0.2), gen)
     assert s.shape == y.shape and torch.isfinite(s).all() and (s > 0).all()
@@ -157,7 +162,9 @@ def test_reconstruct_resumes_and_matches_uninterrupted(tiles, tmp_path):
     reconstruct(tiles, tmp_path / "p.pt", tmp_path / "a.zarr", cfg, device="cpu", batch=2, progress=False)
     _, meta = open_store(tiles)
     # a run "killed" after the first tiles leaves only a partial store, not the output
-    reconstruct(tiles, tmp_path / "p.pt", tmp_path / "b.zarr", cfg, device="cpu", batch=2, progress=False, max_batches=1)
+    reconstruct(
+        tiles, tmp_path / "p.pt", tmp_path / "b.zarr", cfg, device="cpu", batch=2, progress=False, max_batches=1
+    )
     assert not (tmp_path / "b.zarr").exists() and (tmp_path / ".b.zarr.partial").exists()
     reconstruct(tiles, tmp_path / "p.pt", tmp_path / "b.zarr", cfg, device="cpu", batch=2, progress=False)
     ga, _ = open_store(tmp_path / "a.zarr")
@@ -167,7 +174,9 @@ def test_reconstruct_resumes_and_matches_uninterrupted(tiles, tmp_path):
     assert ga["tiles"].shape[0] == meta.n_tiles
 
 
-@pytest.mark.parametrize("cfg", [SolveConfig(), SolveConfig(map_steps=1, samples=1, sample_steps=1)], ids=["g-only", "map-std"])
+@pytest.mark.parametrize(
+    "cfg", [SolveConfig(), SolveConfig(map_steps=1, samples=1, sample_steps=1)], ids=["g-only", "map-std"]
+)
 def test_overlapped_io_gives_the_serial_result_and_keeps_work_on_error(tiles, tmp_path, monkeypatch, cfg):
     """The GPU path (read and write in background threads) restores the same bytes as the serial
     path, and a failed write stops it with the batches before it kept for the rerun."""
@@ -176,7 +185,10 @@ def test_overlapped_io_gives_the_serial_result_and_keeps_work_on_error(tiles, tm
     from cryogen.restore.reconstruct import TileRestorer
 
     train([tiles], tmp_path / "p.pt", TINY, device="cpu", progress=False)
-    run = lambda out, **kw: reconstruct(tiles, tmp_path / "p.pt", tmp_path / out, cfg, device="cpu", batch=2, progress=False, **kw)
+
+    def run(out, **kw):
+        return reconstruct(tiles, tmp_path / "p.pt", tmp_path / out, cfg, device="cpu", batch=2, progress=False, **kw)
+
     run("serial.zarr", overlap=False)
     run("overlap.zarr", overlap=True)
     save, calls = TileRestorer.save, []
@@ -217,9 +229,23 @@ def test_data_unlike_the_imaging_model_is_named(tmp_path, caplog):
 
     vol = gaussian_filter(np.random.default_rng(0).standard_normal((24, 48, 48)).astype(np.float32), 1.5)
     write_mrc(tmp_path / "iso.mrc", vol, 10.0)
-    chunk(tmp_path / "iso.mrc", tmp_path / "iso.zarr", tile=24, overlap=8, wedge=Wedge(-60, 60), progress=False, check_geometry=False)
+    chunk(
+        tmp_path / "iso.mrc",
+        tmp_path / "iso.zarr",
+        tile=24,
+        overlap=8,
+        wedge=Wedge(-60, 60),
+        progress=False,
+        check_geometry=False,
+    )
     try:
-        train([tmp_path / "iso.zarr"], tmp_path / "p.pt", TrainConfig(steps=250, batch=2, patch=16, checkpoint_every=100), device="cpu", progress=False)
+        train(
+            [tmp_path / "iso.zarr"],
+            tmp_path / "p.pt",
+            TrainConfig(steps=250, batch=2, patch=16, checkpoint_every=100),
+            device="cpu",
+            progress=False,
+        )
     except CryogenError as exc:  # diverging afterwards is fine, as long as the cause is named
         assert "the imaging model (wedge and noise) misses something" in str(exc)
     assert "tells every real tile from its simulated observations" in caplog.text

@@ -8,14 +8,23 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from cryogen.qc import metrics
+from cryogen.cli.tables import format_table
 from cryogen.errors import CryogenError
 from cryogen.model.imaging import Wedge, apply_wedge_np, frequency_radius, wedge_mask
-from cryogen.cli.tables import format_table
+from cryogen.qc import metrics
 from cryogen.qc.metrics import evaluate, fsc_curve
 
-KEYS = ["cc", "fsc_0.5", "fsc_0.143", "fsc_0.5_angstrom", "fsc_0.143_angstrom", "wedge_recovery", "measured_recovery",
-        "wedge_recovery_no_z_profile", "cc_no_z_profile"]
+KEYS = [
+    "cc",
+    "fsc_0.5",
+    "fsc_0.143",
+    "fsc_0.5_angstrom",
+    "fsc_0.143_angstrom",
+    "wedge_recovery",
+    "measured_recovery",
+    "wedge_recovery_no_z_profile",
+    "cc_no_z_profile",
+]
 
 
 def white(shape, seed=0):
@@ -48,7 +57,9 @@ def reference(recon, truth, wedge):
     fsc = []
     for i in range(1, n // 2 + 1):
         s = shell == i
-        fsc.append(np.real(fr[s] * np.conj(ft[s])).sum() / np.sqrt((np.abs(fr[s]) ** 2).sum() * (np.abs(ft[s]) ** 2).sum()))
+        fsc.append(
+            np.real(fr[s] * np.conj(ft[s])).sum() / np.sqrt((np.abs(fr[s]) ** 2).sum() * (np.abs(ft[s]) ** 2).sum())
+        )
     return cc, rec_w, rec_m, np.arange(1, n // 2 + 1) / n, np.array(fsc)
 
 
@@ -193,12 +204,12 @@ def test_fsc_of_two_noisy_halves_is_one_half_in_every_shell():
     shape = (40, 40, 40)
     s = white(shape, seed=10)
     a, b = s + white(shape, seed=11), s + white(shape, seed=12)
-    freqs, fsc = fsc_curve(a, b)
+    _, fsc = fsc_curve(a, b)
     # shells past the first few hold hundreds of coefficients
     assert np.all(np.abs(fsc[4:] - 0.5) < 0.08)
     assert np.mean(fsc[4:]) == pytest.approx(0.5, abs=0.02)
     # recon = truth + equal-power noise against the truth: 1 / sqrt(2) everywhere, never below 0.5
-    freqs, fsc = fsc_curve(a, s)
+    _freqs, fsc = fsc_curve(a, s)
     assert np.all(np.abs(fsc[4:] - 1 / np.sqrt(2)) < 0.06)
     m = evaluate(a, s)
     assert m["fsc_0.5"] == 0.5 and m["fsc_0.143"] == 0.5
@@ -237,14 +248,16 @@ def test_gaussian_blur_plus_noise_crosses_where_theory_says():
         k = np.sqrt(np.log(1 / h) / (2 * np.pi**2 * sigma**2))
         assert m[f"fsc_{c}"] == pytest.approx(k, abs=tol), c
     # the blur alone: FSC ~ 1 in every shell (just under: H varies across a shell), no crossing
-    freqs, fsc = fsc_curve(blurred, t)
+    _freqs, fsc = fsc_curve(blurred, t)
     assert np.all(fsc > 0.98)
 
 
 def test_crossing_interpolates_linearly():
     freqs = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
     assert metrics._crossing(freqs, np.array([0.9, 0.7, 0.3, 0.1, 0.0]), 0.5) == pytest.approx(0.25)
-    assert metrics._crossing(freqs, np.array([0.9, 0.7, 0.3, 0.1, 0.0]), 0.143) == pytest.approx(0.3 + 0.1 * 0.157 / 0.2)
+    assert metrics._crossing(freqs, np.array([0.9, 0.7, 0.3, 0.1, 0.0]), 0.143) == pytest.approx(
+        0.3 + 0.1 * 0.157 / 0.2
+    )
     assert metrics._crossing(freqs, np.array([0.9, 0.9, 0.9, 0.9, 0.9]), 0.5) == 0.5
     # the first dip counts, even if the curve comes back
     assert metrics._crossing(freqs, np.array([0.9, 0.4, 0.9, 0.9, 0.9]), 0.5) == pytest.approx(0.18)

@@ -14,7 +14,8 @@ def test_written_file_is_valid_mrc_with_header_fields(tmp_path):
     data = np.random.default_rng(0).standard_normal((12, 20, 30)).astype(np.float32)
     path = tmp_path / "a.mrc"
     write_mrc(path, data, 8.25, origin=(10.0, 20.0, -5.0), labels=["hello"])
-    assert mrcfile.validate(str(path), print_file=open("/dev/null", "w"))
+    with open("/dev/null", "w") as sink:
+        assert mrcfile.validate(str(path), print_file=sink)
     with mrcfile.open(path) as m:
         np.testing.assert_array_equal(m.data, data)
         assert m.voxel_size.x == pytest.approx(8.25) and m.voxel_size.z == pytest.approx(8.25)
@@ -66,9 +67,8 @@ def test_writer_streams_blocks_and_refuses_incomplete(tmp_path):
         w.write_block(3, 0, data[3:, :4])
         w.write_block(3, 4, data[3:, 4:])
     np.testing.assert_array_equal(read_mrc(path)[0], data)
-    with pytest.raises(RuntimeError, match="wrote"):
-        with MrcWriter(tmp_path / "inc.mrc", data.shape, 2.0) as w:
-            w.write_block(0, 0, data[:3])
+    with pytest.raises(RuntimeError, match="wrote"), MrcWriter(tmp_path / "inc.mrc", data.shape, 2.0) as w:
+        w.write_block(0, 0, data[:3])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.mrc"]
 
 

@@ -206,7 +206,11 @@ def test_sample_is_reproducible_with_a_seeded_generator():
 def test_dict_round_trip_through_json():
     wedge = Wedge(-60, 60, "x")
     even, odd, _ = _halves((24, 24, 24), wedge, True, seed=2)
-    for model in (estimate_from_halves(even, odd, wedge, n_shells=12), estimate_from_data((even + odd) / 2, wedge), NoiseModel.white(2.0)):
+    for model in (
+        estimate_from_halves(even, odd, wedge, n_shells=12),
+        estimate_from_data((even + odd) / 2, wedge),
+        NoiseModel.white(2.0),
+    ):
         d = json.loads(json.dumps(model.to_dict()))
         back = NoiseModel.from_dict(d)
         assert back == model
@@ -302,8 +306,23 @@ def test_chunk_rejects_halves_of_another_shape(tmp_path, capsys):
     obs, other = tmp_path / "obs.mrc", tmp_path / "odd.mrc"
     assert main(["simulate", str(obs), "--shape", "32", "48", "48", "--seed", "1", "--halves"]) == 0
     write_mrc(other, np.random.default_rng(0).normal(size=(32, 48, 40)).astype(np.float32), 10.0)
-    code = main(["chunk", str(obs), str(tmp_path / "t.zarr"), "--tile", "32", "--overlap", "8", "--tilt-range", "-60", "60",
-                 "--halves", str(tmp_path / "obs_even.mrc"), str(other)])
+    code = main(
+        [
+            "chunk",
+            str(obs),
+            str(tmp_path / "t.zarr"),
+            "--tile",
+            "32",
+            "--overlap",
+            "8",
+            "--tilt-range",
+            "-60",
+            "60",
+            "--halves",
+            str(tmp_path / "obs_even.mrc"),
+            str(other),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "odd.mrc" in err[0] and "shape" in err[0], err
     assert not (tmp_path / "t.zarr").exists()

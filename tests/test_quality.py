@@ -11,15 +11,15 @@ from __future__ import annotations
 import pytest
 
 from cryogen.bench.quality import best_lowpass
-from cryogen.model.imaging import Wedge
-from cryogen.qc.metrics import evaluate
 from cryogen.io.mrc import read_mrc, write_mrc
-from cryogen.restore.reconstruct import reconstruct
-from cryogen.sim.simulate import simulate
-from cryogen.method.solver import SolveConfig
-from cryogen.tiling import chunk, stitch
 from cryogen.method.config import TrainConfig
 from cryogen.method.loop import train
+from cryogen.method.solver import SolveConfig
+from cryogen.model.imaging import Wedge
+from cryogen.qc.metrics import evaluate
+from cryogen.restore.reconstruct import reconstruct
+from cryogen.sim.simulate import simulate
+from cryogen.tiling import chunk, stitch
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -30,7 +30,9 @@ def test_method_beats_the_best_lowpass(tmp_path):
     write_mrc(tmp_path / "obs.mrc", sim.observation, 10.0)
     chunk(tmp_path / "obs.mrc", tmp_path / "t.zarr", wedge=wedge, progress=False)
     train([tmp_path / "t.zarr"], tmp_path / "p.pt", TrainConfig(steps=1600, seed=1), device="cpu", progress=False)
-    reconstruct(tmp_path / "t.zarr", tmp_path / "p.pt", tmp_path / "r.zarr", SolveConfig(), device="cpu", progress=False)
+    reconstruct(
+        tmp_path / "t.zarr", tmp_path / "p.pt", tmp_path / "r.zarr", SolveConfig(), device="cpu", progress=False
+    )
     stitch(tmp_path / "r.zarr", tmp_path / "r.mrc", progress=False)
     recon, _ = read_mrc(tmp_path / "r.mrc")
     ours = evaluate(recon, sim.truth, wedge, 10.0)

@@ -42,18 +42,20 @@ import torch
 import zarr
 
 from cryogen.cli.main import main
-from cryogen.model.imaging import Wedge
 from cryogen.io.mrc import read_mrc, write_mrc
-from cryogen.model.nets import NetConfig
-from cryogen.sim.simulate import simulate
 from cryogen.io.store import open_store
-from cryogen.tiling import chunk
 from cryogen.method.config import TrainConfig
 from cryogen.method.loop import train
+from cryogen.model.imaging import Wedge
+from cryogen.model.nets import NetConfig
+from cryogen.sim.simulate import simulate
+from cryogen.tiling import chunk
 
 PROGRESS = re.compile(r"\d+%\|")  # a tqdm progress bar
 TILT = ["--tilt-range", "-60", "60"]
-TINY = TrainConfig(steps=2, batch=2, patch=16, checkpoint_every=1, net=NetConfig(g_channels=4, g_depth=2, d_channels=4, d_layers=3))
+TINY = TrainConfig(
+    steps=2, batch=2, patch=16, checkpoint_every=1, net=NetConfig(g_channels=4, g_depth=2, d_channels=4, d_layers=3)
+)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -184,7 +186,9 @@ def _run_bad_input(tmp_path, capsys, sim, case) -> Path:
         make(src, sim)
     out = tmp_path / "out"
     out.mkdir()
-    code, _, err = cli(capsys, "run", src, out / "r.mrc", *TILT, "--tile", 32, "--overlap", 8, "--steps", 1, "--device", "cpu")
+    code, _, err = cli(
+        capsys, "run", src, out / "r.mrc", *TILT, "--tile", 32, "--overlap", 8, "--steps", 1, "--device", "cpu"
+    )
     one_error(code, err, src, problem)
     assert not (out / "r.mrc").exists()
     return out
@@ -229,7 +233,7 @@ def test_volume_smaller_than_a_tile_is_padded_and_comes_back(tmp_path, capsys, s
     data = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     src = tmp_path / "small.mrc"
     write_mrc(src, data, 6.0, origin=(1.0, 2.0, 3.0))
-    code, out, err = cli(capsys, "chunk", src, tmp_path / "t.zarr", *TILT, "--tile", 16, "--overlap", 4)
+    code, _out, err = cli(capsys, "chunk", src, tmp_path / "t.zarr", *TILT, "--tile", 16, "--overlap", 4)
     assert code == 0, err
     _, meta = open_store(tmp_path / "t.zarr")
     assert meta.tile == 16 and meta.source_shape == shape
@@ -255,7 +259,9 @@ def test_voxel_size_option_must_be_positive(tmp_path, capsys, sim, value):
 def test_zero_header_voxel_size_with_override_is_used(tmp_path, capsys, sim):
     src = tmp_path / "in.mrc"
     write_mrc(src, sim, 0.0)
-    code, _, err = cli(capsys, "chunk", src, tmp_path / "t.zarr", *TILT, "--tile", 32, "--overlap", 8, "--voxel-size", 5)
+    code, _, err = cli(
+        capsys, "chunk", src, tmp_path / "t.zarr", *TILT, "--tile", 32, "--overlap", 8, "--voxel-size", 5
+    )
     assert code == 0, err
     assert cli(capsys, "stitch", tmp_path / "t.zarr", tmp_path / "o.mrc")[0] == 0
     assert read_mrc(tmp_path / "o.mrc")[1].voxel_size == (5.0, 5.0, 5.0)
@@ -263,7 +269,13 @@ def test_zero_header_voxel_size_with_override_is_used(tmp_path, capsys, sim):
 
 @pytest.mark.parametrize(
     "lo, hi, problem",
-    [("60", "-60", "must be below"), ("30", "30", "must be below"), ("-95", "60", "beyond +-90"), ("-60", "90.5", "beyond +-90"), ("nan", "60", "not finite")],
+    [
+        ("60", "-60", "must be below"),
+        ("30", "30", "must be below"),
+        ("-95", "60", "beyond +-90"),
+        ("-60", "90.5", "beyond +-90"),
+        ("nan", "60", "not finite"),
+    ],
 )
 @pytest.mark.parametrize("verb", ["chunk", "run"])
 def test_impossible_tilt_range(tmp_path, capsys, sim, verb, lo, hi, problem):
@@ -277,7 +289,9 @@ def test_impossible_tilt_range(tmp_path, capsys, sim, verb, lo, hi, problem):
 def test_tilt_range_of_plus_minus_90_is_accepted(tmp_path, capsys, sim):
     src = tmp_path / "in.mrc"
     write_mrc(src, sim, 10.0)
-    code, _, err = cli(capsys, "chunk", src, tmp_path / "t.zarr", "--tilt-range", "-90", "90", "--tile", 32, "--overlap", 8)
+    code, _, err = cli(
+        capsys, "chunk", src, tmp_path / "t.zarr", "--tilt-range", "-90", "90", "--tile", 32, "--overlap", 8
+    )
     assert code == 0, err
 
 
@@ -396,11 +410,23 @@ def bad_checkpoints(material) -> dict:
         "other-kind": (_with(material, kind="cryogen-tiles"), "kind 'cryogen-tiles'"),
         "other-format": (_with(material, format=2), "checkpoint format 2 is not supported"),
         "incompatible-net": (_with(material, g_ema={"w": torch.zeros(2)}, g={"w": torch.zeros(2)}), "does not match"),
-        "arbitrary-pickle": (lambda p: torch.save({"kind": "cryogen-prior", "obj": Path("x")}, p), "not a readable checkpoint"),
+        "arbitrary-pickle": (
+            lambda p: torch.save({"kind": "cryogen-prior", "obj": Path("x")}, p),
+            "not a readable checkpoint",
+        ),
     }
 
 
-CHECKPOINT_KINDS = ["truncated", "random-bytes", "empty", "foreign-torch-file", "other-kind", "other-format", "incompatible-net", "arbitrary-pickle"]
+CHECKPOINT_KINDS = [
+    "truncated",
+    "random-bytes",
+    "empty",
+    "foreign-torch-file",
+    "other-kind",
+    "other-format",
+    "incompatible-net",
+    "arbitrary-pickle",
+]
 
 
 @pytest.mark.parametrize("kind", CHECKPOINT_KINDS)
@@ -408,7 +434,9 @@ def test_bad_prior_for_reconstruct(tmp_path, capsys, material, kind):
     make, problem = bad_checkpoints(material)[kind]
     prior = tmp_path / "prior.pt"
     make(prior)
-    code, _, err = cli(capsys, "reconstruct", material["tiles"], "--prior", prior, "--out", tmp_path / "r.zarr", "--device", "cpu")
+    code, _, err = cli(
+        capsys, "reconstruct", material["tiles"], "--prior", prior, "--out", tmp_path / "r.zarr", "--device", "cpu"
+    )
     one_error(code, err, prior, problem)
     assert_only(tmp_path, "prior.pt")  # no output and no partial store
 
@@ -421,7 +449,22 @@ def test_bad_checkpoint_for_resume(tmp_path, capsys, material, kind):
         make = _with(material, g={"w": torch.zeros(2)}, sources=[str(material["tiles"])], train=settings)
     ckpt = tmp_path / "p.pt.ckpt"
     make(ckpt)
-    code, _, err = cli(capsys, "train", material["tiles"], "--out", tmp_path / "p.pt", "--resume", "--steps", 1, "--batch", 1, "--patch", 16, "--device", "cpu")
+    code, _, err = cli(
+        capsys,
+        "train",
+        material["tiles"],
+        "--out",
+        tmp_path / "p.pt",
+        "--resume",
+        "--steps",
+        1,
+        "--batch",
+        1,
+        "--patch",
+        16,
+        "--device",
+        "cpu",
+    )
     one_error(code, err, ckpt, problem)
     assert_only(tmp_path, "p.pt.ckpt")
 
@@ -430,7 +473,22 @@ def test_resume_ignores_a_checkpoint_of_other_data(tmp_path, capsys, material, c
     """--resume never continues a prior trained on other tile stores: it warns and starts afresh."""
     ckpt = tmp_path / "p.pt.ckpt"
     _with(material, sources=["/elsewhere/tiles.zarr"], step=1)(ckpt)
-    code, _, err = cli(capsys, "train", material["tiles"], "--out", tmp_path / "p.pt", "--resume", "--steps", 1, "--batch", 1, "--patch", 16, "--device", "cpu")
+    code, _, err = cli(
+        capsys,
+        "train",
+        material["tiles"],
+        "--out",
+        tmp_path / "p.pt",
+        "--resume",
+        "--steps",
+        1,
+        "--batch",
+        1,
+        "--patch",
+        16,
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     assert "trained on other tile stores" in err and "starting afresh" in err
     assert torch.load(tmp_path / "p.pt", weights_only=True)["sources"] == [str(material["tiles"])]
@@ -449,10 +507,34 @@ def _verb_argv(verb: str, material, out_dir: Path) -> tuple[list, Path]:
         return ["stitch", material["tiles"], out], out
     if verb == "train":
         out = out_dir / "p.pt"
-        return ["train", material["tiles"], "--out", out, "--steps", 1, "--batch", 1, "--patch", 16, "--device", "cpu"], out
+        return [
+            "train",
+            material["tiles"],
+            "--out",
+            out,
+            "--steps",
+            1,
+            "--batch",
+            1,
+            "--patch",
+            16,
+            "--device",
+            "cpu",
+        ], out
     if verb == "reconstruct":
         out = out_dir / "r.zarr"
-        return ["reconstruct", material["tiles"], "--prior", material["prior"], "--out", out, "--map-steps", 1, "--device", "cpu"], out
+        return [
+            "reconstruct",
+            material["tiles"],
+            "--prior",
+            material["prior"],
+            "--out",
+            out,
+            "--map-steps",
+            1,
+            "--device",
+            "cpu",
+        ], out
     if verb == "simulate":
         out = out_dir / "s.mrc"
         return ["simulate", out, "--shape", 16, 16, 16], out
@@ -465,7 +547,7 @@ VERBS_THAT_WRITE = ["chunk", "stitch", "train", "reconstruct", "simulate"]
 @pytest.mark.parametrize("verb", VERBS_THAT_WRITE)
 def test_output_folder_under_a_regular_file(tmp_path, capsys, material, verb):
     (tmp_path / "file.txt").write_text("I am a file")
-    argv, out = _verb_argv(verb, material, tmp_path / "file.txt")
+    argv, _out = _verb_argv(verb, material, tmp_path / "file.txt")
     code, _, err = cli(capsys, *argv)
     one_error(code, err, tmp_path / "file.txt")
     assert_only(tmp_path, "file.txt")
@@ -562,7 +644,12 @@ class _FullDisk:
 def test_full_disk_during_stitch(tmp_path, capsys, material, monkeypatch):
     import cryogen.io.mrc
 
-    monkeypatch.setattr(cryogen.io.mrc, "open", lambda *a, **k: _FullDisk(builtins.open(*a, **k), 20_000), raising=False)
+    monkeypatch.setattr(
+        cryogen.io.mrc,
+        "open",
+        lambda *a, **k: _FullDisk(builtins.open(*a, **k), 20_000),  # noqa: SIM115 -- _FullDisk closes it
+        raising=False,
+    )
     code, _, err = cli(capsys, "stitch", material["tiles"], tmp_path / "o.mrc")
     one_error(code, err, tmp_path / "o.mrc", "no space left")
     assert_only(tmp_path)
@@ -767,7 +854,20 @@ def _state(path: Path) -> dict:
 @pytest.mark.slow
 def test_kill_during_train_resumes_from_the_checkpoint(tmp_path, kill_material):
     steps = 60  # checkpoints every 50 steps
-    args = [kill_material["tiles"], "--steps", steps, "--batch", 1, "--patch", 16, "--device", "cpu", "--seed", 2, "--resume"]
+    args = [
+        kill_material["tiles"],
+        "--steps",
+        steps,
+        "--batch",
+        1,
+        "--patch",
+        16,
+        "--device",
+        "cpu",
+        "--seed",
+        2,
+        "--resume",
+    ]
     _run(_cli_cmd("train", "--out", tmp_path / "full.pt", *args), tmp_path)
     ckpt = tmp_path / "cut.pt.ckpt"
     _kill_when(_cli_cmd("train", "--out", tmp_path / "cut.pt", *args), tmp_path, ckpt.exists)
@@ -792,16 +892,36 @@ def _done_tiles(partial: Path) -> int:
 def test_kill_during_reconstruct_skips_the_tiles_done(tmp_path, kill_material):
     _, meta = open_store(kill_material["tiles"])
     n = meta.n_tiles
-    args = ["--prior", kill_material["prior"], "--batch", 1, "--map-steps", 20, "--samples", 1, "--device", "cpu", "--seed", 1]
+    args = [
+        "--prior",
+        kill_material["prior"],
+        "--batch",
+        1,
+        "--map-steps",
+        20,
+        "--samples",
+        1,
+        "--device",
+        "cpu",
+        "--seed",
+        1,
+    ]
     _run(_cli_cmd("reconstruct", kill_material["tiles"], "--out", tmp_path / "full.zarr", *args), tmp_path)
     partial = tmp_path / ".cut.zarr.partial"
-    _kill_when(_cli_cmd("reconstruct", kill_material["tiles"], "--out", tmp_path / "cut.zarr", *args), tmp_path, lambda: _done_tiles(partial) >= 2)
+    _kill_when(
+        _cli_cmd("reconstruct", kill_material["tiles"], "--out", tmp_path / "cut.zarr", *args),
+        tmp_path,
+        lambda: _done_tiles(partial) >= 2,
+    )
     assert not (tmp_path / "cut.zarr").exists()
     done = int(np.asarray(zarr.open_group(str(partial), mode="r")["done"][:]).sum())
     assert 2 <= done < n
     res = _run(_cli_cmd("reconstruct", kill_material["tiles"], "--out", tmp_path / "cut.zarr", *args), tmp_path)
     assert f"{done} of {n} tiles already done" in res.stderr and f"{n - done} to restore" in res.stderr
-    full, cut = zarr.open_group(str(tmp_path / "full.zarr"), mode="r"), zarr.open_group(str(tmp_path / "cut.zarr"), mode="r")
+    full, cut = (
+        zarr.open_group(str(tmp_path / "full.zarr"), mode="r"),
+        zarr.open_group(str(tmp_path / "cut.zarr"), mode="r"),
+    )
     for name in ("tiles", "std"):
         assert np.array_equal(full[name][:], cut[name][:]), name
     assert not partial.exists()
@@ -858,7 +978,17 @@ def test_bad_sizes_are_one_line_errors(tmp_path, capsys, material, verb, args, n
     if verb == "train":
         argv = ["train", material["tiles"], "--out", out / "p.pt", "--steps", 1, "--device", "cpu", *args]
     else:
-        argv = ["reconstruct", material["tiles"], "--prior", material["prior"], "--out", out / "r.zarr", "--device", "cpu", *args]
+        argv = [
+            "reconstruct",
+            material["tiles"],
+            "--prior",
+            material["prior"],
+            "--out",
+            out / "r.zarr",
+            "--device",
+            "cpu",
+            *args,
+        ]
     code, _, err = cli(capsys, *argv)
     one_error(code, err, needle)
     assert_only(out)

@@ -39,8 +39,8 @@ def test_tuned_malloc_reuses_large_blocks():
 
 
 def test_network_verbs_tune_and_the_others_do_not(monkeypatch):
-    import cryogen.runtime
     import cryogen.cli.main as cli
+    import cryogen.runtime
 
     calls = []
     monkeypatch.setattr(cryogen.runtime, "tune_malloc", lambda *a: calls.append(1) or True)

@@ -149,7 +149,7 @@ def test_filaments_along_the_beam_in_plane_and_oblique(seed):
     # rendered hollow: across the middle of the beam-aligned tube, wall dense and lumen not
     v = make_phantom(shape, np.random.default_rng(seed))
     z, y, x = np.round(mt.pts[len(mt.pts) // 2]).astype(int)
-    r = int(round((mt.r_in + mt.r_out) / 2))
+    r = round((mt.r_in + mt.r_out) / 2)
     around = ((r, 0), (-r, 0), (0, r), (0, -r))
     wall = [v[z, y + dy, x + dx] for dy, dx in around if 0 <= y + dy < 96 and 0 <= x + dx < 96]
     assert v[z, y, x] < 0.3 and max(wall) > 0.7

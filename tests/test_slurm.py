@@ -15,14 +15,13 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-from cryogen.io.mrc import MrcReader
 from slurm_harness import SlurmCluster, SlurmUnavailable
 from test_workflow import Run, make_workspace
+
+from cryogen.io.mrc import MrcReader
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -44,17 +43,34 @@ def test_demo_runs_through_sbatch(slurm, tmp_path):
     ws = make_workspace(tmp_path / "ws")
     (ws / "slurm").symlink_to("profiles/slurm")  # how `--profile slurm` finds the repository's profile
     cmd = [
-        "timeout", "-k", "15", "480",
-        sys.executable, "-m", "snakemake", "--profile", "slurm", "--nocolor",
+        "timeout",
+        "-k",
+        "15",
+        "480",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "slurm",
+        "--nocolor",
         # a CI cluster has no accounting (sacct): poll with squeue, and poll often
-        "--slurm-status-command", "squeue",
-        "--slurm-init-seconds-before-status-checks", "1",
-        "--seconds-between-status-checks", "1",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "1",
         # what a site adapts to its nodes: this one has 2 cores and a fake GPU
-        "--set-threads", "train=2", "reconstruct=2",
+        "--set-threads",
+        "train=2",
+        "reconstruct=2",
         "--set-resources",
-        "train:gpu=1", "train:mem_mb=2000", "train:runtime=10",
-        "reconstruct:gpu=1", "reconstruct:mem_mb=3000", "reconstruct:runtime=10",
+        "train:gpu=1",
+        "train:mem_mb=2000",
+        "train:runtime=10",
+        "reconstruct:gpu=1",
+        "reconstruct:mem_mb=3000",
+        "reconstruct:runtime=10",
     ]
     proc = subprocess.run(cmd, cwd=ws, capture_output=True, text=True, timeout=540)
     run = Run(proc)
@@ -86,5 +102,5 @@ def test_demo_runs_through_sbatch(slurm, tmp_path):
     assert (ws / "results/priors/dataset/prior_curves.png").exists()
 
     # nothing changed: nothing is submitted
-    again = subprocess.run(cmd[4:] + ["-n"], cwd=ws, capture_output=True, text=True, timeout=120)
+    again = subprocess.run([*cmd[4:], "-n"], cwd=ws, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stderr[-3000:]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cryogen.model.nets import NetConfig
 from cryogen.bench.speed import make_volume, run_stage, throughput, tiles_for
+from cryogen.model.nets import NetConfig
 
 
 def test_throughput_parts_are_positive():
@@ -28,14 +28,22 @@ def test_stage_runs_as_its_own_process_and_reports_peak_memory(tmp_path):
 
 def test_phase_timings_add_up(tmp_path):
     """The profile behind "where the time goes": every phase measured, the partial store removed."""
-    from cryogen.model.imaging import Wedge
     from cryogen.bench.speed import reconstruct_phases, train_phases
-    from cryogen.tiling import chunk
     from cryogen.method.config import TrainConfig
     from cryogen.method.loop import train
+    from cryogen.model.imaging import Wedge
+    from cryogen.tiling import chunk
 
     make_volume(tmp_path / "v.mrc", (32, 64, 64))
-    chunk(tmp_path / "v.mrc", tmp_path / "t.zarr", tile=32, overlap=8, wedge=Wedge(-60, 60), progress=False, check_geometry=False)
+    chunk(
+        tmp_path / "v.mrc",
+        tmp_path / "t.zarr",
+        tile=32,
+        overlap=8,
+        wedge=Wedge(-60, 60),
+        progress=False,
+        check_geometry=False,
+    )
     train([tmp_path / "t.zarr"], tmp_path / "p.pt", TrainConfig(steps=1), device="cpu", progress=False)
     r = reconstruct_phases(tmp_path / "t.zarr", tmp_path / "p.pt", tmp_path / "r.zarr", "cpu")
     assert set(r) == {"read", "compute", "write"} and all(v > 0 for v in r.values())
@@ -49,8 +57,8 @@ def test_full_size_runs_the_stages_end_to_end_and_cleans_up(tmp_path):
     from cryogen.bench.speed import full_size
     from cryogen.method.config import TrainConfig
     from cryogen.method.loop import train
-    from cryogen.tiling import chunk
     from cryogen.model.imaging import Wedge
+    from cryogen.tiling import chunk
 
     make_volume(tmp_path / "v.mrc", (32, 64, 64))
     chunk(tmp_path / "v.mrc", tmp_path / "t.zarr", wedge=Wedge(-60, 60), progress=False, check_geometry=False)

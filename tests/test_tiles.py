@@ -7,9 +7,9 @@ import pytest
 import zarr
 
 from cryogen.errors import CryogenError
-from cryogen.model.imaging import Wedge
 from cryogen.io.mrc import read_mrc
 from cryogen.io.store import open_store
+from cryogen.model.imaging import Wedge
 from cryogen.tiling import TileGrid, axis_starts, axis_weights, chunk, stitch
 
 AWKWARD = [(96, 128, 80), (61, 77, 101), (20, 130, 70), (5, 33, 200), (64, 64, 64), (65, 49, 112), (1 + 48 * 2, 17, 64)]
@@ -26,7 +26,7 @@ def test_grid_covers_every_voxel_and_weights_sum_to_one(n, tile, overlap):
     if n >= tile:
         assert starts[0] == 0 and starts[-1] == n - tile
     total = np.zeros(n)
-    for s, w in zip(starts, axis_weights(n, tile, overlap, starts)):
+    for s, w in zip(starts, axis_weights(n, tile, overlap, starts), strict=False):
         lo, hi = max(s, 0), min(s + tile, n)
         total[lo:hi] += w[lo - s : hi - s]
         assert (w[: lo - s] == 0).all() and (w[hi - s :] == 0).all()
@@ -36,7 +36,7 @@ def test_grid_covers_every_voxel_and_weights_sum_to_one(n, tile, overlap):
 def test_weights_are_smooth_across_overlaps():
     n, tile, overlap = 200, 64, 16
     starts = axis_starts(n, tile, overlap)
-    for s, w in zip(starts, axis_weights(n, tile, overlap, starts)):
+    for s, w in zip(starts, axis_weights(n, tile, overlap, starts), strict=False):
         assert np.abs(np.diff(w[max(0, -s) :])).max() < 0.15  # no jumps: a cross-fade over the overlap
 
 
@@ -98,7 +98,7 @@ def test_thinner_than_a_tile_is_padded_not_refused(tmp_path, write_volume):
     src = write_volume(shape=(9, 40, 40))
     meta = chunk(src, tmp_path / "t.zarr", tile=32, overlap=8, progress=False)
     assert meta.starts[0] == (-11,)
-    group, m = open_store(tmp_path / "t.zarr")
+    group, _m = open_store(tmp_path / "t.zarr")
     tile0 = group["tiles"][0]
     x, _ = read_mrc(src)
     np.testing.assert_array_equal(tile0[11:20, :32, :32], x[:, :32, :32])

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +24,16 @@ import torch
 import yaml
 import zarr
 
-from cryogen.model.imaging import Wedge
 from cryogen.io.mrc import MrcReader, write_mrc
+from cryogen.method.config import TrainConfig
+from cryogen.method.loop import train
+from cryogen.method.solver import SolveConfig
+from cryogen.model.imaging import Wedge
 from cryogen.model.nets import NetConfig
 from cryogen.restore.parallel import reconstruct_parallel
 from cryogen.restore.reconstruct import reconstruct
 from cryogen.sim.simulate import simulate
-from cryogen.method.solver import SolveConfig
 from cryogen.tiling import chunk
-from cryogen.method.config import TrainConfig
-from cryogen.method.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles")
@@ -91,7 +90,9 @@ class Run:
 
 def snakemake(ws: Path, *args: str, env: dict | None = None, timeout: float = 600) -> Run:
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--nocolor", *args]
-    proc = subprocess.run(cmd, cwd=ws, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        cmd, cwd=ws, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
     return Run(proc)
 
 
@@ -177,7 +178,18 @@ def test_dask_reconstruction_equals_serial(store_and_prior, tmp_path):
         reconstruct(tiles, prior, tmp_path / "serial.zarr", cfg, device="cpu", batch=2, seed=5, progress=False)
     finally:
         torch.set_num_threads(threads)
-    out = reconstruct_parallel(tiles, prior, tmp_path / "dask.zarr", cfg, device="cpu", batch=2, seed=5, workers=2, memory_mb=2000, progress=False)
+    out = reconstruct_parallel(
+        tiles,
+        prior,
+        tmp_path / "dask.zarr",
+        cfg,
+        device="cpu",
+        batch=2,
+        seed=5,
+        workers=2,
+        memory_mb=2000,
+        progress=False,
+    )
     assert out == (tmp_path / "dask.zarr").resolve() and not (tmp_path / ".dask.zarr.partial").exists()
     serial, dask = _arrays(tmp_path / "serial.zarr"), _arrays(tmp_path / "dask.zarr")
     assert sorted(serial) == sorted(dask) == ["std", "tiles"]
@@ -207,7 +219,17 @@ def test_dask_existing_cluster_loads_prior_once_per_worker(store_and_prior, tmp_
     cfg = SolveConfig(map_steps=1)
     # in-process workers (threads), so that the counting class is the one they use
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        reconstruct_parallel(tiles, prior, tmp_path / "ext.zarr", cfg, device="cpu", batch=1, seed=0, scheduler_address=cluster.scheduler_address, progress=False)
+        reconstruct_parallel(
+            tiles,
+            prior,
+            tmp_path / "ext.zarr",
+            cfg,
+            device="cpu",
+            batch=1,
+            seed=0,
+            scheduler_address=cluster.scheduler_address,
+            progress=False,
+        )
     assert len(built) == 2  # 9 batches, 2 workers: one restorer (one prior load) per worker
     reconstruct(tiles, prior, tmp_path / "serial.zarr", cfg, device="cpu", batch=1, seed=0, progress=False)
     assert np.array_equal(_arrays(tmp_path / "ext.zarr")["tiles"], _arrays(tmp_path / "serial.zarr")["tiles"])
@@ -216,9 +238,13 @@ def test_dask_existing_cluster_loads_prior_once_per_worker(store_and_prior, tmp_
 def test_dask_resumes_a_killed_serial_run(store_and_prior, tmp_path, one_torch_thread):
     tiles, prior = store_and_prior
     cfg = SolveConfig(map_steps=1)
-    partial = reconstruct(tiles, prior, tmp_path / "r.zarr", cfg, device="cpu", batch=2, seed=1, progress=False, max_batches=2)
+    partial = reconstruct(
+        tiles, prior, tmp_path / "r.zarr", cfg, device="cpu", batch=2, seed=1, progress=False, max_batches=2
+    )
     assert partial.name == ".r.zarr.partial"
-    reconstruct_parallel(tiles, prior, tmp_path / "r.zarr", cfg, device="cpu", batch=2, seed=1, workers=2, progress=False)
+    reconstruct_parallel(
+        tiles, prior, tmp_path / "r.zarr", cfg, device="cpu", batch=2, seed=1, workers=2, progress=False
+    )
     reconstruct(tiles, prior, tmp_path / "full.zarr", cfg, device="cpu", batch=2, seed=1, progress=False)
     assert np.array_equal(_arrays(tmp_path / "r.zarr")["tiles"], _arrays(tmp_path / "full.zarr")["tiles"])
 
@@ -265,7 +291,10 @@ def test_demo_end_to_end_with_report(tmp_path):
     [
         (lambda c: c["chunk"].update(tiel=64), ["chunk", "tiel"]),
         (lambda c: c.update(resutls="x"), ["resutls"]),
-        (lambda c: c["reconstruct"].update(map_steps="ten"), ["reconstruct.map_steps", "'ten' is not of type 'integer'"]),
+        (
+            lambda c: c["reconstruct"].update(map_steps="ten"),
+            ["reconstruct.map_steps", "'ten' is not of type 'integer'"],
+        ),
         (lambda c: c["train"].update(batch=0), ["train.batch", "minimum"]),
         (lambda c: c["chunk"].update(overlap=20), ["chunk.overlap", "half of chunk.tile"]),
         (lambda c: c.update(device="gpu"), ["device", "'gpu' is not one of"]),
@@ -288,8 +317,14 @@ def test_bad_config_stops_with_a_message_naming_the_key(tmp_path, edit, needles)
 @pytest.mark.parametrize(
     "rows, needles",
     [
-        ("a\tdata/a.mrc\tsixty\t60\ty\tg1\tyes\n", ["data row 1 (a)", "key tilt_min: 'sixty' is not valid: lowest tilt", "or auto"]),
-        ("a\tdata/a.mrc\tauto\t60\ty\tg1\tyes\n", ["data row 1 (a)", "tilt_min and tilt_max are both auto or both numbers"]),
+        (
+            "a\tdata/a.mrc\tsixty\t60\ty\tg1\tyes\n",
+            ["data row 1 (a)", "key tilt_min: 'sixty' is not valid: lowest tilt", "or auto"],
+        ),
+        (
+            "a\tdata/a.mrc\tauto\t60\ty\tg1\tyes\n",
+            ["data row 1 (a)", "tilt_min and tilt_max are both auto or both numbers"],
+        ),
         ("a\tdata/a.mrc\t-60\t60\tz\tg1\tyes\n", ["data row 1 (a)", "tilt_axis", "'z' is not one of"]),
         ("a\tdata/a.mrc\t60\t-60\ty\tg1\tyes\n", ["data row 1 (a)", "tilt_min (60) must be below tilt_max (-60)"]),
         ("a\tdata/a.mrc\t-60\t60\ty\tg1\tyes\na\tdata/b.mrc\t-60\t60\ty\tg1\tyes\n", ["names must be unique", "a"]),
@@ -435,7 +470,13 @@ def test_new_package_code_reruns_the_stages_it_affects(base, tmp_path, module, e
     with open(pkg / "cryogen" / module, "a") as f:
         f.write("\n# a new version\n" if module != "__init__.py" else "\n__version__ = '99.0'\n")
     env = {"PYTHONPATH": str(pkg)}
-    probe = subprocess.run([sys.executable, "-c", "import cryogen; print(cryogen.__file__)"], cwd=ws, env={**os.environ, **env}, capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import cryogen; print(cryogen.__file__)"],
+        cwd=ws,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     assert probe.stdout.strip() == str(pkg / "cryogen" / "__init__.py")
     run = snakemake(ws, *FAST, env=env)
     assert run.code == 0, run

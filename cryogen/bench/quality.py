@@ -22,22 +22,31 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from ..model.imaging import Wedge, apply_wedge_np
 from ..cli.tables import format_table
-from ..qc.metrics import evaluate
 from ..io.mrc import read_mrc, write_mrc
-from ..restore.pipeline import estimate_reconstruct_seconds
-from ..restore.reconstruct import reconstruct
-from ..sim.simulate import simulate
-from ..method.solver import SolveConfig
-from ..tiling import chunk, stitch
 from ..method.config import TrainConfig
 from ..method.devices import pick_device
 from ..method.loop import train
+from ..method.solver import SolveConfig
+from ..model.imaging import Wedge, apply_wedge_np
+from ..qc.metrics import evaluate
+from ..restore.pipeline import estimate_reconstruct_seconds
+from ..restore.reconstruct import reconstruct
+from ..sim.simulate import simulate
+from ..tiling import chunk, stitch
 
 LOWPASS_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
-COLUMNS = ["phantom", "method", "cc", "fsc_0.143", "wedge_recovery", "measured_recovery", "cc_no_z_profile",
-           "wedge_recovery_no_z_profile", "wall_s"]
+COLUMNS = [
+    "phantom",
+    "method",
+    "cc",
+    "fsc_0.143",
+    "wedge_recovery",
+    "measured_recovery",
+    "cc_no_z_profile",
+    "wedge_recovery_no_z_profile",
+    "wall_s",
+]
 
 
 def best_lowpass(obs: np.ndarray, truth: np.ndarray, wedge: Wedge, voxel: float) -> tuple[float, dict]:
@@ -73,12 +82,26 @@ def run_benchmark(args: argparse.Namespace) -> list[dict]:
                 d.mkdir(exist_ok=True)
                 sim = simulate(tuple(args.shape), wedge, snr=snr, seed=seed, voxel_size=10.0)
                 write_mrc(d / "obs.mrc", sim.observation, 10.0)
-                rows.append({"phantom": name, "method": "input", **evaluate(sim.observation, sim.truth, wedge, 10.0), "wall_s": 0.0})
+                rows.append(
+                    {
+                        "phantom": name,
+                        "method": "input",
+                        **evaluate(sim.observation, sim.truth, wedge, 10.0),
+                        "wall_s": 0.0,
+                    }
+                )
                 t = time.monotonic()
                 sigma, m = best_lowpass(sim.observation, sim.truth, wedge, 10.0)
                 rows.append({"phantom": name, "method": f"lowpass({sigma:g})", **m, "wall_s": time.monotonic() - t})
                 # the ceiling of any method that denoises perfectly but leaves the wedge empty
-                rows.append({"phantom": name, "method": "truth, wedge removed", **evaluate(apply_wedge_np(sim.truth, wedge), sim.truth, wedge, 10.0), "wall_s": 0.0})
+                rows.append(
+                    {
+                        "phantom": name,
+                        "method": "truth, wedge removed",
+                        **evaluate(apply_wedge_np(sim.truth, wedge), sim.truth, wedge, 10.0),
+                        "wall_s": 0.0,
+                    }
+                )
 
                 start = time.monotonic()
                 chunk(d / "obs.mrc", d / "tiles.zarr", wedge=wedge, progress=False)
@@ -87,16 +110,28 @@ def run_benchmark(args: argparse.Namespace) -> list[dict]:
                     cfg = replace(cfg, steps=args.steps)
                 else:
                     rest = estimate_reconstruct_seconds(d / "tiles.zarr", cfg, solve, device) * 1.15 + 5
-                    cfg = replace(cfg, steps=10**9, time_budget=max(args.time_budget * 60 - (time.monotonic() - start) - rest, 10))
+                    cfg = replace(
+                        cfg, steps=10**9, time_budget=max(args.time_budget * 60 - (time.monotonic() - start) - rest, 10)
+                    )
                 train([d / "tiles.zarr"], d / "prior.pt", cfg, device=device, progress=False)
                 shared = time.monotonic() - start
                 for label, k in (("g(y)", 0), ("MAP", solve.map_steps)):
                     t = time.monotonic()
-                    reconstruct(d / "tiles.zarr", d / "prior.pt", d / f"recon{k}.zarr", replace(solve, map_steps=k), device=device, seed=seed, progress=False)
+                    reconstruct(
+                        d / "tiles.zarr",
+                        d / "prior.pt",
+                        d / f"recon{k}.zarr",
+                        replace(solve, map_steps=k),
+                        device=device,
+                        seed=seed,
+                        progress=False,
+                    )
                     stitch(d / f"recon{k}.zarr", d / f"recon{k}.mrc", progress=False)
                     wall = shared + time.monotonic() - t
                     recon, _ = read_mrc(d / f"recon{k}.mrc")
-                    rows.append({"phantom": name, "method": label, **evaluate(recon, sim.truth, wedge, 10.0), "wall_s": wall})
+                    rows.append(
+                        {"phantom": name, "method": label, **evaluate(recon, sim.truth, wedge, 10.0), "wall_s": wall}
+                    )
                 print(format_table(rows[-5:], COLUMNS), flush=True)
     print()
     print(format_table(rows, COLUMNS))

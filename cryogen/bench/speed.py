@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .quality import machine
 from ..io.files import remove_path
-from ..model.imaging import Wedge
 from ..io.mrc import MrcWriter
-from ..model.nets import NetConfig
-from ..method.solver import SolveConfig, map_estimate
-from ..tiling import TileGrid
 from ..method.config import TrainConfig
+from ..method.solver import SolveConfig, map_estimate
+from ..model.imaging import Wedge
+from ..model.nets import NetConfig
+from ..tiling import TileGrid
+from .quality import machine
 
 BASE = (64, 128, 128)  # 1x: 1 M voxels
 SCALES = {1: BASE, 4: (64, 256, 256), 16: (128, 512, 256)}
@@ -93,7 +93,9 @@ def tiles_for(shape: tuple[int, int, int], tile: int = 64, overlap: int = 16) ->
     return len(starts[0]) * len(starts[1]) * len(starts[2])
 
 
-def throughput(device: str, net: NetConfig, map_steps: int, tile: int = 64, batch: int = 4, repeats: int = 3) -> dict[str, float]:
+def throughput(
+    device: str, net: NetConfig, map_steps: int, tile: int = 64, batch: int = 4, repeats: int = 3
+) -> dict[str, float]:
     """Seconds per tile for g(y) and per MAP step, on `device`, with the default networks."""
     from ..model.nets import build, place
     from ..model.noise import NoiseModel
@@ -129,9 +131,9 @@ def train_rate(device: str, steps: int = 10) -> float:
     """Training steps per second of the default configuration on random tiles."""
     import tempfile
 
-    from ..tiling import chunk
     from ..method.config import TrainConfig
     from ..method.loop import train
+    from ..tiling import chunk
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "v.mrc"
@@ -173,8 +175,8 @@ def train_phases(store: Path, device: str, steps: int) -> dict[str, float]:
     for `steps` default training steps on `store`."""
     import tempfile
 
-    from ..method.patches import PatchSampler, open_sources
     from ..method.checkpoints import checkpoint_dict, save_checkpoint
+    from ..method.patches import PatchSampler, open_sources
     from ..method.step import new_state, train_step
 
     cfg = TrainConfig()
@@ -201,7 +203,13 @@ def train_phases(store: Path, device: str, steps: int) -> dict[str, float]:
         t = time.perf_counter()
         save_checkpoint(Path(tmp) / "c.pt", checkpoint_dict(state, cfg, sources))
         ckpt = time.perf_counter() - t
-    return {"draw": drawing[0], "step": total - drawing[0], "checkpoint": ckpt, "steps": steps, "every": cfg.checkpoint_every}
+    return {
+        "draw": drawing[0],
+        "step": total - drawing[0],
+        "checkpoint": ckpt,
+        "steps": steps,
+        "every": cfg.checkpoint_every,
+    }
 
 
 def where_time_goes(d: Path, prior: Path, device: str, process_wall: float, train_steps: int) -> list[dict[str, str]]:
@@ -209,21 +217,50 @@ def where_time_goes(d: Path, prior: Path, device: str, process_wall: float, trai
     phases = reconstruct_phases(d / "t.zarr", prior, d / "phases.zarr", device)
     loop = sum(phases.values())
     startup = max(process_wall - loop, 0.0)
-    rows = [row(f"reconstruct {name} [{device}]", secs / process_wall * 100, "% of the process", f"{secs:.2f} s")
-            for name, secs in phases.items()]
-    rows.append(row(f"reconstruct start-up [{device}]", startup / process_wall * 100, "% of the process",
-                    f"{startup:.2f} s: Python, torch and Zarr imports, prior loading, done once per tomogram"))
-    rows.append(row(f"reconstruct read + write + Python in the loop [{device}]", (loop - phases["compute"]) / loop * 100, "% of the loop",
-                    "what grows with the tomogram besides compute"))
+    rows = [
+        row(f"reconstruct {name} [{device}]", secs / process_wall * 100, "% of the process", f"{secs:.2f} s")
+        for name, secs in phases.items()
+    ]
+    rows.append(
+        row(
+            f"reconstruct start-up [{device}]",
+            startup / process_wall * 100,
+            "% of the process",
+            f"{startup:.2f} s: Python, torch and Zarr imports, prior loading, done once per tomogram",
+        )
+    )
+    rows.append(
+        row(
+            f"reconstruct read + write + Python in the loop [{device}]",
+            (loop - phases["compute"]) / loop * 100,
+            "% of the loop",
+            "what grows with the tomogram besides compute",
+        )
+    )
     t = train_phases(d / "t.zarr", device, max(train_steps, 10))
     per_step = (t["draw"] + t["step"]) / t["steps"] + t["checkpoint"] / t["every"]
-    rows.append(row(f"train: drawing patches [{device}]", t["draw"] / t["steps"] / per_step * 100, "% of a step", "reading and caching tiles"))
-    rows.append(row(f"train: checkpoints [{device}]", t["checkpoint"] / t["every"] / per_step * 100, "% of a step",
-                    f"{t['checkpoint'] * 1e3:.0f} ms every {t['every']} steps"))
+    rows.append(
+        row(
+            f"train: drawing patches [{device}]",
+            t["draw"] / t["steps"] / per_step * 100,
+            "% of a step",
+            "reading and caching tiles",
+        )
+    )
+    rows.append(
+        row(
+            f"train: checkpoints [{device}]",
+            t["checkpoint"] / t["every"] / per_step * 100,
+            "% of a step",
+            f"{t['checkpoint'] * 1e3:.0f} ms every {t['every']} steps",
+        )
+    )
     return rows
 
 
-def full_size(work: Path, prior: Path, device: str, threads: int, shape: tuple[int, int, int] = TARGET) -> list[dict[str, str]]:
+def full_size(
+    work: Path, prior: Path, device: str, threads: int, shape: tuple[int, int, int] = TARGET
+) -> list[dict[str, str]]:
     """chunk, reconstruct and stitch of a real 1000 x 1000 x 300 tomogram, each as its own
     process: the end-to-end figure the extrapolation only estimates (I/O, overlap, start-up in)."""
     d = work / "full"
@@ -238,21 +275,36 @@ def full_size(work: Path, prior: Path, device: str, threads: int, shape: tuple[i
     rows = []
     for stage, argv in (
         ("chunk", ["chunk", str(src), str(d / "t.zarr"), "--tilt-range", "-60", "60"]),
-        ("reconstruct", ["reconstruct", str(d / "t.zarr"), "--prior", str(prior), "--out", str(d / "r.zarr"), "--device", device]),
+        (
+            "reconstruct",
+            ["reconstruct", str(d / "t.zarr"), "--prior", str(prior), "--out", str(d / "r.zarr"), "--device", device],
+        ),
         ("stitch", ["stitch", str(d / "r.zarr"), str(d / "out.mrc")]),
     ):
         wall, rss = run_stage(argv, threads)
         walls[stage] = wall
         rows.append(row(f"{label} {stage} [{device}]", wall / 60, "min", f"peak {rss:.0f} MB"))
     total = sum(walls.values())
-    rows.append(row(f"{label} chunk + reconstruct + stitch [{device}]", total / 60, "min", "measured end to end, g(y) only (the default)"))
+    rows.append(
+        row(
+            f"{label} chunk + reconstruct + stitch [{device}]",
+            total / 60,
+            "min",
+            "measured end to end, g(y) only (the default)",
+        )
+    )
     for p in (d / "t.zarr", d / "r.zarr", d / "out.mrc"):  # keep in.mrc for the next run; the rest is 5 GB
         remove_path(p)
     return rows
 
 
 def row(what: str, value: float, unit: str, note: str = "") -> dict[str, str]:
-    return {"figure": what, "value": f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}", "unit": unit, "note": note}
+    return {
+        "figure": what,
+        "value": f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}",
+        "unit": unit,
+        "note": note,
+    }
 
 
 def run_speed(args: argparse.Namespace) -> list[dict[str, str]]:
@@ -269,19 +321,48 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, str]]:
     net = NetConfig()
     target_tiles = tiles_for(TARGET)
     target_voxels = float(np.prod(TARGET))
-    g_tile_s = 0.0
     for dev in devices:
         t = throughput(dev, net, map_steps)
-        g_tile_s = t["g_tile_s"]  # the last device's is the one the stages below run on
+        t["g_tile_s"]  # the last device's is the one the stages below run on
         g_rate = target_voxels / (t["g_tile_s"] * target_tiles)
-        rows.append(row(f"reconstruct g(y) [{dev}]", g_rate / 1e6, "Mvoxel/s", f"{t['g_tile_s'] * 1e3:.0f} ms per 64^3 tile"))
+        rows.append(
+            row(f"reconstruct g(y) [{dev}]", g_rate / 1e6, "Mvoxel/s", f"{t['g_tile_s'] * 1e3:.0f} ms per 64^3 tile")
+        )
         if map_steps:
-            rows.append(row(f"one MAP step [{dev}]", t["map_step_tile_s"] * 1e3, "ms per tile", f"{target_tiles} tiles in {TARGET[2]}x{TARGET[1]}x{TARGET[0]}"))
+            rows.append(
+                row(
+                    f"one MAP step [{dev}]",
+                    t["map_step_tile_s"] * 1e3,
+                    "ms per tile",
+                    f"{target_tiles} tiles in {TARGET[2]}x{TARGET[1]}x{TARGET[0]}",
+                )
+            )
         full = target_tiles * (t["g_tile_s"] + map_steps * t["map_step_tile_s"])
-        rows.append(row(f"{TARGET[2]}x{TARGET[1]}x{TARGET[0]} reconstruct, g + {map_steps} MAP [{dev}]", full / 60, "min", "extrapolated, compute only"))
-        rows.append(row(f"{TARGET[2]}x{TARGET[1]}x{TARGET[0]} reconstruct, g only [{dev}]", target_tiles * t["g_tile_s"] / 60, "min", "extrapolated, compute only"))
+        rows.append(
+            row(
+                f"{TARGET[2]}x{TARGET[1]}x{TARGET[0]} reconstruct, g + {map_steps} MAP [{dev}]",
+                full / 60,
+                "min",
+                "extrapolated, compute only",
+            )
+        )
+        rows.append(
+            row(
+                f"{TARGET[2]}x{TARGET[1]}x{TARGET[0]} reconstruct, g only [{dev}]",
+                target_tiles * t["g_tile_s"] / 60,
+                "min",
+                "extrapolated, compute only",
+            )
+        )
         rate = train_rate(dev, steps=args.train_steps)
-        rows.append(row(f"train [{dev}]", rate, "steps/s", f"default prior ({TrainConfig.steps} steps): {TrainConfig.steps / rate / 60:.1f} min"))
+        rows.append(
+            row(
+                f"train [{dev}]",
+                rate,
+                "steps/s",
+                f"default prior ({TrainConfig.steps} steps): {TrainConfig.steps / rate / 60:.1f} min",
+            )
+        )
         print(format_table(rows, ["figure", "value", "unit", "note"]), flush=True)
 
     # memory and wall time of each stage as its own process, at 1x, 4x and 16x the voxels
@@ -301,14 +382,56 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, str]]:
         rows.append(row(f"chunk {scale}x ({voxels / 1e6:.0f} Mvoxel)", rss, "MB peak", f"{wall:.1f} s"))
         if prior is None:
             prior = work / "prior.pt"
-            wall, rss_t = run_stage(["train", str(d / "t.zarr"), "--out", str(prior), "--steps", str(args.train_steps), "--device", devices[-1]], threads)
-        wall, rss = run_stage(["train", str(d / "t.zarr"), "--out", str(d / "p.pt"), "--steps", str(args.train_steps), "--device", devices[-1]], threads)
+            wall, _rss_t = run_stage(
+                [
+                    "train",
+                    str(d / "t.zarr"),
+                    "--out",
+                    str(prior),
+                    "--steps",
+                    str(args.train_steps),
+                    "--device",
+                    devices[-1],
+                ],
+                threads,
+            )
+        wall, rss = run_stage(
+            [
+                "train",
+                str(d / "t.zarr"),
+                "--out",
+                str(d / "p.pt"),
+                "--steps",
+                str(args.train_steps),
+                "--device",
+                devices[-1],
+            ],
+            threads,
+        )
         peaks.setdefault("train", {})[scale] = rss
         rows.append(row(f"train {scale}x ({args.train_steps} steps)", rss, "MB peak", f"{wall:.1f} s"))
-        wall, rss = run_stage(["reconstruct", str(d / "t.zarr"), "--prior", str(prior), "--out", str(d / "r.zarr"),
-                               "--device", devices[-1]], threads)
+        wall, rss = run_stage(
+            [
+                "reconstruct",
+                str(d / "t.zarr"),
+                "--prior",
+                str(prior),
+                "--out",
+                str(d / "r.zarr"),
+                "--device",
+                devices[-1],
+            ],
+            threads,
+        )
         peaks.setdefault("reconstruct", {})[scale] = rss
-        rows.append(row(f"reconstruct {scale}x (g alone, the default)", rss, "MB peak", f"{wall:.1f} s, {voxels / wall / 1e6:.2f} Mvoxel/s with start-up"))
+        rows.append(
+            row(
+                f"reconstruct {scale}x (g alone, the default)",
+                rss,
+                "MB peak",
+                f"{wall:.1f} s, {voxels / wall / 1e6:.2f} Mvoxel/s with start-up",
+            )
+        )
         if scale == max(SCALES):
             rows.extend(where_time_goes(d, prior, devices[-1], wall, args.train_steps))
         wall, rss = run_stage(["stitch", str(d / "r.zarr"), str(d / "out.mrc")], threads)
@@ -327,8 +450,21 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, str]]:
     for workers in (1, 2):
         out = d / f"dask{workers}.zarr"
         remove_path(out)
-        wall, rss = run_stage(["reconstruct", str(d / "t.zarr"), "--prior", str(prior), "--out", str(out),
-                               "--device", "cpu", "--workers", str(workers)], 1 if workers > 1 else threads)
+        wall, rss = run_stage(
+            [
+                "reconstruct",
+                str(d / "t.zarr"),
+                "--prior",
+                str(prior),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--workers",
+                str(workers),
+            ],
+            1 if workers > 1 else threads,
+        )
         label = "Dask, 2 worker processes" if workers > 1 else "serial, 1 process"
         rows.append(row(f"reconstruct 4x, {label}", wall, "s", f"peak {rss:.0f} MB of the main process"))
     print()

@@ -12,8 +12,8 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .. import __version__
 from ..errors import CryogenError
@@ -60,7 +60,12 @@ def _add_wedge_args(p: argparse.ArgumentParser, required: bool, auto: bool = Fal
         + (", or auto: read it off the tomogram's missing wedge (central crop's power spectrum)" if auto else "")
         + ("" if required else " (default -60 60)"),
     )
-    p.add_argument("--tilt-axis", choices=("y", "x"), default="y", help="axis the specimen was tilted about (default y, IMOD convention)")
+    p.add_argument(
+        "--tilt-axis",
+        choices=("y", "x"),
+        default="y",
+        help="axis the specimen was tilted about (default y, IMOD convention)",
+    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
@@ -70,7 +75,9 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     wedge = _wedge(args)
     if not args.voxel_size > 0:
         raise CryogenError(f"--voxel-size must be positive, not {args.voxel_size}")
-    sim = simulate(tuple(args.shape), wedge, snr=args.snr, seed=args.seed, voxel_size=args.voxel_size, halves=args.halves)
+    sim = simulate(
+        tuple(args.shape), wedge, snr=args.snr, seed=args.seed, voxel_size=args.voxel_size, halves=args.halves
+    )
     note = f"{tilt_label(wedge)} snr {args.snr:g} seed {args.seed}"
     outputs = [(args.output, sim.observation, "observation"), (args.truth, sim.truth, "ground truth")]
     if args.halves:
@@ -88,11 +95,11 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from ..io.mrc import read_mrc
     from ..qc.metrics import evaluate
     from .tables import format_table
-    from ..io.mrc import read_mrc
 
-    recon, rinfo = read_mrc(args.recon)
+    recon, _rinfo = read_mrc(args.recon)
     truth, tinfo = read_mrc(args.truth)
     if recon.shape != truth.shape:
         raise CryogenError(f"shape {recon.shape} differs from the truth's {truth.shape} ({args.truth})", args.recon)
@@ -108,7 +115,15 @@ def cmd_chunk(args: argparse.Namespace) -> None:
     from ..tiling import chunk
 
     halves = tuple(args.halves) if args.halves else None
-    meta = chunk(args.input, args.output, tile=args.tile, overlap=args.overlap, wedge=_wedge(args, args.input), voxel_size=args.voxel_size, halves=halves)
+    meta = chunk(
+        args.input,
+        args.output,
+        tile=args.tile,
+        overlap=args.overlap,
+        wedge=_wedge(args, args.input),
+        voxel_size=args.voxel_size,
+        halves=halves,
+    )
     gz, gy, gx = meta.grid_shape
     print(f"wrote {meta.n_tiles} tiles ({gz} x {gy} x {gx}) of {meta.tile}^3 to {args.output}")
 
@@ -172,15 +187,23 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         from ..restore.parallel import reconstruct_parallel
 
         reconstruct_parallel(
-            args.tiles, args.prior, args.out, solve, device=args.device, batch=args.batch, seed=args.seed,
-            workers=max(args.workers, 1), memory_mb=args.memory_mb, scheduler_address=args.scheduler,
+            args.tiles,
+            args.prior,
+            args.out,
+            solve,
+            device=args.device,
+            batch=args.batch,
+            seed=args.seed,
+            workers=max(args.workers, 1),
+            memory_mb=args.memory_mb,
+            scheduler_address=args.scheduler,
         )
     print(f"wrote {args.out}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from ..restore.pipeline import run_one
     from ..method.config import TrainConfig
+    from ..restore.pipeline import run_one
 
     run_one(
         args.input,
@@ -205,8 +228,15 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     wedge = _wedge(args, args.before)
     report_figures(
-        args.before, args.after, args.slices, args.spectra, (wedge.tilt_min, wedge.tilt_max), args.tilt_axis,
-        truth=args.truth, summary_json=args.summary, name=args.name,
+        args.before,
+        args.after,
+        args.slices,
+        args.spectra,
+        (wedge.tilt_min, wedge.tilt_max),
+        args.tilt_axis,
+        truth=args.truth,
+        summary_json=args.summary,
+        name=args.name,
     )
     print(f"wrote {args.slices} and {args.spectra}" + (f" and {args.summary}" if args.summary else ""))
 
@@ -315,7 +345,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     path = Path(args.file)
     if not path.exists():
         raise CryogenError("file not found", path)
-    zarr_like = path.is_dir() and ((path / "zarr.json").exists() or (path / ".zgroup").exists() or path.suffix == ".zarr")
+    zarr_like = path.is_dir() and (
+        (path / "zarr.json").exists() or (path / ".zgroup").exists() or path.suffix == ".zarr"
+    )
     result = (_ome_info(str(path)) or _zarr_info(str(path))) if zarr_like else _mrc_info(str(path))
     if args.json:
         print(json.dumps(result))
@@ -347,12 +379,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("output", metavar="OBS.mrc", help="degraded observation to write")
     p.add_argument("--truth", metavar="TRUTH.mrc", help="also write the clean ground truth here")
-    p.add_argument("--shape", nargs=3, type=int, metavar=("Z", "Y", "X"), default=(96, 192, 192), help="size in voxels (default 96 192 192)")
+    p.add_argument(
+        "--shape",
+        nargs=3,
+        type=int,
+        metavar=("Z", "Y", "X"),
+        default=(96, 192, 192),
+        help="size in voxels (default 96 192 192)",
+    )
     _add_wedge_args(p, required=False)
-    p.add_argument("--snr", type=float, default=0.5, help="signal-to-noise ratio, as a ratio of variances (default 0.5)")
+    p.add_argument(
+        "--snr", type=float, default=0.5, help="signal-to-noise ratio, as a ratio of variances (default 0.5)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same tomogram (default 0)")
     p.add_argument("--voxel-size", type=float, default=10.0, help="voxel size in angstrom (default 10)")
-    p.add_argument("--halves", action="store_true", help="also write even/odd half tomograms (OBS_even.mrc, OBS_odd.mrc)")
+    p.add_argument(
+        "--halves", action="store_true", help="also write even/odd half tomograms (OBS_even.mrc, OBS_odd.mrc)"
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser(
@@ -382,9 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=16, help="overlap between neighbouring tiles in voxels (default 16)")
     _add_wedge_args(p, required=True, auto=True)
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in angstrom, overriding the MRC header")
-    p.add_argument("--halves", nargs=2, metavar=("EVEN.mrc", "ODD.mrc"), default=None,
-                   help="even/odd half tomograms (e.g. from even and odd tilts or frames): the noise level and spectrum are "
-                   "measured from their difference instead of assumed flat")
+    p.add_argument(
+        "--halves",
+        nargs=2,
+        metavar=("EVEN.mrc", "ODD.mrc"),
+        default=None,
+        help="even/odd half tomograms (e.g. from even and odd tilts or frames): the noise level and spectrum are "
+        "measured from their difference instead of assumed flat",
+    )
     p.set_defaults(func=cmd_chunk)
 
     p = sub.add_parser(
@@ -395,7 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("tiles", metavar="TILES.zarr")
     p.add_argument("output", metavar="OUT.mrc")
-    p.add_argument("--std", action="store_true", help="stitch the per-voxel uncertainty (std) instead of the restored volume")
+    p.add_argument(
+        "--std", action="store_true", help="stitch the per-voxel uncertainty (std) instead of the restored volume"
+    )
     p.set_defaults(func=cmd_stitch)
 
     p = sub.add_parser(
@@ -408,24 +458,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", metavar="RECON.mrc", help="volume to export (MRC or IMOD .rec, any real-valued mode)")
     p.add_argument("output", metavar="OUT.zarr", help="OME-Zarr folder to write (name ending in .zarr or .ome.zarr)")
-    p.add_argument("--ome", action="store_true", help="write OME-Zarr (NGFF 0.4); the only export format, so also the default")
-    p.add_argument("--std", metavar="STD.mrc", default=None, help="uncertainty map (from stitch --std) to write as OUT_std.zarr")
-    p.add_argument("--voxel-size", type=float, default=None, metavar="A", help="voxel size in angstrom, overriding the MRC header")
-    p.add_argument("--chunk", type=int, default=256, metavar="N", help="chunk edge in voxels (default 256, as the CryoET Data Portal)")
+    p.add_argument(
+        "--ome", action="store_true", help="write OME-Zarr (NGFF 0.4); the only export format, so also the default"
+    )
+    p.add_argument(
+        "--std", metavar="STD.mrc", default=None, help="uncertainty map (from stitch --std) to write as OUT_std.zarr"
+    )
+    p.add_argument(
+        "--voxel-size", type=float, default=None, metavar="A", help="voxel size in angstrom, overriding the MRC header"
+    )
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=256,
+        metavar="N",
+        help="chunk edge in voxels (default 256, as the CryoET Data Portal)",
+    )
     p.set_defaults(func=cmd_export)
 
     def add_device(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default="auto", help="auto (a CUDA GPU when torch sees one, else CPU), cpu or cuda")
-        p.add_argument("--seed", type=int, default=0, help="random seed; the same seed on the same hardware gives the same result")
+        p.add_argument(
+            "--seed", type=int, default=0, help="random seed; the same seed on the same hardware gives the same result"
+        )
 
     def add_solve(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--map-steps", type=int, default=0, help="MAP refinement steps per tile after the network's warm start (default 0: the network alone; see the README's Quality section)")
-        p.add_argument("--samples", type=int, default=0, help="posterior samples per tile for the uncertainty (std) map (default 0: none)")
-        p.add_argument("--prior-weight", type=float, default=0.01, help="weight lambda (per voxel) of the learned prior against the data in the MAP steps (default 0.01)")
+        p.add_argument(
+            "--map-steps",
+            type=int,
+            default=0,
+            help="MAP refinement steps per tile after the network's warm start (default 0: the network alone; see the README's Quality section)",
+        )
+        p.add_argument(
+            "--samples",
+            type=int,
+            default=0,
+            help="posterior samples per tile for the uncertainty (std) map (default 0: none)",
+        )
+        p.add_argument(
+            "--prior-weight",
+            type=float,
+            default=0.01,
+            help="weight lambda (per voxel) of the learned prior against the data in the MAP steps (default 0.01)",
+        )
 
     def add_train(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--steps", type=int, default=None, help="training steps (default 2000, or unlimited within --time-budget)")
-        p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES", help="stop training after this many minutes")
+        p.add_argument(
+            "--steps", type=int, default=None, help="training steps (default 2000, or unlimited within --time-budget)"
+        )
+        p.add_argument(
+            "--time-budget", type=float, default=None, metavar="MINUTES", help="stop training after this many minutes"
+        )
         p.add_argument("--batch", type=int, default=4, help="patches per training step (default 4)")
         p.add_argument("--patch", type=int, default=32, help="training patch edge in voxels (default 32)")
 
@@ -438,10 +521,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tiles", nargs="+", metavar="TILES.zarr")
     p.add_argument("--out", required=True, metavar="prior.pt", help="where to write the trained prior")
     add_train(p)
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint (OUT.ckpt) if there is one from the same "
-                   "tile stores and settings (more steps or a longer budget may be given); otherwise start afresh")
-    p.add_argument("--tag", default="", help="a label stored in the checkpoint; --resume only continues a checkpoint with the "
-                   "same tag (the workflow passes its code version)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint (OUT.ckpt) if there is one from the same "
+        "tile stores and settings (more steps or a longer budget may be given); otherwise start afresh",
+    )
+    p.add_argument(
+        "--tag",
+        default="",
+        help="a label stored in the checkpoint; --resume only continues a checkpoint with the "
+        "same tag (the workflow passes its code version)",
+    )
     add_device(p)
     p.set_defaults(func=cmd_train)
 
@@ -455,9 +546,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", required=True, metavar="prior.pt")
     p.add_argument("--out", required=True, metavar="RECON.zarr")
     p.add_argument("--batch", type=int, default=4, help="tiles per batch (default 4)")
-    p.add_argument("--workers", type=int, default=1, help="restore batches in parallel on a local Dask cluster of this many worker processes, one thread each (default 1: serially in this process)")
-    p.add_argument("--memory-mb", type=float, default=None, help="memory shared by the local Dask workers, in MB (default: Dask's automatic limit)")
-    p.add_argument("--scheduler", metavar="ADDRESS", default=None, help="run on an existing Dask cluster at this scheduler address (e.g. tcp://node:8786) instead; its workers must see the same paths")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="restore batches in parallel on a local Dask cluster of this many worker processes, one thread each (default 1: serially in this process)",
+    )
+    p.add_argument(
+        "--memory-mb",
+        type=float,
+        default=None,
+        help="memory shared by the local Dask workers, in MB (default: Dask's automatic limit)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="run on an existing Dask cluster at this scheduler address (e.g. tcp://node:8786) instead; its workers must see the same paths",
+    )
     add_solve(p)
     add_device(p)
     p.set_defaults(func=cmd_reconstruct)
@@ -472,7 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN.mrc")
     p.add_argument("output", metavar="OUT.mrc")
     _add_wedge_args(p, required=True, auto=True)
-    p.add_argument("--std", metavar="STD.mrc", help="also write the per-voxel uncertainty (needs --samples > 0; default 8 then)")
+    p.add_argument(
+        "--std", metavar="STD.mrc", help="also write the per-voxel uncertainty (needs --samples > 0; default 8 then)"
+    )
     p.add_argument("--tile", type=int, default=64, help="tile edge in voxels (default 64)")
     p.add_argument("--overlap", type=int, default=16, help="tile overlap in voxels (default 16)")
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in angstrom, overriding the MRC header")
@@ -489,19 +597,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--shape", nargs=3, type=int, default=(96, 192, 192), metavar=("Z", "Y", "X"))
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
-    p.add_argument("--tilts", nargs="+", type=float, default=[60.0, 45.0], help="half tilt ranges, e.g. 60 45 for +-60 and +-45")
+    p.add_argument(
+        "--tilts", nargs="+", type=float, default=[60.0, 45.0], help="half tilt ranges, e.g. 60 45 for +-60 and +-45"
+    )
     p.add_argument("--snrs", nargs="+", type=float, default=[0.5, 0.25])
-    p.add_argument("--time-budget", type=float, default=10.0, metavar="MINUTES", help="per-tomogram budget for the method (default 10)")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=10.0,
+        metavar="MINUTES",
+        help="per-tomogram budget for the method (default 10)",
+    )
     p.add_argument("--steps", type=int, default=None, help="fixed training steps instead of the time budget")
     p.add_argument("--map-steps", type=int, default=10)
     p.add_argument("--prior-weight", type=float, default=0.01)
     p.add_argument("--samples", type=int, default=0)
     p.add_argument("--workdir", default="bench", help="folder for the simulated data and results (default bench/)")
-    p.add_argument("--speed", action="store_true", help="measure speed and memory instead of quality: throughput of reconstruct and "
-                   "train, peak memory of every stage at 1x, 4x and 16x the voxels, Dask scaling, CUDA when available")
+    p.add_argument(
+        "--speed",
+        action="store_true",
+        help="measure speed and memory instead of quality: throughput of reconstruct and "
+        "train, peak memory of every stage at 1x, 4x and 16x the voxels, Dask scaling, CUDA when available",
+    )
     p.add_argument("--train-steps", type=int, default=20, help="with --speed: training steps to time (default 20)")
-    p.add_argument("--full-size", action="store_true", help="with --speed: also run chunk, reconstruct and stitch on a real "
-                   "1000 x 1000 x 300 tomogram (1.2 GB; ~6 GB of disk in --workdir) and time them end to end")
+    p.add_argument(
+        "--full-size",
+        action="store_true",
+        help="with --speed: also run chunk, reconstruct and stitch on a real "
+        "1000 x 1000 x 300 tomogram (1.2 GB; ~6 GB of disk in --workdir) and time them end to end",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     add_device(p)
     p.set_defaults(func=cmd_benchmark)
@@ -518,8 +642,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", required=True, metavar="PNG", help="where to write the slices figure")
     p.add_argument("--spectra", required=True, metavar="PNG", help="where to write the power spectra figure")
     _add_wedge_args(p, required=False, auto=True)
-    p.add_argument("--truth", metavar="TRUTH.mrc", default=None, help="ground truth (simulated data), shown and evaluated")
-    p.add_argument("--summary", metavar="JSON", default=None, help="also write shape, voxel size, tilt and (with --truth) cc, FSC and wedge recovery before and after")
+    p.add_argument(
+        "--truth", metavar="TRUTH.mrc", default=None, help="ground truth (simulated data), shown and evaluated"
+    )
+    p.add_argument(
+        "--summary",
+        metavar="JSON",
+        default=None,
+        help="also write shape, voxel size, tilt and (with --truth) cc, FSC and wedge recovery before and after",
+    )
     p.add_argument("--name", default="", help="name of the tomogram, for the titles")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser(

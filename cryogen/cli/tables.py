@@ -36,10 +36,14 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
         right.append(bool(col) and all(num for _, num in col) and any(text != "-" for text, _ in col))
 
     def line(texts: list[str]) -> str:
-        parts = [t.rjust(w) if r else t.ljust(w) for t, w, r in zip(texts, widths, right)]
+        parts = [t.rjust(w) if r else t.ljust(w) for t, w, r in zip(texts, widths, right, strict=False)]
         return "| " + " | ".join(parts) + " |"
 
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if r else (":" + "-" * (w + 1)) for w, r in zip(widths, right)) + "|"
+    sep = (
+        "|"
+        + "|".join(("-" * (w + 1) + ":") if r else (":" + "-" * (w + 1)) for w, r in zip(widths, right, strict=False))
+        + "|"
+    )
     out = [line(columns), sep]
     out += [line([text for text, _ in r]) for r in cells]
     return "\n".join(out)

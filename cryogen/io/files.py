@@ -16,8 +16,8 @@ import os
 import re
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import CryogenError
 
@@ -59,8 +59,8 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
     removed = []
     with contextlib.suppress(OSError):
         for p in final.parent.iterdir():
-            if p.name.startswith(prefix) and p.name[len(prefix):].isdigit():
-                pid = int(p.name[len(prefix):])
+            if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit():
+                pid = int(p.name[len(prefix) :])
                 if pid != os.getpid() and not _alive(pid):
                     remove_path(p)
                     removed.append(p)

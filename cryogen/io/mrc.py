@@ -66,7 +66,7 @@ class MrcReader:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.info, self._offset = self._read_header()
-        self._file = open(self.path, "rb")
+        self._file = open(self.path, "rb")  # noqa: SIM115 -- held open for streaming; closed by close()/__exit__
 
     def _read_header(self) -> tuple[MrcInfo, int]:
         p = self.path
@@ -89,7 +89,9 @@ class MrcReader:
         if mode in COMPLEX_MODES:
             raise _fail(p, f"MRC mode {mode} ({COMPLEX_MODES[mode]}) holds complex numbers, not a real-valued tomogram")
         if mode not in REAL_MODES:
-            raise _fail(p, f"unsupported MRC mode {mode}; supported: " + ", ".join(f"{k} ({v})" for k, v in REAL_MODES.items()))
+            raise _fail(
+                p, f"unsupported MRC mode {mode}; supported: " + ", ".join(f"{k} ({v})" for k, v in REAL_MODES.items())
+            )
         nx, ny, nz = int(h.nx), int(h.ny), int(h.nz)
         if min(nx, ny, nz) < 1:
             raise _fail(p, f"invalid dimensions {nz} x {ny} x {nx} in the header")
@@ -98,16 +100,24 @@ class MrcReader:
         if int(h.ispg) == 0 and int(h.mz) == 1:
             raise _fail(p, f"is a stack of {nz} 2-D images (space group 0), not a 3-D tomogram")
         if (int(h.mapc), int(h.mapr), int(h.maps)) not in ((1, 2, 3), (0, 0, 0)):
-            raise _fail(p, f"axis order (mapc, mapr, maps) = ({h.mapc}, {h.mapr}, {h.maps}) is not supported; expected (1, 2, 3)")
+            raise _fail(
+                p,
+                f"axis order (mapc, mapr, maps) = ({h.mapc}, {h.mapr}, {h.maps}) is not supported; expected (1, 2, 3)",
+            )
         dtype = mrcutils.data_dtype_from_header(h)
         if mode == 0 and _imod_unsigned_bytes(h):
             dtype = np.dtype(np.uint8)
         offset = HEADER_BYTES + int(h.nsymbt)
         need = offset + nx * ny * nz * dtype.itemsize
         if size < need:
-            raise _fail(p, f"truncated MRC: header promises {need} bytes ({nz} x {ny} x {nx} {REAL_MODES[mode]}), file has {size}")
+            raise _fail(
+                p,
+                f"truncated MRC: header promises {need} bytes ({nz} x {ny} x {nx} {REAL_MODES[mode]}), file has {size}",
+            )
+
         def vs(cell: float, n: int) -> float:
             return float(cell) / n if n > 0 else 0.0
+
         voxel = (vs(h.cella.z, int(h.mz)), vs(h.cella.y, int(h.my)), vs(h.cella.x, int(h.mx)))
         labels = [bytes(h.label[i]).decode("ascii", "replace").rstrip() for i in range(min(int(h.nlabl), 10))]
         stats = None
@@ -160,7 +170,7 @@ class MrcReader:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "MrcReader":
+    def __enter__(self) -> MrcReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -181,7 +191,9 @@ def check_finite_block(block: np.ndarray, path: str | Path, z0: int) -> None:
     if not np.isfinite(block).all():
         bad = np.argwhere(~np.isfinite(block))[0]
         kind = "NaN" if np.isnan(block[tuple(bad)]) else "Inf"
-        raise CryogenError(f"contains {kind} voxels (first at z={z0 + int(bad[0])}, y={int(bad[1])}, x={int(bad[2])})", path)
+        raise CryogenError(
+            f"contains {kind} voxels (first at z={z0 + int(bad[0])}, y={int(bad[1])}, x={int(bad[2])})", path
+        )
 
 
 class RunningStats:
@@ -242,7 +254,7 @@ class MrcWriter:
         self.labels = (labels or [])[-10:]
         self.stats = RunningStats()
 
-    def __enter__(self) -> "MrcWriter":
+    def __enter__(self) -> MrcWriter:
         self._atomic = atomic_output(self.path)
         self._tmp = self._atomic.__enter__()
         nz, ny, nx = self.shape

@@ -69,7 +69,9 @@ def bin2(block: np.ndarray) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
-def multiscales(shapes: list[tuple[int, int, int]], voxel_size: tuple[float, float, float], name: str) -> list[dict[str, Any]]:
+def multiscales(
+    shapes: list[tuple[int, int, int]], voxel_size: tuple[float, float, float], name: str
+) -> list[dict[str, Any]]:
     """The NGFF 0.4 `multiscales` attribute for a pyramid of `shapes` (voxel size z, y, x in A)."""
     datasets = []
     for level in range(len(shapes)):
@@ -101,7 +103,12 @@ def _omero(name: str, stats: RunningStats) -> dict[str, Any]:
         "name": name,
         "version": NGFF_VERSION,
         "channels": [
-            {"label": name, "color": "FFFFFF", "active": True, "window": {"min": lo, "max": hi, "start": start, "end": end}}
+            {
+                "label": name,
+                "color": "FFFFFF",
+                "active": True,
+                "window": {"min": lo, "max": hi, "start": start, "end": end},
+            }
         ],
         "rdefs": {"model": "greyscale"},
     }
@@ -171,8 +178,10 @@ def _write_image(
     levels = _create_levels(group, shapes, chunk)
     stats = RunningStats()
     blocks0 = _blocks(shapes[0], levels[0].chunks)
-    n_blocks = len(blocks0) + sum(len(_blocks(s, a.chunks)) for s, a in zip(shapes[1:], levels[1:]))
-    with tqdm(total=n_blocks, desc=f"export {Path(reader.path).name}", unit="block", disable=not progress, mininterval=2) as bar:
+    n_blocks = len(blocks0) + sum(len(_blocks(s, a.chunks)) for s, a in zip(shapes[1:], levels[1:], strict=False))
+    with tqdm(
+        total=n_blocks, desc=f"export {Path(reader.path).name}", unit="block", disable=not progress, mininterval=2
+    ) as bar:
         for z0, z1, y0, y1 in blocks0:
             block = reader.read_block(z0, z1, y0, y1)
             check_finite_block(block, reader.path, z0)
@@ -218,7 +227,9 @@ def write_ome_zarr(
     """
     out = Path(out_path)
     if not out.name.endswith(".zarr"):
-        raise CryogenError("an OME-Zarr output is a folder whose name ends in .zarr (e.g. tomo.zarr or tomo.ome.zarr)", out)
+        raise CryogenError(
+            "an OME-Zarr output is a folder whose name ends in .zarr (e.g. tomo.zarr or tomo.ome.zarr)", out
+        )
     if chunk < 8:
         raise CryogenError(f"chunk size {chunk} is too small (at least 8)")
     targets = [(Path(mrc_path), out, "restored")]
@@ -232,7 +243,7 @@ def write_ome_zarr(
             if r.shape != main.shape:
                 raise CryogenError(f"shape {r.shape} differs from the volume's {main.shape} ({main.path})", r.path)
         written = []
-        for reader, (src, dest, kind) in zip(readers, targets):
+        for reader, (src, dest, kind) in zip(readers, targets, strict=False):
             tmp = stack.enter_context(atomic_output(dest))
             name = dest.name[: -len(".zarr")].removesuffix(".ome")
             provenance = {

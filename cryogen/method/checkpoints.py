@@ -68,7 +68,10 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
         kind = ck.get("kind") if isinstance(ck, dict) else type(ck).__name__
         raise CryogenError(f"not a CryoGEN prior checkpoint (kind {kind!r}, expected 'cryogen-prior')", p)
     if ck.get("format") != CHECKPOINT_FORMAT:
-        raise CryogenError(f"checkpoint format {ck.get('format')} is not supported by this CryoGEN (format {CHECKPOINT_FORMAT}); retrain", p)
+        raise CryogenError(
+            f"checkpoint format {ck.get('format')} is not supported by this CryoGEN (format {CHECKPOINT_FORMAT}); retrain",
+            p,
+        )
     missing = [k for k in ("train", "step", "g", "g_ema", "d") if k not in ck]
     if missing:
         raise CryogenError(f"checkpoint is incomplete (no {', '.join(missing)})", p)
@@ -82,6 +85,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
 def same_sources(ck: dict[str, Any], sources: list[Source]) -> bool:
     """Whether a checkpoint was trained on these tile stores (resolved paths, in order), so that
     --resume never continues a prior trained on other data."""
+
     def norm(paths: list[str]) -> list[str]:
         return [str(Path(x).resolve()) for x in paths]
 

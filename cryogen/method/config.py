@@ -41,7 +41,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = {k: v for k, v in d.items() if k not in RETIRED}
         d["net"] = NetConfig(**d["net"])
         return cls(**d)

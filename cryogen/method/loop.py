@@ -27,9 +27,11 @@ log = logging.getLogger(__name__)
 
 
 SEPARATION_WINDOW = 100
-MISMATCH_HINT = ("the imaging model (wedge and noise) misses something in this data, so the learned energy says "
-                 "little and training may diverge: check the tilt range and axis given to chunk (and its warnings), "
-                 "and give even/odd halves for a measured noise model if you have them")
+MISMATCH_HINT = (
+    "the imaging model (wedge and noise) misses something in this data, so the learned energy says "
+    "little and training may diverge: check the tilt range and axis given to chunk (and its warnings), "
+    "and give even/odd halves for a measured noise model if you have them"
+)
 
 
 def d_separates(history: list[dict[str, float]]) -> bool:
@@ -67,7 +69,9 @@ def check_settings(cfg: TrainConfig) -> None:
         raise CryogenError(f"patch size {cfg.patch} must be a positive multiple of {2**cfg.net.g_depth}")
 
 
-def _initial_state(ckpt: Path, cfg: TrainConfig, sources: list[Source], dev: torch.device, resume: bool, tag: str) -> State:
+def _initial_state(
+    ckpt: Path, cfg: TrainConfig, sources: list[Source], dev: torch.device, resume: bool, tag: str
+) -> State:
     """The checkpoint's state when it may be resumed (see `checkpoints.resumable`), else a new one."""
     if resume and ckpt.exists():
         ck = load_checkpoint(ckpt, dev)
@@ -79,7 +83,8 @@ def _initial_state(ckpt: Path, cfg: TrainConfig, sources: list[Source], dev: tor
                 state = restore_state(ck, TrainConfig.from_dict(ck["train"]), dev)
             except (RuntimeError, KeyError, ValueError, TypeError) as exc:
                 raise CryogenError(
-                    f"checkpoint does not match this CryoGEN ({str(exc).splitlines()[0][:160]}); delete it to start afresh", ckpt
+                    f"checkpoint does not match this CryoGEN ({str(exc).splitlines()[0][:160]}); delete it to start afresh",
+                    ckpt,
                 ) from None
             log.info("resumed from %s at step %d of %d", ckpt, state.step, cfg.steps)
             return state
@@ -88,7 +93,9 @@ def _initial_state(ckpt: Path, cfg: TrainConfig, sources: list[Source], dev: tor
     return new_state(cfg, dev)
 
 
-def _roll_back(state: State, good: dict[str, Any], losses: dict[str, float], cfg: TrainConfig, dev: torch.device, out: Path) -> State:
+def _roll_back(
+    state: State, good: dict[str, Any], losses: dict[str, float], cfg: TrainConfig, dev: torch.device, out: Path
+) -> State:
     """After a divergence: the last good state with half the learning rate and a fresh random
     path; after the ninth, a one-line error that names the likely cause."""
     rollbacks = state.rollbacks + 1
@@ -97,7 +104,9 @@ def _roll_back(state: State, good: dict[str, Any], losses: dict[str, float], cfg
         raise CryogenError(f"training diverged {rollbacks} times; {hint}", out)
     log.warning(
         "training diverged at step %d (%s); rolling back to step %d with half the learning rate",
-        state.step, {k: round(v, 4) for k, v in losses.items()}, good["step"],
+        state.step,
+        {k: round(v, 4) for k, v in losses.items()},
+        good["step"],
     )
     lr_scale = state.lr_scale * 0.5
     state = restore_state(copy.deepcopy(good), cfg, dev)  # the optimiser would alias its tensors
@@ -145,8 +154,11 @@ def train(
         state.history.append(losses)
         if not warned and d_separates(state.history):
             warned = True
-            log.warning("from step %d the discriminator tells every real tile from its simulated observations: %s",
-                        state.step - SEPARATION_WINDOW, MISMATCH_HINT)
+            log.warning(
+                "from step %d the discriminator tells every real tile from its simulated observations: %s",
+                state.step - SEPARATION_WINDOW,
+                MISMATCH_HINT,
+            )
         bar.update(1)
         bar.set_postfix(g=f"{losses['loss_g']:.3f}", d=f"{losses['loss_d']:.3f}", refresh=False)
         if state.step % cfg.checkpoint_every == 0:

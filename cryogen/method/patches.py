@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from ..errors import CryogenError
-from ..model.noise import NoiseModel, estimate_from_data
 from ..io.store import TILE_ARRAY, TileMeta, open_store, read_tiles
+from ..model.noise import NoiseModel, estimate_from_data
 
 
 @dataclass

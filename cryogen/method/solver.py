@@ -57,7 +57,14 @@ def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     return torch.randn(shape, generator=generator, device=gen_device).to(device)
 
 
-def energy(d: torch.nn.Module, x: torch.Tensor, wedge: Wedge, noise: NoiseModel | None, generator: torch.Generator | None, n_rot: int = 1) -> torch.Tensor:
+def energy(
+    d: torch.nn.Module,
+    x: torch.Tensor,
+    wedge: Wedge,
+    noise: NoiseModel | None,
+    generator: torch.Generator | None,
+    n_rot: int = 1,
+) -> torch.Tensor:
     """E(x) per volume: how unlike a real observation x looks once rotated, wedged and noised."""
     total = x.new_zeros(x.shape[0])
     for _ in range(n_rot):
@@ -66,7 +73,16 @@ def energy(d: torch.nn.Module, x: torch.Tensor, wedge: Wedge, noise: NoiseModel 
     return total / n_rot
 
 
-def potential(x: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: Wedge, noise: NoiseModel, prior_weight: float, generator: torch.Generator | None, n_rot: int = 1) -> torch.Tensor:
+def potential(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    d: torch.nn.Module,
+    wedge: Wedge,
+    noise: NoiseModel,
+    prior_weight: float,
+    generator: torch.Generator | None,
+    n_rot: int = 1,
+) -> torch.Tensor:
     """U(x) per volume (negative log-posterior up to a constant)."""
     data = 0.5 * apply_wedge(x - y, wedge).pow(2).sum(DIMS) / _s2(noise, x, wedge)
     n = x[0].numel()
@@ -75,7 +91,16 @@ def potential(x: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: Wedge
     return data + prior_weight * n * energy(d, x, wedge, noise, generator, n_rot)
 
 
-def grad_potential(x: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: Wedge, noise: NoiseModel, prior_weight: float, generator: torch.Generator | None, n_rot: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_potential(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    d: torch.nn.Module,
+    wedge: Wedge,
+    noise: NoiseModel,
+    prior_weight: float,
+    generator: torch.Generator | None,
+    n_rot: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         u = potential(x, y, d, wedge, noise, prior_weight, generator, n_rot)
@@ -83,7 +108,18 @@ def grad_potential(x: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: 
     return u.detach(), g
 
 
-def langevin(x: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: Wedge, noise: NoiseModel, prior_weight: float, steps: int, step: float, generator: torch.Generator | None, temperature: float = 1.0) -> torch.Tensor:
+def langevin(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    d: torch.nn.Module,
+    wedge: Wedge,
+    noise: NoiseModel,
+    prior_weight: float,
+    steps: int,
+    step: float,
+    generator: torch.Generator | None,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Unadjusted Langevin steps on U: x <- x - eta grad U + sqrt(2 eta T) xi, eta = step * s^2."""
     eta = step * _s2(noise, x, wedge)
     for _ in range(steps):
@@ -93,7 +129,15 @@ def langevin(x: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: Wedge,
     return x.detach()
 
 
-def map_estimate(x0: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: Wedge, noise: NoiseModel, cfg: SolveConfig, generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[float]]:
+def map_estimate(
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    d: torch.nn.Module,
+    wedge: Wedge,
+    noise: NoiseModel,
+    cfg: SolveConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, list[float]]:
     """K gradient steps on U from the warm start x0; returns the estimate and U after each step."""
     eta = cfg.step * _s2(noise, x0, wedge)
     x = x0.detach()
@@ -103,11 +147,21 @@ def map_estimate(x0: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: W
         trace.append(float(u.mean()))
         x = x - eta * g
     if cfg.map_steps:
-        trace.append(float(potential(x, y, d, wedge, noise, cfg.prior_weight, generator, cfg.rotations_per_energy).mean()))
+        trace.append(
+            float(potential(x, y, d, wedge, noise, cfg.prior_weight, generator, cfg.rotations_per_energy).mean())
+        )
     return x.detach(), trace
 
 
-def posterior_std(x_map: torch.Tensor, y: torch.Tensor, d: torch.nn.Module, wedge: Wedge, noise: NoiseModel, cfg: SolveConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+def posterior_std(
+    x_map: torch.Tensor,
+    y: torch.Tensor,
+    d: torch.nn.Module,
+    wedge: Wedge,
+    noise: NoiseModel,
+    cfg: SolveConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Per-voxel standard deviation of `cfg.samples` Langevin samples started at the MAP."""
     x = x_map.detach()
     mean = torch.zeros_like(x)

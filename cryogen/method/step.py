@@ -61,7 +61,9 @@ def set_lr(state: State, cfg: TrainConfig) -> None:
         group["lr"] = cfg.lr_d * state.lr_scale
 
 
-def recorrupted_loss(g: torch.nn.Module, y: torch.Tensor, wedge, noise, alpha: float, generator: torch.Generator) -> torch.Tensor:
+def recorrupted_loss(
+    g: torch.nn.Module, y: torch.Tensor, wedge, noise, alpha: float, generator: torch.Generator
+) -> torch.Tensor:
     """Denoising without clean targets (recorrupted-to-recorrupted): with n fresh noise of the
     data's own spectrum, y + alpha n and y - n / alpha carry independent noise, so regressing the
     second on the first is unbiased for the clean signal. Compared in the measured subspace only:
@@ -95,7 +97,10 @@ def train_step(state: State, sampler: PatchSampler, cfg: TrainConfig, device: to
     fake = observe(x_g, wedge, noise, rot_adv, gen)
     loss_adv = F.softplus(-d(fake)).mean()
     loss_g = (
-        cfg.fit_weight * loss_fit + cfg.cycle_weight * loss_cycle + cfg.denoise_weight * loss_denoise + cfg.adv_weight * loss_adv
+        cfg.fit_weight * loss_fit
+        + cfg.cycle_weight * loss_cycle
+        + cfg.denoise_weight * loss_denoise
+        + cfg.adv_weight * loss_adv
     )
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
@@ -111,7 +116,7 @@ def train_step(state: State, sampler: PatchSampler, cfg: TrainConfig, device: to
     state.opt_d.step()
 
     with torch.no_grad():
-        for pe, p in zip(g_ema.parameters(), g.parameters()):
+        for pe, p in zip(g_ema.parameters(), g.parameters(), strict=False):
             pe.lerp_(p, 1.0 - cfg.ema)
     state.step += 1
     return {

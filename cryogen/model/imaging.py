@@ -112,20 +112,20 @@ def frequency_radius(shape: tuple[int, int, int], rfft: bool = True) -> np.ndarr
 
 
 @functools.lru_cache(maxsize=128)
-def _mask_tensor(shape: tuple[int, int, int], wedge: Wedge, device: str) -> "torch.Tensor":
+def _mask_tensor(shape: tuple[int, int, int], wedge: Wedge, device: str) -> torch.Tensor:
     import torch
 
     return torch.from_numpy(wedge_mask(shape, wedge).astype(np.float32)).to(device)
 
 
-def mask_tensor(shape: tuple[int, ...], wedge: Wedge, device: "torch.device | str" = "cpu") -> "torch.Tensor":
+def mask_tensor(shape: tuple[int, ...], wedge: Wedge, device: torch.device | str = "cpu") -> torch.Tensor:
     """The rfft-layout wedge mask as a float32 tensor, cached per shape, wedge and device."""
     import torch
 
     return _mask_tensor(tuple(int(s) for s in shape[-3:]), wedge, str(torch.device(device)))
 
 
-def apply_wedge(x: "torch.Tensor", wedge: Wedge) -> "torch.Tensor":
+def apply_wedge(x: torch.Tensor, wedge: Wedge) -> torch.Tensor:
     """A x: keep only the measured Fourier coefficients of the last three axes of `x`."""
     import torch
 
@@ -142,12 +142,12 @@ def apply_wedge_np(x: np.ndarray, wedge: Wedge) -> np.ndarray:
 
 
 def observe(
-    x: "torch.Tensor",
+    x: torch.Tensor,
     wedge: Wedge,
-    noise: "NoiseModel | None" = None,
-    rotations: "torch.Tensor | None" = None,
-    generator: "torch.Generator | None" = None,
-) -> "torch.Tensor":
+    noise: NoiseModel | None = None,
+    rotations: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """The batched forward model y = A R x + n for x of shape (B, Z, Y, X).
 
     `rotations` is either None (R = identity), an integer tensor of cube-rotation indices (B,),

@@ -46,7 +46,8 @@ class UNet3d(nn.Module):
         chans = [channels * 2**i for i in range(depth + 1)]
         self.inc = _block(1, chans[0])
         self.down = nn.ModuleList(
-            nn.Sequential(nn.Conv3d(chans[i], chans[i], 2, stride=2), _block(chans[i], chans[i + 1])) for i in range(depth)
+            nn.Sequential(nn.Conv3d(chans[i], chans[i], 2, stride=2), _block(chans[i], chans[i + 1]))
+            for i in range(depth)
         )
         self.up = nn.ModuleList(nn.ConvTranspose3d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth)))
         self.dec = nn.ModuleList(_block(2 * chans[i], chans[i]) for i in reversed(range(depth)))
@@ -65,7 +66,7 @@ class UNet3d(nn.Module):
             h = down(h)
             skips.append(h)
         skips.pop()
-        for up, dec in zip(self.up, self.dec):
+        for up, dec in zip(self.up, self.dec, strict=False):
             h = dec(torch.cat([up(h), skips.pop()], dim=1))
         return y + self.out(h).squeeze(1)
 
@@ -83,7 +84,12 @@ class Discriminator(nn.Module):
         cin = 1
         for i in range(layers):
             cout = channels * 2 ** min(i, 3)
-            mods += [spectral_norm(nn.Conv3d(cin, cout, 4 if i < layers - 1 else 3, stride=2 if i < layers - 1 else 1, padding=1)), nn.LeakyReLU(0.2, inplace=True)]
+            mods += [
+                spectral_norm(
+                    nn.Conv3d(cin, cout, 4 if i < layers - 1 else 3, stride=2 if i < layers - 1 else 1, padding=1)
+                ),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
             cin = cout
         self.features = nn.Sequential(*mods)
         self.head = spectral_norm(nn.Conv3d(cin, 1, 1))

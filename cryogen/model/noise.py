@@ -50,6 +50,7 @@ missing wedge" (tilt axis or range wrong) from the model alone.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -115,7 +116,7 @@ class NoiseModel:
             raise CryogenError(
                 f"noise model: shell_freqs ({len(freqs)}) and measured_psd ({len(psd)}) must be non-empty and of equal length"
             )
-        if any(b <= a for a, b in zip(freqs, freqs[1:])):
+        if any(b <= a for a, b in itertools.pairwise(freqs)):
             raise CryogenError("noise model: shell_freqs must be strictly increasing")
         if min(psd) < 0:
             raise CryogenError("noise model: measured_psd must be >= 0")
@@ -125,7 +126,9 @@ class NoiseModel:
         data_missing = _floats(self.data_missing_psd, "data_missing_psd")
         for name, values in (("data_psd", data_psd), ("data_missing_psd", data_missing)):
             if values and len(values) != len(freqs):
-                raise CryogenError(f"noise model: {name} must have one value per shell ({len(freqs)}), not {len(values)}")
+                raise CryogenError(
+                    f"noise model: {name} must have one value per shell ({len(freqs)}), not {len(values)}"
+                )
         data_var = None if self.data_variance is None else float(self.data_variance)
         if data_var is not None and not (math.isfinite(data_var) and data_var >= 0):
             raise CryogenError(f"noise model: data_variance must be finite and >= 0, not {self.data_variance!r}")
@@ -143,8 +146,14 @@ class NoiseModel:
     # -- constructors and units ------------------------------------------------------------
 
     @classmethod
-    def flat(cls, measured_psd: float, missing_psd: float = 0.0, shape: tuple[int, ...] | None = None,
-             wedge: Wedge | None = None, method: str = "given") -> "NoiseModel":
+    def flat(
+        cls,
+        measured_psd: float,
+        missing_psd: float = 0.0,
+        shape: tuple[int, ...] | None = None,
+        wedge: Wedge | None = None,
+        method: str = "given",
+    ) -> NoiseModel:
         """A flat (white within each region) model; sigma is what it implies for `shape` and
         `wedge` (both needed unless the two levels are equal).
 
@@ -156,18 +165,20 @@ class NoiseModel:
         if m == w:
             sigma = math.sqrt(max(m, 0.0))
         elif shape is None or wedge is None:
-            raise CryogenError("noise model: a flat model with different measured and missing levels needs shape and wedge")
+            raise CryogenError(
+                "noise model: a flat model with different measured and missing levels needs shape and wedge"
+            )
         else:
             frac = _measured_fraction(tuple(int(s) for s in shape[-3:]), wedge)
             sigma = math.sqrt(max(frac * m + (1.0 - frac) * w, 0.0))
         return cls(sigma=sigma, shell_freqs=freqs, measured_psd=(m, m), missing_psd=w, method=method)
 
     @classmethod
-    def white(cls, sigma: float) -> "NoiseModel":
+    def white(cls, sigma: float) -> NoiseModel:
         """White Gaussian noise of std `sigma` everywhere (also inside the missing wedge)."""
         return cls.flat(float(sigma) ** 2, float(sigma) ** 2)
 
-    def scaled(self, factor: float) -> "NoiseModel":
+    def scaled(self, factor: float) -> NoiseModel:
         """The model of `factor * n`: sigma times factor, every PSD times factor^2."""
         f = float(factor)
         f2 = f * f
@@ -202,14 +213,15 @@ class NoiseModel:
         Gaussian likelihood. Equals variance() / f_measured for wedge-confined noise."""
         return _implied_variance(self, _shape3(shape), wedge)[1]
 
-    def psd_tensor(self, shape: tuple[int, ...], wedge: Wedge, device: Any = "cpu") -> "torch.Tensor":
+    def psd_tensor(self, shape: tuple[int, ...], wedge: Wedge, device: Any = "cpu") -> torch.Tensor:
         """The PSD as a float32 tensor on the rfftn grid, cached per shape, wedge and device."""
         import torch
 
         return _psd_tensor(self, _shape3(shape), wedge, str(torch.device(device)), False)
 
-    def sample(self, shape: tuple[int, ...], wedge: Wedge, generator: "torch.Generator | None" = None,
-               device: Any = "cpu") -> "torch.Tensor":
+    def sample(
+        self, shape: tuple[int, ...], wedge: Wedge, generator: torch.Generator | None = None, device: Any = "cpu"
+    ) -> torch.Tensor:
         """Draw float32 noise of `shape` (leading batch dims allowed; the last three are the volume).
 
         White Gaussian noise is coloured by sqrt(PSD) in Fourier space, so the result has the
@@ -243,7 +255,7 @@ class NoiseModel:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NoiseModel":
+    def from_dict(cls, d: dict) -> NoiseModel:
         if not isinstance(d, dict):
             raise CryogenError(f"noise model must be a dict, not {type(d).__name__}")
         required = ("sigma", "shell_freqs", "measured_psd", "missing_psd", "method")
@@ -283,7 +295,7 @@ def _implied_variance(model: NoiseModel, shape3: tuple[int, int, int], wedge: We
 
 
 @functools.lru_cache(maxsize=32)
-def _psd_tensor(model: NoiseModel, shape3: tuple[int, int, int], wedge: Wedge, device: str, sqrt: bool) -> "torch.Tensor":
+def _psd_tensor(model: NoiseModel, shape3: tuple[int, int, int], wedge: Wedge, device: str, sqrt: bool) -> torch.Tensor:
     import torch
 
     psd = model.psd(shape3, wedge)
@@ -339,8 +351,9 @@ def _shell_index(radius: np.ndarray, n_shells: int) -> np.ndarray:
     return np.minimum((radius * (n_shells / K_MAX)).astype(np.int64), n_shells - 1)
 
 
-def _shell_means(power: np.ndarray, select: np.ndarray, shell: np.ndarray, weights: np.ndarray,
-                 centres: np.ndarray) -> tuple[np.ndarray, int]:
+def _shell_means(
+    power: np.ndarray, select: np.ndarray, shell: np.ndarray, weights: np.ndarray, centres: np.ndarray
+) -> tuple[np.ndarray, int]:
     """Weighted mean of `power` over the selected coefficients of each shell; empty shells are
     interpolated from their neighbours (constant beyond the ends). Returns zeros if none at all."""
     n = len(centres)
@@ -424,8 +437,9 @@ def _noise_band(radius: np.ndarray, mask: np.ndarray, shape3: tuple[int, int, in
     )
 
 
-def _corner_profile(power: np.ndarray, radius: np.ndarray, mask: np.ndarray, n_shells: int, band_top: float,
-                    level: float) -> tuple[float, ...]:
+def _corner_profile(
+    power: np.ndarray, radius: np.ndarray, mask: np.ndarray, n_shells: int, band_top: float, level: float
+) -> tuple[float, ...]:
     """The measured-region PSD per shell: `level` (the noise band's) up to the band's top, and
     beyond it, in the corners of Fourier space (|k| > 0.5: half the coefficients of a cube), the
     data's own level shell by shell. The signal is still weaker there than in the band, so the
@@ -467,7 +481,9 @@ def estimate_from_data(volume: np.ndarray, wedge: Wedge, n_shells: int = 32) -> 
     sel = band & ~mask
     psd_missing = float(np.median(power[sel])) / _LN2 if sel.any() else 0.0
     measured_psd = _corner_profile(power, radius, mask, n_shells, float(radius[band].max()), psd_measured)
-    psd_only = NoiseModel(sigma=0.0, shell_freqs=tuple(centres), measured_psd=measured_psd, missing_psd=psd_missing, method="data")
+    psd_only = NoiseModel(
+        sigma=0.0, shell_freqs=tuple(centres), measured_psd=measured_psd, missing_psd=psd_missing, method="data"
+    )
     sigma = math.sqrt(psd_only.variance(shape3, wedge))
     return NoiseModel(
         sigma=sigma,
@@ -571,8 +587,9 @@ def check_halves(path: str | Path, halves: tuple[str | Path, str | Path]) -> Non
                 raise CryogenError(f"half tomogram has shape {reader.shape}, the tomogram {shape}", half)
 
 
-def estimate_for_tomogram(path: str | Path, wedge: Wedge, halves: tuple[str | Path, str | Path] | None = None,
-                          crop: int = NOISE_CROP) -> NoiseModel:
+def estimate_for_tomogram(
+    path: str | Path, wedge: Wedge, halves: tuple[str | Path, str | Path] | None = None, crop: int = NOISE_CROP
+) -> NoiseModel:
     """The noise model of a tomogram from its central crop: from the even/odd halves when given
     (no assumption on the spectrum), else from the tomogram alone (flat-spectrum assumption).
     The centre holds the specimen, and a crop keeps memory independent of the tomogram's size."""

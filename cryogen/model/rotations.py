@@ -70,9 +70,15 @@ def random_rotation_matrices(n: int, generator: torch.Generator | None = None) -
     w, a, b, c = q.unbind(1)
     r = torch.stack(
         [
-            1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
-            2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w),
-            2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b),
+            1 - 2 * (b * b + c * c),
+            2 * (a * b - c * w),
+            2 * (a * c + b * w),
+            2 * (a * b + c * w),
+            1 - 2 * (a * a + c * c),
+            2 * (b * c - a * w),
+            2 * (a * c - b * w),
+            2 * (b * c + a * w),
+            1 - 2 * (a * a + b * b),
         ],
         dim=1,
     ).reshape(n, 3, 3)
@@ -92,7 +98,7 @@ def rotate_interp(x: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
 
     Voxels outside the inscribed sphere are set to zero (they would sample outside the input).
     """
-    b, nz, ny, nx = x.shape
+    _b, nz, ny, nx = x.shape
     dev = x.device
     half = torch.tensor([(nz - 1) / 2, (ny - 1) / 2, (nx - 1) / 2], device=dev)
     axes = [torch.arange(s, device=dev, dtype=torch.float32) for s in (nz, ny, nx)]
@@ -108,7 +114,7 @@ def rotate(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """Rotate a batch x (B, Z, Y, X): integer `rotations` (B,) pick cube rotations (exact),
     float `rotations` (B, 3, 3) are matrices applied by interpolation."""
     if rotations.dtype in (torch.int64, torch.int32):
-        return torch.stack([rotate_cube(v, int(i)) for v, i in zip(x, rotations)])
+        return torch.stack([rotate_cube(v, int(i)) for v, i in zip(x, rotations, strict=False)])
     return rotate_interp(x, rotations)
 
 

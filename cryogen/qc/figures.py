@@ -99,11 +99,17 @@ def plot_slices(volumes: list[tuple[str, Sections]], path: str | Path, title: st
     fig_w = 12.0
     row_h = fig_w * max(ny, nz) / sum(widths) + 0.6
     fig, axes = plt.subplots(
-        len(volumes), 3, figsize=(fig_w, row_h * len(volumes) + 0.6), squeeze=False, gridspec_kw={"width_ratios": widths}
+        len(volumes),
+        3,
+        figsize=(fig_w, row_h * len(volumes) + 0.6),
+        squeeze=False,
+        gridspec_kw={"width_ratios": widths},
     )
     for row, (label, s) in enumerate(volumes):
         lo, hi = _limits([s.xy, s.xz, s.yz])
-        for col, (name, im) in enumerate((("XY (z = %d)" % (nz // 2), s.xy), ("XZ (y = %d)" % (ny // 2), s.xz), ("YZ (x = %d)" % (nx // 2), s.yz))):
+        for col, (name, im) in enumerate(
+            ((f"XY (z = {nz // 2})", s.xy), (f"XZ (y = {ny // 2})", s.xz), (f"YZ (x = {nx // 2})", s.yz))
+        ):
             ax = axes[row, col]
             ax.imshow(im, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
             ax.set_title(f"{label}: {name}", fontsize=9)
@@ -116,7 +122,13 @@ def plot_slices(volumes: list[tuple[str, Sections]], path: str | Path, title: st
     plt.close(fig)
 
 
-def plot_spectra(volumes: list[tuple[str, Sections]], path: str | Path, tilt_range: tuple[float, float], tilt_axis: str = "y", title: str = "") -> None:
+def plot_spectra(
+    volumes: list[tuple[str, Sections]],
+    path: str | Path,
+    tilt_range: tuple[float, float],
+    tilt_axis: str = "y",
+    title: str = "",
+) -> None:
     """log10 power spectra in the plane of the missing wedge, with the tilt limits drawn."""
     plt = _pyplot()
     spectra = [(label, np.log10(power_spectrum(s.planes) + 1e-12)) for label, s in volumes]
@@ -125,8 +137,10 @@ def plot_spectra(volumes: list[tuple[str, Sections]], path: str | Path, tilt_ran
     fig, axes = plt.subplots(1, len(spectra), figsize=(4.2 * len(spectra) + 0.8, 4.4), squeeze=False)
     inplane = "kx" if tilt_axis == "y" else "ky"
     im = None
-    for i, (ax, (label, sp)) in enumerate(zip(axes[0], spectra)):
-        im = ax.imshow(sp, cmap="magma", vmin=lo, vmax=hi, origin="lower", extent=(-0.5, 0.5, -0.5, 0.5), interpolation="nearest")
+    for i, (ax, (label, sp)) in enumerate(zip(axes[0], spectra, strict=False)):
+        im = ax.imshow(
+            sp, cmap="magma", vmin=lo, vmax=hi, origin="lower", extent=(-0.5, 0.5, -0.5, 0.5), interpolation="nearest"
+        )
         k = np.array([-0.5, 0.5])
         for t in tilt_range:
             ax.plot(k, np.tan(math.radians(t)) * k, "--", color="cyan", lw=0.8)
@@ -138,7 +152,8 @@ def plot_spectra(volumes: list[tuple[str, Sections]], path: str | Path, tilt_ran
             ax.set_ylabel("kz (cycles/voxel)")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="log10 power")
     fig.suptitle(
-        title or f"power spectrum ({inplane}, kz), tilt axis {tilt_axis}; dashed: tilt limits {tilt_range[0]:g}, {tilt_range[1]:g} deg",
+        title
+        or f"power spectrum ({inplane}, kz), tilt axis {tilt_axis}; dashed: tilt limits {tilt_range[0]:g}, {tilt_range[1]:g} deg",
         fontsize=9,
     )
     with atomic_output(path) as tmp:
@@ -177,11 +192,13 @@ def report_figures(
     if truth is not None:
         vols.append(("truth", read_sections(truth, tilt_axis)))
         if vols[2][1].shape != vols[0][1].shape:
-            raise CryogenError(f"shape {vols[2][1].shape} differs from the input's {vols[0][1].shape} ({before})", truth)
+            raise CryogenError(
+                f"shape {vols[2][1].shape} differs from the input's {vols[0][1].shape} ({before})", truth
+            )
         if summary_json is not None:  # whole volumes: meant for simulated (small) data
+            from ..io.mrc import read_mrc
             from ..model.imaging import Wedge
             from .metrics import evaluate
-            from ..io.mrc import read_mrc
 
             wedge = Wedge(tilt_range[0], tilt_range[1], tilt_axis)
             t, tinfo = read_mrc(truth)
@@ -203,7 +220,10 @@ def report_figures(
         subtitle += f"\ncc with truth {fmt(b['cc'])} -> {fmt(a['cc'])}, wedge recovery {fmt(b['wedge_recovery'])} -> {fmt(a['wedge_recovery'])}"
     plot_slices(vols, slices_png, title=subtitle)
     plot_spectra(
-        vols, spectra_png, tilt_range, tilt_axis,
+        vols,
+        spectra_png,
+        tilt_range,
+        tilt_axis,
         title=f"{head}log10 power in the (k_inplane, kz) plane; dashed: tilt limits {tilt_range[0]:g}, {tilt_range[1]:g} deg",
     )
     if summary_json is not None:

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CryogenError
-from ..model.imaging import Wedge, frequency_radius, tilt_angle, wedge_mask
 from ..io.mrc import MrcReader
+from ..model.imaging import Wedge, frequency_radius, tilt_angle, wedge_mask
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,9 @@ class GeometryCheck:
         if not self.mismatch:
             return None
         best, conf = self.best, self.configured
-        scores = f"(emptiest missing wedge {self.scores[best]:.2f} vs {self.scores[conf]:.2f} for the configured {conf})"
+        scores = (
+            f"(emptiest missing wedge {self.scores[best]:.2f} vs {self.scores[conf]:.2f} for the configured {conf})"
+        )
         if best.beam == "z":
             return f"{where}looks like the tilt axis is {best.tilt_axis}, not {conf.tilt_axis}: pass --tilt-axis {best.tilt_axis} {scores}"
         if best.beam == "y":
@@ -184,7 +186,11 @@ def tilt_range(volume: np.ndarray, tilt_axis: str) -> tuple[float, float] | None
 
 def _range_from_power(white: np.ndarray, band: np.ndarray, tilt_axis: str) -> tuple[float, float] | None:
     kz = np.fft.fftfreq(white.shape[0])[:, None, None]
-    kp = np.fft.fftfreq(white.shape[2])[None, None, :] if tilt_axis == "y" else np.fft.fftfreq(white.shape[1])[None, :, None]
+    kp = (
+        np.fft.fftfreq(white.shape[2])[None, None, :]
+        if tilt_axis == "y"
+        else np.fft.fftfreq(white.shape[1])[None, :, None]
+    )
     angle = tilt_angle(kz, kp)
     use = band & (np.sqrt(kz**2 + kp**2) >= BAND[0])  # the angle means little near the tilt axis
     angle = np.broadcast_to(angle, white.shape)[use]
@@ -233,7 +239,9 @@ def wedge_scores(volume: np.ndarray, wedge: Wedge) -> GeometryCheck:
     wedges = {wedge.tilt_min: Wedge(wedge.tilt_min, wedge.tilt_max, "y")}
     if wedge.tilt_min != -wedge.tilt_max:
         wedges[-wedge.tilt_max] = Wedge(-wedge.tilt_max, -wedge.tilt_min, "y")
-    check = GeometryCheck(Geometry("z", wedge.tilt_axis), wedge=wedge, tilt_range=_range_from_power(white, band, wedge.tilt_axis))
+    check = GeometryCheck(
+        Geometry("z", wedge.tilt_axis), wedge=wedge, tilt_range=_range_from_power(white, band, wedge.tilt_axis)
+    )
     for cand in CANDIDATES:
         other = next(a for a in AXES if a not in (cand.beam, cand.tilt_axis))
         perm = (AXES.index(cand.beam), AXES.index(cand.tilt_axis), AXES.index(other))
@@ -254,8 +262,8 @@ def read_central_crop(reader: MrcReader, crop: int = CROP) -> np.ndarray:
     only the crop is ever in memory however large the tomogram."""
     shape = reader.shape
     lo = [(n - min(n, crop)) // 2 for n in shape]
-    hi = [a + min(n, crop) for a, n in zip(lo, shape)]
-    out = np.empty(tuple(b - a for a, b in zip(lo, hi)), dtype=np.float32)
+    hi = [a + min(n, crop) for a, n in zip(lo, shape, strict=False)]
+    out = np.empty(tuple(b - a for a, b in zip(lo, hi, strict=False)), dtype=np.float32)
     for i, z in enumerate(range(lo[0], hi[0])):
         out[i] = reader.read_block(z, z + 1, lo[1], hi[1])[0, :, lo[2] : hi[2]]
     return out
@@ -286,8 +294,11 @@ def wedge_from_spectrum(source: MrcReader | str | Path, tilt_axis: str) -> Wedge
     if result is not None and result.mismatch:
         raise CryogenError(f"cannot read the tilt range about {tilt_axis}: {result.advice()}", path)
     if result is None or result.tilt_range is None:
-        raise CryogenError("cannot read the tilt range off the missing wedge (no clear wedge in the central crop's power "
-                           "spectrum); give it with --tilt-range MIN MAX", path)
+        raise CryogenError(
+            "cannot read the tilt range off the missing wedge (no clear wedge in the central crop's power "
+            "spectrum); give it with --tilt-range MIN MAX",
+            path,
+        )
     lo, hi = result.tilt_range
     log.info("%s: tilt range read off the missing wedge: %g to %g degrees about %s", path, lo, hi, tilt_axis)
     return Wedge(lo, hi, tilt_axis)
@@ -302,6 +313,10 @@ def warn_geometry(source: MrcReader | str | Path, wedge: Wedge) -> GeometryCheck
         if message:
             log.warning(message)
         else:
-            log.debug("%s: missing wedge consistent with %s (scores %s)", path, result.configured,
-                      {str(g): round(s, 3) for g, s in result.scores.items()})
+            log.debug(
+                "%s: missing wedge consistent with %s (scores %s)",
+                path,
+                result.configured,
+                {str(g): round(s, 3) for g, s in result.scores.items()},
+            )
     return result

@@ -37,7 +37,7 @@ memory-mapped inputs are never copied whole.
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 import scipy.fft
@@ -47,8 +47,17 @@ from ..model.imaging import Wedge, frequency_radius, rfft_weights, wedge_mask
 
 THRESHOLDS = (0.5, 0.143)
 BAND_MAX = 0.25  # cycles per voxel: the band of the recovery metrics, 0 < |k| <= BAND_MAX
-KEYS = ("cc", "fsc_0.5", "fsc_0.143", "fsc_0.5_angstrom", "fsc_0.143_angstrom", "wedge_recovery", "measured_recovery",
-        "wedge_recovery_no_z_profile", "cc_no_z_profile")
+KEYS = (
+    "cc",
+    "fsc_0.5",
+    "fsc_0.143",
+    "fsc_0.5_angstrom",
+    "fsc_0.143_angstrom",
+    "wedge_recovery",
+    "measured_recovery",
+    "wedge_recovery_no_z_profile",
+    "cc_no_z_profile",
+)
 _SLAB_ELEMENTS = 1 << 22  # elements per slab in the chunked passes
 _EMPTY_POWER = 1e-10  # truth power in a region below this fraction of its total (k != 0): undefined
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CryogenError
-from ..model.imaging import Wedge
 from ..io.mrc import MrcReader
+from ..model.imaging import Wedge
 
 log = logging.getLogger(__name__)
 

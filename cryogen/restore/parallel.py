@@ -29,8 +29,8 @@ from distributed import Client, LocalCluster, as_completed, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..errors import CryogenError
-from .reconstruct import TileRestorer, finish, prepare
 from ..method.solver import SolveConfig
+from .reconstruct import TileRestorer, finish, prepare
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,17 @@ PLUGIN_PREFIX = "cryogen-restorer-"
 class RestorerPlugin(WorkerPlugin):
     """Builds one `TileRestorer` per worker (loading the prior once) for one reconstruction job."""
 
-    def __init__(self, name: str, store: str, prior: str, partial: str, cfg: SolveConfig, device: str, seed: int, torch_threads: int | None = 1) -> None:
+    def __init__(
+        self,
+        name: str,
+        store: str,
+        prior: str,
+        partial: str,
+        cfg: SolveConfig,
+        device: str,
+        seed: int,
+        torch_threads: int | None = 1,
+    ) -> None:
         self.name = name
         self.args = (store, prior, partial, cfg, device, seed)
         self.torch_threads = torch_threads
@@ -127,14 +137,21 @@ def reconstruct_parallel(
         )
         client = Client(cluster)
         torch_threads = 1
-        where = f"local Dask cluster of {workers} worker processes" + (f", {memory_mb / workers:.0f} MB each" if memory_mb else "")
+        where = f"local Dask cluster of {workers} worker processes" + (
+            f", {memory_mb / workers:.0f} MB each" if memory_mb else ""
+        )
     name = PLUGIN_PREFIX + uuid.uuid4().hex[:12]
     try:
         n_workers = len(client.scheduler_info().get("workers", {}))
-        _say(f"reconstruct {label}: {sum(len(b) for b in batches)} tiles in {len(batches)} batches on a {where} ({n_workers} workers)", progress)
+        _say(
+            f"reconstruct {label}: {sum(len(b) for b in batches)} tiles in {len(batches)} batches on a {where} ({n_workers} workers)",
+            progress,
+        )
         plugin = RestorerPlugin(name, str(store), str(prior), str(partial), cfg, device, seed, torch_threads)
         client.register_plugin(plugin, name=name)
-        futures = [client.submit(restore_batch, name, b, key=f"{name}-batch-{b[0]}", pure=False, retries=2) for b in batches]
+        futures = [
+            client.submit(restore_batch, name, b, key=f"{name}-batch-{b[0]}", pure=False, retries=2) for b in batches
+        ]
         total = sum(len(b) for b in batches)
         done, last = 0, 0.0
         for fut in as_completed(futures):
@@ -143,7 +160,10 @@ def reconstruct_parallel(
             if done == total or now - last >= 5.0:
                 last = now
                 rate = done / max(now - t0, 1e-9)
-                _say(f"reconstruct {label}: {done}/{total} tiles ({100 * done / total:.0f}%, {rate:.2f} tiles/s)", progress)
+                _say(
+                    f"reconstruct {label}: {done}/{total} tiles ({100 * done / total:.0f}%, {rate:.2f} tiles/s)",
+                    progress,
+                )
         if scheduler_address:
             client.unregister_worker_plugin(name)
     finally:

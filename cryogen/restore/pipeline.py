@@ -12,21 +12,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.imaging import Wedge
-from ..model.nets import build, place
-from ..method.solver import SolveConfig, map_estimate
 from ..io.store import TILE_ARRAY, open_store, read_tiles
-from ..method.patches import normalised_noise
-from ..tiling import chunk, stitch
 from ..method.config import TrainConfig
 from ..method.devices import pick_device
 from ..method.loop import train
+from ..method.patches import normalised_noise
+from ..method.solver import SolveConfig, map_estimate
+from ..model.imaging import Wedge
+from ..model.nets import build, place
+from ..tiling import chunk, stitch
 from .reconstruct import reconstruct
 
 log = logging.getLogger(__name__)
 
 
-def estimate_reconstruct_seconds(store: Path, cfg: TrainConfig, solve: SolveConfig, device: str, batch: int = 4) -> float:
+def estimate_reconstruct_seconds(
+    store: Path, cfg: TrainConfig, solve: SolveConfig, device: str, batch: int = 4
+) -> float:
     """Time one batch of g + MAP steps (+ samples) with untrained networks of the same size and
     scale to the whole store: the cost of reconstruction does not depend on the weights."""
     dev = pick_device(device)
@@ -47,8 +49,23 @@ def estimate_reconstruct_seconds(store: Path, cfg: TrainConfig, solve: SolveConf
     return per_batch * int(np.ceil(meta.n_tiles / n))
 
 
-def _stages(input_path, output: Path, work: Path, wedge: Wedge, std_path, time_budget, steps, solve: SolveConfig, device: str,
-            seed: int, tile: int, overlap: int, voxel_size, train_config: TrainConfig | None, start: float) -> dict[str, float]:
+def _stages(
+    input_path,
+    output: Path,
+    work: Path,
+    wedge: Wedge,
+    std_path,
+    time_budget,
+    steps,
+    solve: SolveConfig,
+    device: str,
+    seed: int,
+    tile: int,
+    overlap: int,
+    voxel_size,
+    train_config: TrainConfig | None,
+    start: float,
+) -> dict[str, float]:
     times: dict[str, float] = {}
     if std_path is not None and solve.samples == 0:
         solve = replace(solve, samples=8)
@@ -106,7 +123,23 @@ def run_one(
     work = keep_work or output.with_name(f".{output.name}.work")
     work.mkdir(parents=True, exist_ok=True)
     try:
-        times = _stages(input_path, output, work, wedge, std_path, time_budget, steps, solve, device, seed, tile, overlap, voxel_size, train_config, start)
+        times = _stages(
+            input_path,
+            output,
+            work,
+            wedge,
+            std_path,
+            time_budget,
+            steps,
+            solve,
+            device,
+            seed,
+            tile,
+            overlap,
+            voxel_size,
+            train_config,
+            start,
+        )
     except BaseException:
         if keep_work is None:  # nothing half-done is left beside the output
             shutil.rmtree(work, ignore_errors=True)

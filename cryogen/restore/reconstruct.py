@@ -12,24 +12,25 @@ import hashlib
 import logging
 import os
 import shutil
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import zarr
 from tqdm import tqdm
 
-from ..method.patches import normalised_noise
 from ..errors import CryogenError
 from ..io.files import output_error
-from ..model.nets import NetConfig, build, place
-from ..method.solver import SolveConfig, map_estimate, posterior_std
 from ..io.store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles
 from ..method.checkpoints import load_checkpoint
 from ..method.config import TrainConfig
 from ..method.devices import pick_device
+from ..method.patches import normalised_noise
+from ..method.solver import SolveConfig, map_estimate, posterior_std
+from ..model.nets import build, place
 
 DONE_ARRAY = "done"
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ def load_prior(path: str | Path, device: torch.device) -> tuple[torch.nn.Module,
         g.load_state_dict(ck["g_ema"])
         d.load_state_dict(ck["d"])
     except RuntimeError as exc:
-        raise CryogenError(f"checkpoint does not match this CryoGEN's networks ({str(exc).splitlines()[0]})", path) from None
+        raise CryogenError(
+            f"checkpoint does not match this CryoGEN's networks ({str(exc).splitlines()[0]})", path
+        ) from None
     g, d = place(g, device).eval(), place(d, device).eval()
     g.requires_grad_(False)
     d.requires_grad_(False)
@@ -78,7 +81,9 @@ def _open_partial(partial: Path, meta: TileMeta, want_std: bool, fingerprint: di
     arrays = (TILE_ARRAY, "std") if want_std else (TILE_ARRAY,)
     group = create_store(partial, meta, arrays, compress=False)
     # one chunk of flags per batch: a batch (of any worker) writes exactly its own, in one call
-    group.create_array(DONE_ARRAY, shape=(meta.n_tiles,), chunks=(max(1, min(batch, meta.n_tiles)),), dtype="bool", fill_value=False)
+    group.create_array(
+        DONE_ARRAY, shape=(meta.n_tiles,), chunks=(max(1, min(batch, meta.n_tiles)),), dtype="bool", fill_value=False
+    )
     group.attrs["job"] = fingerprint
     return group
 
@@ -93,7 +98,15 @@ class TileRestorer:
     normalisation and noise model, and the partial output store. Tiles are independent, so any
     number of restorers (threads, processes, Dask workers) can share one partial store."""
 
-    def __init__(self, store: str | Path, prior: str | Path, partial: str | Path, cfg: SolveConfig, device: str = "auto", seed: int = 0) -> None:
+    def __init__(
+        self,
+        store: str | Path,
+        prior: str | Path,
+        partial: str | Path,
+        cfg: SolveConfig,
+        device: str = "auto",
+        seed: int = 0,
+    ) -> None:
         self.store = Path(store)
         self.dev = pick_device(device)
         group, self.meta = open_store(store)
@@ -131,7 +144,9 @@ class TileRestorer:
         x, _ = map_estimate(x0, y, self.d, self.meta.wedge, self.noise, self.cfg, gen)
         result = {TILE_ARRAY: (x * std + mean).cpu().numpy()}
         if self.cfg.samples > 0:
-            result["std"] = (posterior_std(x, y, self.d, self.meta.wedge, self.noise, self.cfg, gen) * std).cpu().numpy()
+            result["std"] = (
+                (posterior_std(x, y, self.d, self.meta.wedge, self.noise, self.cfg, gen) * std).cpu().numpy()
+            )
         return result
 
     def save(self, idx: list[int], result: dict[str, np.ndarray]) -> int:
@@ -143,7 +158,9 @@ class TileRestorer:
         return len(idx)
 
 
-def prepare(store: str | Path, prior: str | Path, out: str | Path, cfg: SolveConfig, batch: int, seed: int) -> tuple[Path, list[list[int]]]:
+def prepare(
+    store: str | Path, prior: str | Path, out: str | Path, cfg: SolveConfig, batch: int, seed: int
+) -> tuple[Path, list[list[int]]]:
     """Open (or resume) the partial store for `out`; return it and the batches still to do.
 
     Batches are fixed by the tile grid and the batch size, not by what is left, so a resumed or
@@ -153,7 +170,13 @@ def prepare(store: str | Path, prior: str | Path, out: str | Path, cfg: SolveCon
         raise CryogenError(f"batch size must be at least 1, not {batch}")
     _, meta = open_store(store)
     check_prior(prior, meta, store)  # a bad prior must fail before any partial store is made
-    fingerprint = {"store": str(Path(store).resolve()), "prior": file_digest(prior), "solve": cfg.__dict__, "seed": seed, "batch": batch}
+    fingerprint = {
+        "store": str(Path(store).resolve()),
+        "prior": file_digest(prior),
+        "solve": cfg.__dict__,
+        "seed": seed,
+        "batch": batch,
+    }
     partial = _partial_path(Path(out))
     existed = partial.exists()
     try:
@@ -165,15 +188,24 @@ def prepare(store: str | Path, prior: str | Path, out: str | Path, cfg: SolveCon
     done = np.asarray(rgroup[DONE_ARRAY][:])
     batches = [b for b in _batches(list(range(meta.n_tiles)), batch) if not done[b].all()]
     if done.any():
-        log.info("resuming %s: %d of %d tiles already done in %s, %d to restore", out, int(done.sum()), meta.n_tiles, partial, sum(len(b) for b in batches))
+        log.info(
+            "resuming %s: %d of %d tiles already done in %s, %d to restore",
+            out,
+            int(done.sum()),
+            meta.n_tiles,
+            partial,
+            sum(len(b) for b in batches),
+        )
     return partial, batches
 
 
 def check_prior(prior: str | Path, meta: TileMeta, store: str | Path) -> None:
     """Fail with one line if `prior` is not a usable prior for the tiles of `store`."""
     _, _, tcfg = load_prior(prior, torch.device("cpu"))
-    if meta.tile % (2 ** tcfg.net.g_depth):
-        raise CryogenError(f"tile size {meta.tile} is not a multiple of {2 ** tcfg.net.g_depth}, which the prior's network needs", store)
+    if meta.tile % (2**tcfg.net.g_depth):
+        raise CryogenError(
+            f"tile size {meta.tile} is not a multiple of {2**tcfg.net.g_depth}, which the prior's network needs", store
+        )
 
 
 def reconstruct(
@@ -202,8 +234,17 @@ def reconstruct(
         raise
     n = restorer.meta.n_tiles
     left = sum(len(b) for b in batches)
-    log.info("restoring %d of %d tiles of %s into %s (%d batches of up to %d)", left, n, store, out, len(batches), batch)
-    bar = tqdm(total=n, initial=n - left, desc=f"reconstruct {Path(store).name}", unit="tile", disable=not progress, mininterval=2)
+    log.info(
+        "restoring %d of %d tiles of %s into %s (%d batches of up to %d)", left, n, store, out, len(batches), batch
+    )
+    bar = tqdm(
+        total=n,
+        initial=n - left,
+        desc=f"reconstruct {Path(store).name}",
+        unit="tile",
+        disable=not progress,
+        mininterval=2,
+    )
     stop_early = max_batches is not None and max_batches < len(batches)
     if stop_early:
         batches = batches[:max_batches]
@@ -247,7 +288,10 @@ def restore_all(restorer: TileRestorer, batches: list[list[int]], done: Callable
         return
     if not batches:
         return
-    with ThreadPoolExecutor(1, thread_name_prefix="cryogen-read") as reader, ThreadPoolExecutor(1, thread_name_prefix="cryogen-write") as writer:
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="cryogen-read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="cryogen-write") as writer,
+    ):
         loading: Future = reader.submit(restorer.load, batches[0])
         writing: Future | None = None
         for k, idx in enumerate(batches):

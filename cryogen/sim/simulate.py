@@ -19,6 +19,7 @@ measured region of Fourier space.
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from scipy.ndimage import gaussian_filter, gaussian_filter1d
 from ..errors import CryogenError
 from ..model.imaging import Wedge, apply_wedge_np
 
-__all__ = ["Simulation", "make_phantom", "simulate", "ICE", "VACUUM"]
+__all__ = ["ICE", "VACUUM", "Simulation", "make_phantom", "simulate"]
 
 ICE = 0.0  # density of vitreous ice: the reference level
 VACUUM = -0.5  # outside the specimen slab: less dense than ice
@@ -61,9 +62,7 @@ def _check_shape(shape: object) -> tuple[int, int, int]:
         dims = tuple(shape)  # type: ignore[arg-type]
     except TypeError:
         raise CryogenError(f"shape must be three integers (z, y, x), not {shape!r}") from None
-    ok = len(dims) == 3 and all(
-        isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims
-    )
+    ok = len(dims) == 3 and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims)
     if not ok:
         raise CryogenError(f"shape must be three integers (z, y, x), not {shape!r}")
     if min(dims) < 8:
@@ -95,9 +94,9 @@ def _box(center: np.ndarray, half: np.ndarray, shape: tuple[int, int, int]):
     hi = np.minimum(np.ceil(center + half).astype(int) + 1, shape)
     if np.any(hi <= lo):
         return None
-    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=False))
     grids = np.ogrid[sl]
-    rel = [(g - c).astype(np.float32) for g, c in zip(grids, center)]
+    rel = [(g - c).astype(np.float32) for g, c in zip(grids, center, strict=False)]
     return sl, rel
 
 
@@ -201,9 +200,9 @@ class _Vesicle:
 
 
 def _place_vesicles(shape, slab: _Slab, vpn: float, rng: np.random.Generator) -> list[_Vesicle]:
-    nz, ny, nx = shape
+    _nz, ny, nx = shape
     area_nm2 = ny * nx / vpn**2
-    count = max(2, int(round(area_nm2 / 10000.0 * rng.uniform(0.8, 1.25))))
+    count = max(2, round(area_nm2 / 10000.0 * rng.uniform(0.8, 1.25)))
     membrane = 2.0 * vpn + 2 * max(0.75 * vpn, MIN_SIGMA)  # half-thickness of the bilayer
     r_max_fit = 0.35 * min(ny, nx)
     z_cap = max(0.45 * slab.thickness, membrane + 1.0)
@@ -213,8 +212,7 @@ def _place_vesicles(shape, slab: _Slab, vpn: float, rng: np.random.Generator) ->
             r = min(rng.uniform(15.0, 60.0) * vpn, r_max_fit)
             r = max(r, membrane + 1.5)
             axes = np.array(
-                [min(r * rng.uniform(0.65, 1.0), z_cap), r * rng.uniform(0.85, 1.15),
-                 r * rng.uniform(0.85, 1.15)]
+                [min(r * rng.uniform(0.65, 1.0), z_cap), r * rng.uniform(0.85, 1.15), r * rng.uniform(0.85, 1.15)]
             )
             if k == 0:  # guarantee one vesicle cut by a side of the volume
                 side = rng.integers(4)
@@ -256,8 +254,9 @@ def _tube_profile(d: np.ndarray, r_out: float, r_in: float) -> np.ndarray:
     return PROTEIN * dens
 
 
-def _curve(start_mid: np.ndarray, direction: np.ndarray, length: float, step: float, bend: float,
-           rng: np.random.Generator) -> np.ndarray:
+def _curve(
+    start_mid: np.ndarray, direction: np.ndarray, length: float, step: float, bend: float, rng: np.random.Generator
+) -> np.ndarray:
     """A gently curved polyline of `length` voxels centred on `start_mid`: the tangent drifts
     smoothly (smoothed random walk) by about `bend` radians over the whole length."""
     n = max(2, int(np.ceil(length / step)) + 1)
@@ -286,7 +285,7 @@ def _render_filament(vol: np.ndarray, pts: np.ndarray, r_out: float, r_in: float
     dist2 = np.full(tuple(hi - lo), np.float32(np.inf), dtype=np.float32)
     local = pts - lo
     last = len(local) - 2
-    for i, (p0, p1) in enumerate(zip(local[:-1], local[1:])):
+    for i, (p0, p1) in enumerate(itertools.pairwise(local)):
         mid, half = (p0 + p1) / 2, np.abs(p1 - p0) / 2 + reach
         box = _box(mid, half, dist2.shape)
         if box is None:
@@ -303,7 +302,7 @@ def _render_filament(vol: np.ndarray, pts: np.ndarray, r_out: float, r_in: float
             d2 = np.where(t_raw > 1, np.float32(np.inf), d2)
         np.minimum(dist2[sl], d2, out=dist2[sl])
     dens = _tube_profile(np.sqrt(dist2), r_out, r_in)
-    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=False))
     np.maximum(vol[sl], dens, out=vol[sl])
 
 
@@ -316,11 +315,12 @@ class _Filament:
     r_in: float
 
 
-def _plan_filaments(shape: tuple[int, int, int], slab: _Slab, vesicles: list[_Vesicle], vpn: float,
-                    rng: np.random.Generator) -> list[_Filament]:
+def _plan_filaments(
+    shape: tuple[int, int, int], slab: _Slab, vesicles: list[_Vesicle], vpn: float, rng: np.random.Generator
+) -> list[_Filament]:
     """Microtubules and actin filaments: one microtubule nearly along z (the hardest case for the
     missing wedge), the others alternating between in-plane and oblique (20-55 degrees)."""
-    nz, ny, nx = shape
+    _nz, ny, nx = shape
     small = min(ny, nx)
     area_nm2 = ny * nx / vpn**2
     # microtubule: outer radius 12.5 nm, wall 5 nm; actin: solid, radius 3.5 nm
@@ -328,8 +328,8 @@ def _plan_filaments(shape: tuple[int, int, int], slab: _Slab, vesicles: list[_Ve
     mt_in = max(0.0, min(7.5 * vpn, mt_out - 1.2))
     act = float(np.clip(3.5 * vpn, 0.8, 0.08 * small))
     kinds = [("mt", "z")]  # the hardest case for the missing wedge: a tube along the beam
-    n_mt = max(1, int(round(area_nm2 / 20000.0)))
-    n_act = max(2, int(round(area_nm2 / 8000.0)))
+    n_mt = max(1, round(area_nm2 / 20000.0))
+    n_act = max(2, round(area_nm2 / 8000.0))
     others = ["mt"] * n_mt + ["actin"] * n_act
     kinds += [(kind, ("plane", "oblique")[i % 2]) for i, kind in enumerate(others)]
     if n_act >= 6:  # big fields: a second beam-aligned filament
@@ -364,10 +364,16 @@ def _too_close(a: np.ndarray, ra: float, b: np.ndarray, rb: float) -> bool:
     return bool(d2.min() < (ra + rb + 0.5) ** 2)
 
 
-def _draw_filament(shape: tuple[int, int, int], slab: _Slab, vesicles: list[_Vesicle], orient: str,
-                   r_out: float, rng: np.random.Generator) -> np.ndarray:
+def _draw_filament(
+    shape: tuple[int, int, int],
+    slab: _Slab,
+    vesicles: list[_Vesicle],
+    orient: str,
+    r_out: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """The axis of one filament with the given orientation class, inside the slab."""
-    nz, ny, nx = shape
+    _nz, ny, nx = shape
     phi = rng.uniform(0, 2 * np.pi)
     if orient == "z":
         elev = np.radians(90 - rng.uniform(0, 10))
@@ -397,8 +403,14 @@ def _draw_filament(shape: tuple[int, int, int], slab: _Slab, vesicles: list[_Ves
 # ----------------------------------------------------------------------------- complexes
 
 
-def _complexes(vol: np.ndarray, slab: _Slab, vesicles: list[_Vesicle], filaments: list[_Filament],
-               vpn: float, rng: np.random.Generator) -> None:
+def _complexes(
+    vol: np.ndarray,
+    slab: _Slab,
+    vesicles: list[_Vesicle],
+    filaments: list[_Filament],
+    vpn: float,
+    rng: np.random.Generator,
+) -> None:
     """Tens of irregular complexes (clusters of Gaussian blobs) of 10, 15 and 25 nm, off the
     membranes and filaments and not overlapping each other."""
     nz, ny, nx = vol.shape
@@ -424,8 +436,7 @@ def _complexes(vol: np.ndarray, slab: _Slab, vesicles: list[_Vesicle], filaments
                 continue
             if np.any(np.linalg.norm(fil_pts - c, axis=1) < fil_keep + r):
                 continue
-            if any(abs(float(v.sdf((c - v.center)[None, :].astype(np.float32))[0])) < r + membrane
-                   for v in vesicles):
+            if any(abs(float(v.sdf((c - v.center)[None, :].astype(np.float32))[0])) < r + membrane for v in vesicles):
                 continue
             break
         else:
@@ -448,7 +459,7 @@ def _render_complex(vol: np.ndarray, center: np.ndarray, r: float, rng: np.rando
         return
     sl, rel = box
     s = 0.0
-    for o, sg in zip(offs, sig):
+    for o, sg in zip(offs, sig, strict=False):
         inv = np.float32(-0.5 / sg**2)
         # separable: three 1-D exponentials on the open grid, broadcast into the box
         s = s + np.exp((rel[0] - o[0]) ** 2 * inv) * np.exp((rel[1] - o[1]) ** 2 * inv) * np.exp(
@@ -462,9 +473,7 @@ def _render_complex(vol: np.ndarray, center: np.ndarray, r: float, rng: np.rando
 # ----------------------------------------------------------------------------- public API
 
 
-def make_phantom(
-    shape: tuple[int, int, int], rng: np.random.Generator, voxel_size: float = 10.0
-) -> np.ndarray:
+def make_phantom(shape: tuple[int, int, int], rng: np.random.Generator, voxel_size: float = 10.0) -> np.ndarray:
     """A clean, isotropic, cellular-like (z, y, x) float32 phantom; deterministic given `rng`.
 
     An ice slab (0) in vacuum (VACUUM), holding vesicles with bilayer membranes, microtubules and
