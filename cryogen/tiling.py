@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import zarr
 from tqdm import tqdm
 
 from .errors import CryogenError
 from .io.files import atomic_output
 from .io.mrc import MrcReader, MrcWriter, RunningStats, check_finite_block
-from .io.store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles
+from .io.store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles, zarr_array
 from .model.imaging import Wedge
-from .model.noise import check_halves, estimate_for_tomogram
+from .model.noise_estimate import check_halves, estimate_for_tomogram
 from .qc.geometry import warn_geometry
 from .qc.warnings import check_volume
 
@@ -125,63 +126,76 @@ def chunk(
     """
     with MrcReader(mrc_path) as reader:
         info = reader.info
-        shape = info.shape
-        grid = TileGrid(shape, tile, overlap)
-        vsize = info.voxel_size
-        if voxel_size is not None:
-            if not (voxel_size > 0 and np.isfinite(voxel_size)):
-                raise CryogenError(f"voxel size must be positive, not {voxel_size}")
-            vsize = (float(voxel_size),) * 3
-        elif min(vsize) <= 0:
-            raise CryogenError("voxel size in the header is 0 (unknown); give it with --voxel-size", mrc_path)
+        grid = TileGrid(info.shape, tile, overlap)
+        vsize = _voxel_size(info.voxel_size, voxel_size, mrc_path)
         if halves is not None:
             check_halves(mrc_path, halves)
         if check_geometry:
             warn_geometry(reader, wedge)
-        starts = grid.starts
         meta = TileMeta(
             source=str(mrc_path),
-            source_shape=shape,
+            source_shape=info.shape,
             tile=tile,
             overlap=overlap,
-            starts=starts,
+            starts=grid.starts,
             voxel_size=vsize,
             origin=info.origin,
             wedge=wedge,
             labels=info.labels,
         )
-        gshape = meta.grid_shape
-        own = [owned_ranges(n, s) for n, s in zip(shape, starts, strict=False)]
-        stats = RunningStats()
-        rows = [(iz, iy) for iz in range(gshape[0]) for iy in range(gshape[1])]
         with atomic_output(out_path) as tmp:
             group = create_store(tmp, meta)
-            array = group[TILE_ARRAY]
-            for iz, iy in tqdm(
-                rows, desc=f"chunk {Path(mrc_path).name}", unit="row", disable=not progress, mininterval=2
-            ):
-                sz, sy = starts[0][iz], starts[1][iy]
-                z0, z1 = max(sz, 0), min(sz + tile, shape[0])
-                y0, y1 = max(sy, 0), min(sy + tile, shape[1])
-                block = reader.read_block(z0, z1, y0, y1)
-                check_finite_block(block, mrc_path, z0)
-                (oz0, oz1), (oy0, oy1) = own[0][iz], own[1][iy]
-                stats.update(block[oz0 - z0 : oz1 - z0, oy0 - y0 : oy1 - y0])
-                block = _pad_axis(_pad_axis(block, 0, sz, tile, shape[0]), 1, sy, tile, shape[1])
-                row = np.empty((gshape[2], tile, tile, tile), dtype=np.float32)
-                for ix, sx in enumerate(starts[2]):
-                    x0, x1 = max(sx, 0), min(sx + tile, shape[2])
-                    row[ix] = _pad_axis(block[:, :, x0:x1], 2, sx, tile, shape[2])
-                first = tile_index(gshape, iz, iy, 0)
-                array[first : first + gshape[2]] = row
+            stats = _write_tiles(reader, mrc_path, zarr_array(group, TILE_ARRAY, tmp), meta, progress)
             if stats.min == stats.max:
                 raise CryogenError("volume is constant: there is nothing to restore", mrc_path)
             meta.stats = {"mean": stats.mean, "std": stats.std, "min": stats.min, "max": stats.max}
             # the noise model, from the even/odd halves when given, for training and MAP
-            meta.noise = estimate_for_tomogram(mrc_path, wedge, halves).to_dict()
+            noise = estimate_for_tomogram(mrc_path, wedge, halves)
+            meta.noise = noise.to_dict()
             group.attrs["cryogen"] = meta.to_json()
-        check_volume(reader, wedge, meta.stats)  # warnings only: no signal, unstable sigma
+        check_volume(reader, wedge, meta.stats, noise)  # warnings only: no signal, unstable sigma, noise model
     return meta
+
+
+def _voxel_size(
+    header: tuple[float, float, float], given: float | None, path: str | Path
+) -> tuple[float, float, float]:
+    """The voxel size (z, y, x) in angstrom: `given` when there is one, else the header's."""
+    if given is not None:
+        if not (given > 0 and np.isfinite(given)):
+            raise CryogenError(f"voxel size must be positive, not {given}")
+        return (float(given),) * 3
+    if min(header) <= 0:
+        raise CryogenError("voxel size in the header is 0 (unknown); give it with --voxel-size", path)
+    return header
+
+
+def _write_tiles(
+    reader: MrcReader, path: str | Path, array: zarr.Array, meta: TileMeta, progress: bool
+) -> RunningStats:
+    """Stream the volume into `array`, (n_tiles, T, T, T), one row of tiles (T z-planes x T rows
+    of voxels) at a time, checking every block for NaN/Inf; returns the volume's statistics,
+    accumulated over a partition of it (each voxel counts once)."""
+    shape, tile, starts, gshape = meta.source_shape, meta.tile, meta.starts, meta.grid_shape
+    own = [owned_ranges(n, s) for n, s in zip(shape, starts, strict=False)]
+    stats = RunningStats()
+    rows = [(iz, iy) for iz in range(gshape[0]) for iy in range(gshape[1])]
+    for iz, iy in tqdm(rows, desc=f"chunk {Path(path).name}", unit="row", disable=not progress, mininterval=2):
+        sz, sy = starts[0][iz], starts[1][iy]
+        z0, z1 = max(sz, 0), min(sz + tile, shape[0])
+        y0, y1 = max(sy, 0), min(sy + tile, shape[1])
+        block = reader.read_block(z0, z1, y0, y1)
+        check_finite_block(block, path, z0)
+        (oz0, oz1), (oy0, oy1) = own[0][iz], own[1][iy]
+        stats.update(block[oz0 - z0 : oz1 - z0, oy0 - y0 : oy1 - y0])
+        block = _pad_axis(_pad_axis(block, 0, sz, tile, shape[0]), 1, sy, tile, shape[1])
+        row = np.empty((gshape[2], tile, tile, tile), dtype=np.float32)
+        for ix, sx in enumerate(starts[2]):
+            x0, x1 = max(sx, 0), min(sx + tile, shape[2])
+            row[ix] = _pad_axis(block[:, :, x0:x1], 2, sx, tile, shape[2])
+        first = tile_index(gshape, iz, iy, 0)
+        array[first : first + gshape[2]] = row
+    return stats
 
 
 def stitch(
@@ -195,7 +209,7 @@ def stitch(
     group, meta = open_store(store_path)
     if array_name not in group:
         raise CryogenError(f"store has no '{array_name}' array (was it reconstructed with samples?)", store_path)
-    array = group[array_name]
+    array = zarr_array(group, array_name, store_path)
     shape, tile, starts = meta.source_shape, meta.tile, meta.starts
     gshape = meta.grid_shape
     weights = [

@@ -1,4 +1,4 @@
-"""Shared fixtures: small MRC volumes written through the project's own writer."""
+"""Shared fixtures: small MRC volumes written through the project's own writer, and the CLI run in-process."""
 
 from __future__ import annotations
 
@@ -22,3 +22,16 @@ def write_volume(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the `cryogen` command line in this process: run_cli(*argv) -> (exit code, stdout, stderr)."""
+    from cryogen.cli.main import main
+
+    def _run(*argv) -> tuple[int, str, str]:
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run

@@ -11,14 +11,6 @@ import mrcfile
 import numpy as np
 import pytest
 
-from cryogen.cli.main import main
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def assert_one_line_error(code, err, *needles):
     assert code != 0
@@ -34,21 +26,19 @@ def only(tmp_path, *names):
     return sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 
-def test_chunk_stitch_info_happy_path(tmp_path, capsys, write_volume):
+def test_chunk_stitch_info_happy_path(tmp_path, run_cli, write_volume):
     src = write_volume(shape=(30, 70, 50), voxel_size=11.0)
-    code, out, err = run(
-        capsys, "chunk", src, tmp_path / "t.zarr", "--tile", 32, "--overlap", 8, "--tilt-range", -54, 62
-    )
+    code, out, err = run_cli("chunk", src, tmp_path / "t.zarr", "--tile", 32, "--overlap", 8, "--tilt-range", -54, 62)
     assert code == 0, err
     assert "tiles" in out
-    code, out, _ = run(capsys, "info", tmp_path / "t.zarr", "--json")
+    code, out, _ = run_cli("info", tmp_path / "t.zarr", "--json")
     info = json.loads(out)
     assert info["shape_zyx"] == [30, 70, 50]
     assert info["tilt"] == {"tilt_min": -54.0, "tilt_max": 62.0, "tilt_axis": "y"}
     assert info["voxel_size_zyx_angstrom"] == [11.0, 11.0, 11.0]
-    code, out, err = run(capsys, "stitch", tmp_path / "t.zarr", tmp_path / "o.mrc")
+    code, out, err = run_cli("stitch", tmp_path / "t.zarr", tmp_path / "o.mrc")
     assert code == 0, err
-    code, out, _ = run(capsys, "info", tmp_path / "o.mrc")
+    code, out, _ = run_cli("info", tmp_path / "o.mrc")
     assert code == 0 and "(30, 70, 50)" not in out and "[30, 70, 50]" in out and "11.0" in out
 
 
@@ -58,65 +48,65 @@ def test_help_is_readable():
         assert res.returncode == 0 and "usage: cryogen " + verb in res.stdout
 
 
-def test_missing_file(tmp_path, capsys):
-    code, _, err = run(capsys, "chunk", tmp_path / "missing.mrc", tmp_path / "t.zarr", "--tilt-range", -60, 60)
+def test_missing_file(tmp_path, run_cli):
+    code, _, err = run_cli("chunk", tmp_path / "missing.mrc", tmp_path / "t.zarr", "--tilt-range", -60, 60)
     assert_one_line_error(code, err, "missing.mrc", "not found")
     assert only(tmp_path)
 
 
-def test_empty_file(tmp_path, capsys):
+def test_empty_file(tmp_path, run_cli):
     (tmp_path / "e.mrc").write_bytes(b"")
-    code, _, err = run(capsys, "chunk", tmp_path / "e.mrc", tmp_path / "t.zarr", "--tilt-range", -60, 60)
+    code, _, err = run_cli("chunk", tmp_path / "e.mrc", tmp_path / "t.zarr", "--tilt-range", -60, 60)
     assert_one_line_error(code, err, "e.mrc", "empty")
     assert only(tmp_path, "e.mrc")
 
 
-def test_not_an_mrc(tmp_path, capsys):
+def test_not_an_mrc(tmp_path, run_cli):
     (tmp_path / "notes.mrc").write_text("hello " * 400)
-    code, _, err = run(capsys, "info", tmp_path / "notes.mrc")
+    code, _, err = run_cli("info", tmp_path / "notes.mrc")
     assert_one_line_error(code, err, "notes.mrc", "not a readable MRC")
 
 
-def test_truncated(tmp_path, capsys, write_volume):
+def test_truncated(tmp_path, run_cli, write_volume):
     src = write_volume(shape=(20, 30, 40))
     src.write_bytes(src.read_bytes()[:-1000])
-    code, _, err = run(capsys, "chunk", src, tmp_path / "t.zarr", "--tilt-range", -60, 60)
+    code, _, err = run_cli("chunk", src, tmp_path / "t.zarr", "--tilt-range", -60, 60)
     assert_one_line_error(code, err, src.name, "truncated")
     assert only(tmp_path, src.name)
 
 
-def test_two_dimensional(tmp_path, capsys):
+def test_two_dimensional(tmp_path, run_cli):
     path = tmp_path / "img.mrc"
     with mrcfile.new(path) as m:
         m.set_data(np.zeros((30, 40), np.float32))
-    code, _, err = run(capsys, "chunk", path, tmp_path / "t.zarr", "--tilt-range", -60, 60)
+    code, _, err = run_cli("chunk", path, tmp_path / "t.zarr", "--tilt-range", -60, 60)
     assert_one_line_error(code, err, "img.mrc", "2-D image")
     assert only(tmp_path, "img.mrc")
 
 
-def test_image_stack(tmp_path, capsys):
+def test_image_stack(tmp_path, run_cli):
     path = tmp_path / "stack.mrc"
     with mrcfile.new(path) as m:
         m.set_data(np.random.default_rng(0).random((5, 30, 40)).astype(np.float32))
         m.set_image_stack()
-    code, _, err = run(capsys, "chunk", path, tmp_path / "t.zarr", "--tilt-range", -60, 60)
+    code, _, err = run_cli("chunk", path, tmp_path / "t.zarr", "--tilt-range", -60, 60)
     assert_one_line_error(code, err, "stack.mrc", "stack of 5 2-D images")
 
 
-def test_complex_mode(tmp_path, capsys):
+def test_complex_mode(tmp_path, run_cli):
     path = tmp_path / "c.mrc"
     with mrcfile.new(path) as m:
         m.set_data(np.zeros((4, 5, 6), np.complex64))
-    code, _, err = run(capsys, "info", path)
+    code, _, err = run_cli("info", path)
     assert_one_line_error(code, err, "c.mrc", "complex")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_nan_or_inf(tmp_path, capsys, write_volume, bad):
+def test_nan_or_inf(tmp_path, run_cli, write_volume, bad):
     data = np.ones((20, 30, 40), np.float32)
     data[17, 3, 4] = bad
     src = write_volume(data=data)
-    code, _, err = run(capsys, "chunk", src, tmp_path / "t.zarr", "--tilt-range", -60, 60, "--tile", 16, "--overlap", 4)
+    code, _, err = run_cli("chunk", src, tmp_path / "t.zarr", "--tilt-range", -60, 60, "--tile", 16, "--overlap", 4)
     assert_one_line_error(code, err, src.name, "NaN" if np.isnan(bad) else "Inf", "z=17")
     assert only(tmp_path, src.name)
 
@@ -124,55 +114,64 @@ def test_nan_or_inf(tmp_path, capsys, write_volume, bad):
 @pytest.mark.parametrize(
     "lo,hi,msg", [(60, -60, "must be below"), (30, 30, "must be below"), (-95, 60, "beyond"), (-60, 100, "beyond")]
 )
-def test_bad_tilt_range(tmp_path, capsys, write_volume, lo, hi, msg):
+def test_bad_tilt_range(tmp_path, run_cli, write_volume, lo, hi, msg):
     src = write_volume()
-    code, _, err = run(capsys, "chunk", src, tmp_path / "t.zarr", "--tilt-range", lo, hi)
+    code, _, err = run_cli("chunk", src, tmp_path / "t.zarr", "--tilt-range", lo, hi)
     assert_one_line_error(code, err, "tilt range", msg)
     assert only(tmp_path, src.name)
 
 
-def test_zero_voxel_size_needs_override(tmp_path, capsys, write_volume):
+def test_zero_voxel_size_needs_override(tmp_path, run_cli, write_volume):
     src = write_volume(voxel_size=0.0)
-    code, _, err = run(capsys, "chunk", src, tmp_path / "t.zarr", "--tilt-range", -60, 60)
+    code, _, err = run_cli("chunk", src, tmp_path / "t.zarr", "--tilt-range", -60, 60)
     assert_one_line_error(code, err, src.name, "voxel size")
     assert only(tmp_path, src.name)
-    code, _, err = run(capsys, "chunk", src, tmp_path / "t.zarr", "--tilt-range", -60, 60, "--voxel-size", 5)
+    code, _, err = run_cli("chunk", src, tmp_path / "t.zarr", "--tilt-range", -60, 60, "--voxel-size", 5)
     assert code == 0, err
 
 
-def test_constant_volume(tmp_path, capsys, write_volume):
+def test_constant_volume(tmp_path, run_cli, write_volume):
     src = write_volume(data=np.full((20, 20, 20), 2.0, np.float32))
-    code, _, err = run(capsys, "chunk", src, tmp_path / "t.zarr", "--tilt-range", -60, 60, "--tile", 16, "--overlap", 4)
+    code, _, err = run_cli("chunk", src, tmp_path / "t.zarr", "--tilt-range", -60, 60, "--tile", 16, "--overlap", 4)
     assert_one_line_error(code, err, src.name, "constant")
     assert only(tmp_path, src.name)
 
 
-def test_foreign_zarr_store(tmp_path, capsys):
+def test_foreign_zarr_store(tmp_path, run_cli):
     import zarr
 
     zarr.open_group(str(tmp_path / "other.zarr"), mode="w").create_array("x", shape=(3,), dtype="f4")
-    code, _, err = run(capsys, "stitch", tmp_path / "other.zarr", tmp_path / "o.mrc")
+    code, _, err = run_cli("stitch", tmp_path / "other.zarr", tmp_path / "o.mrc")
     assert_one_line_error(code, err, "other.zarr", "not a CryoGEN tile store")
     assert only(tmp_path, "other.zarr")
 
 
-def test_read_only_output_folder(tmp_path, capsys, write_volume):
+def test_read_only_output_folder(tmp_path, run_cli, write_volume, monkeypatch):
+    import errno
     import os
 
-    if os.geteuid() == 0:
-        pytest.skip("root ignores folder permissions")
     src = write_volume()
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
-    code, _, err = run(capsys, "chunk", src, ro / "t.zarr", "--tilt-range", -60, 60)
-    assert_one_line_error(code, err, "ro")
+    if os.geteuid() == 0:  # root ignores folder permissions: refuse what the folder's mode refuses others
+        mkdir = os.mkdir
+
+        def refuse(path, *args, **kwargs):
+            if str(path).startswith(str(ro)):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", refuse)
+    code, _, err = run_cli("chunk", src, ro / "t.zarr", "--tilt-range", -60, 60)
+    assert_one_line_error(code, err, ro / "t.zarr", "read-only")
+    assert not list(ro.iterdir())
 
 
-def test_output_folder_that_cannot_be_made(tmp_path, capsys, write_volume):
+def test_output_folder_that_cannot_be_made(tmp_path, run_cli, write_volume):
     src = write_volume()
     (tmp_path / "afile").write_text("x")
-    code, _, err = run(capsys, "chunk", src, tmp_path / "afile" / "t.zarr", "--tilt-range", -60, 60)
+    code, _, err = run_cli("chunk", src, tmp_path / "afile" / "t.zarr", "--tilt-range", -60, 60)
     assert_one_line_error(code, err, "afile")
 
 
@@ -184,3 +183,59 @@ def test_console_script_prints_no_traceback(tmp_path):
     )
     assert res.returncode == 1
     assert res.stderr.strip().count("\n") == 0 and "none.zarr" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_verbs_that_run_no_network_do_not_import_torch():
+    """chunk, stitch and info start fast: parsing them reads no default from a module that imports torch."""
+    code = (
+        "import sys; from cryogen.cli.main import build_parser; p = build_parser()\n"
+        "for argv in (['chunk', 'a.mrc', 'b.zarr', '--tilt-range', '-60', '60'], ['stitch', 'a', 'b'], ['info', 'a']):\n"
+        "    p.parse_args(argv)\n"
+        "print('torch' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
+
+
+def test_defaults_are_the_library_defaults():
+    from cryogen.bench.quality import QualityOptions
+    from cryogen.bench.speed import SpeedOptions
+    from cryogen.cli.main import build_parser
+    from cryogen.method.config import TrainConfig
+    from cryogen.method.solver import SolveConfig
+    from cryogen.model.imaging import Wedge
+
+    parse = build_parser().parse_args
+    train, solve, wedge = TrainConfig(), SolveConfig(), Wedge()
+    args = parse(["run", "a.mrc", "b.mrc", "--tilt-range", "auto"])
+    assert (args.batch, args.patch, args.seed) == (train.batch, train.patch, train.seed)
+    assert (args.map_steps, args.samples, args.prior_weight) == (solve.map_steps, solve.samples, solve.prior_weight)
+    assert (args.tile, args.overlap, args.tilt_axis) == (64, 16, wedge.tilt_axis)
+    assert tuple(parse(["evaluate", "a", "b"]).tilt_range) == (wedge.tilt_min, wedge.tilt_max)
+    args = parse(["benchmark"])
+    quality, speed = QualityOptions(), SpeedOptions()
+    assert (tuple(args.shape), tuple(args.seeds), args.map_steps) == (quality.shape, quality.seeds, quality.map_steps)
+    assert (args.train_steps, args.workdir) == (speed.train_steps, str(speed.workdir))
+
+
+def test_simulate_tilt_series_model_writes_halves_and_records_the_geometry(tmp_path, run_cli):
+    import mrcfile
+
+    out = tmp_path / "obs.mrc"
+    code, stdout, _ = run_cli(
+        "simulate", out, "--truth", tmp_path / "t.mrc", "--shape", 16, 32, 32, "--model", "tilt-series",
+        "--tilt-range", -45, 45, "--tilt-step", 5, "--defocus", 2, "--halves", "--seed", 3,
+    )  # fmt: skip
+    assert code == 0, stdout
+    with (
+        mrcfile.open(out) as m,
+        mrcfile.open(tmp_path / "obs_even.mrc") as e,
+        mrcfile.open(tmp_path / "obs_odd.mrc") as o,
+    ):
+        assert m.data.shape == (16, 32, 32)
+        np.testing.assert_allclose(m.data, (e.data + o.data) / 2, atol=1e-5)
+        labels = [bytes(lab).decode(errors="ignore") for lab in m.header.label[: m.header.nlabl]]
+    assert any("tilt -45 45 axis y" in lab and "model tilt-series" in lab for lab in labels)
+    code, _, err = run_cli("simulate", tmp_path / "bad.mrc", "--model", "tilt-series", "--tilt-step", 0)
+    assert code != 0 and "tilt step must be positive" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.mrc").exists()

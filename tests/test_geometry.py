@@ -86,7 +86,10 @@ def test_only_a_central_crop_is_read(tmp_path, tomograms, monkeypatch):
         crop = read_central_crop(reader, crop=20)
     np.testing.assert_array_equal(crop, data[6:26, 14:34, 14:34])
     monkeypatch.setattr(MrcReader, "read_all", lambda self: pytest.fail("read the whole volume"))
-    assert check_geometry(path, Wedge(-60, 60, "y"), crop=24) is not None
+    result = check_geometry(path, Wedge(-60, 60, "y"), crop=24)  # the crop alone tells the axes
+    assert result is not None and result.best == Geometry("z", "y") == result.configured and not result.mismatch
+    result = check_geometry(path, Wedge(-60, 60, "x"), crop=24)
+    assert result is not None and result.best == Geometry("z", "y") and result.mismatch
     assert check_geometry(path, Wedge(-60, 60, "y"), crop=8) is None  # too small to tell: no verdict
 
 

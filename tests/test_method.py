@@ -15,13 +15,13 @@ from cryogen.errors import CryogenError
 from cryogen.io.mrc import write_mrc
 from cryogen.io.store import open_store
 from cryogen.method.checkpoints import load_checkpoint
-from cryogen.method.config import TrainConfig
+from cryogen.method.config import RETIRED, TrainConfig
 from cryogen.method.loop import train
 from cryogen.method.solver import SolveConfig, langevin, map_estimate, posterior_std
 from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor
 from cryogen.model.nets import NetConfig, build
 from cryogen.model.noise import NoiseModel
-from cryogen.restore.reconstruct import reconstruct
+from cryogen.restore.reconstruct import load_prior, reconstruct
 from cryogen.sim.simulate import simulate
 from cryogen.tiling import chunk
 
@@ -100,6 +100,24 @@ def test_divergence_rolls_back_and_continues(tiles, tmp_path, monkeypatch):
     assert all(torch.isfinite(v).all() for v in ck["g"].values())
     assert ck["step"] == 6
     assert all(np.isfinite(h["loss_g"]) for h in ck["history"])
+
+
+def test_checkpoint_with_a_retired_setting_loads_and_resumes(tiles, tmp_path, caplog):
+    """Checkpoints written when TrainConfig still had the test hook `fail_at_step` hold it in their
+    settings: they load, rebuild the same config, serve as a prior and resume like any other."""
+    assert "fail_at_step" in RETIRED and not hasattr(TrainConfig(), "fail_at_step")
+    train([tiles], tmp_path / "p.pt", TINY, device="cpu", progress=False)
+    for path in (tmp_path / "p.pt", tmp_path / "p.pt.ckpt"):  # as an older CryoGEN wrote them
+        ck = torch.load(path, weights_only=True)
+        ck["train"]["fail_at_step"] = None
+        torch.save(ck, path)
+    ck = load_checkpoint(tmp_path / "p.pt")
+    assert TrainConfig.from_dict(ck["train"]) == TINY
+    _, _, cfg = load_prior(tmp_path / "p.pt", torch.device("cpu"))
+    assert cfg == TINY
+    longer = train([tiles], tmp_path / "p.pt", replace(TINY, steps=6), device="cpu", resume=True, progress=False)
+    assert "not resuming" not in caplog.text  # resumed: the retired field is no difference in settings
+    assert len(longer["history"]) == 6 and "fail_at_step" not in longer["train"]
 
 
 def test_corrupt_or_foreign_checkpoint(tmp_path):

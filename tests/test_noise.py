@@ -12,7 +12,9 @@ from scipy.ndimage import gaussian_filter
 
 from cryogen.errors import CryogenError
 from cryogen.model.imaging import Wedge, apply_wedge_np, frequency_radius, observe, wedge_mask
-from cryogen.model.noise import NoiseModel, check_noise, estimate_from_data, estimate_from_halves
+from cryogen.model.noise import NoiseModel
+from cryogen.model.noise_estimate import estimate_from_data, estimate_from_halves
+from cryogen.qc.warnings import check_noise
 
 SHAPE = (48, 48, 48)
 WEDGES = [Wedge(-60, 60, "y"), Wedge(-60, 60, "x"), Wedge(-50, 65, "y"), Wedge(-50, 65, "x")]
@@ -221,6 +223,25 @@ def test_dict_round_trip_through_json():
     assert scaled.sigma == pytest.approx(model.sigma / 2)
     assert scaled.variance((24, 24, 24), wedge) == pytest.approx(model.variance((24, 24, 24), wedge) / 4)
     assert check_noise(scaled) == check_noise(model)
+
+
+def test_dicts_of_older_stores_and_checkpoints_still_load():
+    """The dict form is what tile stores and checkpoints hold: one written before the diagnostics
+    existed, or with a key this version does not know, loads; a full one comes back unchanged."""
+    full = {
+        "sigma": 0.5,
+        "shell_freqs": [0.1, 0.4, 0.8],
+        "measured_psd": [0.3, 0.25, 0.2],
+        "missing_psd": 0.0,
+        "method": "data",
+        "data_variance": 1.5,
+        "data_psd": [2.0, 0.5, 0.21],
+        "data_missing_psd": [0.4, 0.1, 0.0],
+    }
+    assert NoiseModel.from_dict(json.loads(json.dumps(full))).to_dict() == full
+    old = {k: full[k] for k in ("sigma", "shell_freqs", "measured_psd", "missing_psd", "method")}
+    model = NoiseModel.from_dict({**old, "retired_key": 1})
+    assert model.to_dict() == {**old, "data_variance": None, "data_psd": [], "data_missing_psd": []}
 
 
 def test_check_noise_flags_missing_signal_and_a_wrong_tilt_axis():

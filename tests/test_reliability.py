@@ -731,6 +731,11 @@ def _low_pass(sim):
     return ndi.gaussian_filter(np.random.default_rng(0).standard_normal(sim.shape), 2.0).astype(np.float32)
 
 
+def _white_noise_added(sim):
+    """Noise that is not wedge-shaped: only the noise model (`qc.warnings.check_noise`) sees it."""
+    return sim + np.random.default_rng(0).standard_normal(sim.shape).astype(np.float32) * sim.std()
+
+
 def _noisier_half(sim):
     data = sim.copy()
     extra = np.random.default_rng(0).standard_normal(sim.shape).astype(np.float32) * 3 * sim.std()
@@ -745,19 +750,22 @@ def _noisier_half(sim):
         (_pure_noise, "no signal detected"),
         (_low_pass, "sigma estimate unstable: the noise estimated from the data is near 0"),
         (_noisier_half, "sigma estimate unstable: the noise estimated from the data alone is"),
+        (_white_noise_added, "noise inside the missing wedge is"),
     ],
-    ids=["nearly-constant", "pure-noise", "low-pass", "noisier-half"],
+    ids=["nearly-constant", "pure-noise", "low-pass", "noisier-half", "white-noise-added"],
 )
 def test_data_that_look_wrong_get_a_warning(tmp_path, capsys, caplog, sim, make, message):
+    """Each problem is named once, in one line that names the file, in the log and on stderr
+    (data with several problems, e.g. pure white noise, get one line for each)."""
     src = tmp_path / "in.mrc"
     write_mrc(src, make(sim), 10.0)
     with caplog.at_level(logging.WARNING, logger="cryogen"):
         code, _, err = cli(capsys, "chunk", src, tmp_path / "t.zarr", *TILT, "--tile", 32, "--overlap", 8)
     assert code == 0, err  # a warning, not an error: the tiles are written
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "cryogen.qc.warnings"]
-    assert len(warnings) == 1, [r.getMessage() for r in warnings]
-    text = warnings[0].getMessage()
-    assert text.startswith(f"{src}: ") and message in text and "\n" not in text
+    texts = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "cryogen.qc.warnings"]
+    assert len({t.split(":")[1] for t in texts}) == len(texts), texts  # no topic twice
+    (text,) = [t for t in texts if message in t]
+    assert text.startswith(f"{src}: ") and "\n" not in text
     lines = [ln for ln in re.split(r"[\r\n]+", err) if ln.startswith("cryogen chunk: warning:") and message in ln]
     assert lines == [f"cryogen chunk: warning: {text}"], err
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cryogen.bench.speed import make_volume, run_stage, throughput, tiles_for
@@ -27,7 +29,8 @@ def test_stage_runs_as_its_own_process_and_reports_peak_memory(tmp_path):
 
 
 def test_phase_timings_add_up(tmp_path):
-    """The profile behind "where the time goes": every phase measured, the partial store removed."""
+    """The profile behind "where the time goes": every phase measured, none negative, together no
+    longer than the call that measured them; the partial store removed."""
     from cryogen.bench.speed import reconstruct_phases, train_phases
     from cryogen.method.config import TrainConfig
     from cryogen.method.loop import train
@@ -45,12 +48,18 @@ def test_phase_timings_add_up(tmp_path):
         check_geometry=False,
     )
     train([tmp_path / "t.zarr"], tmp_path / "p.pt", TrainConfig(steps=1), device="cpu", progress=False)
+    start = time.perf_counter()
     r = reconstruct_phases(tmp_path / "t.zarr", tmp_path / "p.pt", tmp_path / "r.zarr", "cpu")
-    assert set(r) == {"read", "compute", "write"} and all(v > 0 for v in r.values())
-    assert r["compute"] > r["read"]
+    wall = time.perf_counter() - start
+    assert set(r) == {"read", "compute", "write"} and all(v >= 0 for v in r.values())
+    assert sum(r.values()) <= wall
     assert not (tmp_path / ".r.zarr.partial").exists() and not (tmp_path / "r.zarr").exists()
+    start = time.perf_counter()
     t = train_phases(tmp_path / "t.zarr", "cpu", steps=2)
-    assert t["steps"] == 2 and t["draw"] > 0 and t["step"] > t["draw"] and t["checkpoint"] > 0
+    wall = time.perf_counter() - start
+    assert set(t) == {"draw", "step", "checkpoint", "steps", "every"}
+    assert t["steps"] == 2 and t["every"] == TrainConfig().checkpoint_every
+    assert min(t["draw"], t["step"], t["checkpoint"]) >= 0 and t["draw"] + t["step"] + t["checkpoint"] <= wall
 
 
 def test_full_size_runs_the_stages_end_to_end_and_cleans_up(tmp_path):

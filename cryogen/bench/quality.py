@@ -4,25 +4,23 @@ For each phantom (seed x tilt range x SNR) it compares (a) the input, (b) the be
 low-pass of the input, its sigma chosen with the truth (the strongest classical baseline, and an
 optimistic one: no real user can choose it so), (c) the network g(y) alone and (d) the full MAP;
 and, for reference, the truth with its wedge removed: what a perfect denoiser that leaves the
-wedge empty would score.
+wedge empty would score. It returns the rows (COLUMNS); the CLI prints them and writes the JSON.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
-import sys
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from ..cli.tables import format_table
+from ..errors import CryogenError
 from ..io.mrc import read_mrc, write_mrc
 from ..method.config import TrainConfig
 from ..method.devices import pick_device
@@ -32,7 +30,8 @@ from ..model.imaging import Wedge, apply_wedge_np
 from ..qc.metrics import evaluate
 from ..restore.pipeline import estimate_reconstruct_seconds
 from ..restore.reconstruct import reconstruct
-from ..sim.simulate import simulate
+from ..sim.simulate import Simulation, simulate
+from ..sim.tilt_series import TiltScheme, simulate_tilt_series
 from ..tiling import chunk, stitch
 
 LOWPASS_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
@@ -49,7 +48,28 @@ COLUMNS = [
 ]
 
 
+@dataclass(frozen=True)
+class QualityOptions:
+    """What the quality benchmark measures: every seed x tilt x SNR phantom; the CLI's defaults."""
+
+    shape: tuple[int, int, int] = (96, 192, 192)
+    seeds: tuple[int, ...] = (1, 2)
+    tilts: tuple[float, ...] = (60.0, 45.0)  # half tilt ranges: 60 is a tilt series over -60..60 degrees
+    snrs: tuple[float, ...] = (0.5, 0.25)
+    # forward models: "ideal" (y = A x + n, cryogen.sim.simulate) and "tilt-series" (discrete tilts,
+    # noise per projection, weighted back-projection: cryogen.sim.tilt_series), side by side
+    models: tuple[str, ...] = ("ideal", "tilt-series")
+    time_budget: float = 10.0  # minutes per tomogram for the method: training gets what reconstruct leaves
+    steps: int | None = None  # fixed training steps instead of the time budget
+    map_steps: int = 10
+    prior_weight: float = SolveConfig.prior_weight
+    samples: int = SolveConfig.samples
+    workdir: Path = Path("bench")  # the simulated data and everything made from it
+    device: str = "auto"
+
+
 def best_lowpass(obs: np.ndarray, truth: np.ndarray, wedge: Wedge, voxel: float) -> tuple[float, dict]:
+    """The Gaussian low-pass of `obs` (z, y, x) closest to `truth` in cc: its sigma and metrics."""
     best = None
     for s in LOWPASS_SIGMAS:
         m = evaluate(gaussian_filter(obs, s), truth, wedge, voxel)
@@ -60,81 +80,93 @@ def best_lowpass(obs: np.ndarray, truth: np.ndarray, wedge: Wedge, voxel: float)
 
 
 def machine() -> str:
+    """One line describing the host, its GPU and torch, printed with every benchmark."""
     cpu = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{platform.node()} {cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), {gpu}, torch {torch.__version__}"
 
 
-def run_benchmark(args: argparse.Namespace) -> list[dict]:
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    device = str(pick_device(args.device))
-    solve = SolveConfig(map_steps=args.map_steps, prior_weight=args.prior_weight, samples=args.samples)
-    rows: list[dict] = []
-    print(f"command: cryogen {' '.join(sys.argv[1:]) if len(sys.argv) > 1 else 'benchmark'}")
-    print(f"machine: {machine()}; device: {device}", flush=True)
-    for seed in args.seeds:
-        for tilt in args.tilts:
-            for snr in args.snrs:
-                wedge = Wedge(-tilt, tilt)
-                name = f"s{seed}_t{tilt:g}_snr{snr:g}"
-                d = work / name
-                d.mkdir(exist_ok=True)
-                sim = simulate(tuple(args.shape), wedge, snr=snr, seed=seed, voxel_size=10.0)
-                write_mrc(d / "obs.mrc", sim.observation, 10.0)
-                rows.append(
-                    {
-                        "phantom": name,
-                        "method": "input",
-                        **evaluate(sim.observation, sim.truth, wedge, 10.0),
-                        "wall_s": 0.0,
-                    }
-                )
-                t = time.monotonic()
-                sigma, m = best_lowpass(sim.observation, sim.truth, wedge, 10.0)
-                rows.append({"phantom": name, "method": f"lowpass({sigma:g})", **m, "wall_s": time.monotonic() - t})
-                # the ceiling of any method that denoises perfectly but leaves the wedge empty
-                rows.append(
-                    {
-                        "phantom": name,
-                        "method": "truth, wedge removed",
-                        **evaluate(apply_wedge_np(sim.truth, wedge), sim.truth, wedge, 10.0),
-                        "wall_s": 0.0,
-                    }
-                )
+def run_benchmark(options: QualityOptions, on_rows: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Measure every phantom of `options`; the rows of all phantoms, one per method (COLUMNS).
 
-                start = time.monotonic()
-                chunk(d / "obs.mrc", d / "tiles.zarr", wedge=wedge, progress=False)
-                cfg = TrainConfig(seed=seed)
-                if args.steps is not None:
-                    cfg = replace(cfg, steps=args.steps)
-                else:
-                    rest = estimate_reconstruct_seconds(d / "tiles.zarr", cfg, solve, device) * 1.15 + 5
-                    cfg = replace(
-                        cfg, steps=10**9, time_budget=max(args.time_budget * 60 - (time.monotonic() - start) - rest, 10)
-                    )
-                train([d / "tiles.zarr"], d / "prior.pt", cfg, device=device, progress=False)
-                shared = time.monotonic() - start
-                for label, k in (("g(y)", 0), ("MAP", solve.map_steps)):
-                    t = time.monotonic()
-                    reconstruct(
-                        d / "tiles.zarr",
-                        d / "prior.pt",
-                        d / f"recon{k}.zarr",
-                        replace(solve, map_steps=k),
-                        device=device,
-                        seed=seed,
-                        progress=False,
-                    )
-                    stitch(d / f"recon{k}.zarr", d / f"recon{k}.mrc", progress=False)
-                    wall = shared + time.monotonic() - t
-                    recon, _ = read_mrc(d / f"recon{k}.mrc")
-                    rows.append(
-                        {"phantom": name, "method": label, **evaluate(recon, sim.truth, wedge, 10.0), "wall_s": wall}
-                    )
-                print(format_table(rows[-5:], COLUMNS), flush=True)
-    print()
-    print(format_table(rows, COLUMNS))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    `on_rows` is called with each phantom's rows as soon as they are measured (the CLI prints them).
+    """
+    work = Path(options.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    device = str(pick_device(options.device))
+    solve = SolveConfig(map_steps=options.map_steps, prior_weight=options.prior_weight, samples=options.samples)
+    rows: list[dict] = []
+    for model in options.models:
+        for seed in options.seeds:
+            for tilt in options.tilts:
+                for snr in options.snrs:
+                    phantom = _phantom(work, options, solve, device, model, seed, tilt, snr)
+                    rows += phantom
+                    if on_rows is not None:
+                        on_rows(phantom)
+    return rows
+
+
+def simulate_phantom(model: str, shape: tuple[int, int, int], wedge: Wedge, snr: float, seed: int) -> Simulation:
+    """One benchmark phantom through the forward model `model` ("ideal" or "tilt-series": the
+    latter with 3-degree tilt steps, dose-symmetric, ramp-filtered back-projection, no CTF)."""
+    if model == "ideal":
+        return simulate(shape, wedge, snr=snr, seed=seed, voxel_size=10.0)
+    if model == "tilt-series":
+        scheme = TiltScheme(wedge.tilt_min, wedge.tilt_max, axis=wedge.tilt_axis)
+        return simulate_tilt_series(shape, scheme, snr=snr, seed=seed, voxel_size=10.0)
+    raise CryogenError(f"forward model must be ideal or tilt-series, not {model!r}")
+
+
+def _phantom(
+    work: Path,
+    options: QualityOptions,
+    solve: SolveConfig,
+    device: str,
+    model: str,
+    seed: int,
+    tilt: float,
+    snr: float,
+) -> list[dict]:
+    """The five rows of one phantom: input, best low-pass, truth without its wedge, g(y), MAP."""
+    wedge = Wedge(-tilt, tilt)
+    name = f"s{seed}_t{tilt:g}_snr{snr:g}" + ("" if model == "ideal" else "_ts")
+    d = work / name
+    d.mkdir(exist_ok=True)
+    sim = simulate_phantom(model, options.shape, wedge, snr, seed)
+    write_mrc(d / "obs.mrc", sim.observation, 10.0)
+    rows = [{"phantom": name, "method": "input", **evaluate(sim.observation, sim.truth, wedge, 10.0), "wall_s": 0.0}]
+    t = time.monotonic()
+    sigma, m = best_lowpass(sim.observation, sim.truth, wedge, 10.0)
+    rows.append({"phantom": name, "method": f"lowpass({sigma:g})", **m, "wall_s": time.monotonic() - t})
+    # the ceiling of any method that denoises perfectly but leaves the wedge empty
+    removed = evaluate(apply_wedge_np(sim.truth, wedge), sim.truth, wedge, 10.0)
+    rows.append({"phantom": name, "method": "truth, wedge removed", **removed, "wall_s": 0.0})
+
+    start = time.monotonic()
+    chunk(d / "obs.mrc", d / "tiles.zarr", wedge=wedge, progress=False)
+    cfg = TrainConfig(seed=seed)
+    if options.steps is not None:
+        cfg = replace(cfg, steps=options.steps)
+    else:
+        rest = estimate_reconstruct_seconds(d / "tiles.zarr", cfg, solve, device) * 1.15 + 5
+        budget = max(options.time_budget * 60 - (time.monotonic() - start) - rest, 10)
+        cfg = replace(cfg, steps=10**9, time_budget=budget)
+    train([d / "tiles.zarr"], d / "prior.pt", cfg, device=device, progress=False)
+    shared = time.monotonic() - start
+    for label, k in (("g(y)", 0), ("MAP", solve.map_steps)):
+        t = time.monotonic()
+        reconstruct(
+            d / "tiles.zarr",
+            d / "prior.pt",
+            d / f"recon{k}.zarr",
+            replace(solve, map_steps=k),
+            device=device,
+            seed=seed,
+            progress=False,
+        )
+        stitch(d / f"recon{k}.zarr", d / f"recon{k}.mrc", progress=False)
+        wall = shared + time.monotonic() - t
+        recon, _ = read_mrc(d / f"recon{k}.mrc")
+        rows.append({"phantom": name, "method": label, **evaluate(recon, sim.truth, wedge, 10.0), "wall_s": wall})
     return rows

@@ -1,6 +1,7 @@
 """`cryogen benchmark --speed`: what each stage costs in time and memory, and how it scales.
 
-Prints one table of figures with the command, the machine and the device:
+Returns one table of figures (rows of COLUMNS), which the CLI prints with the command, the machine
+and the devices:
 
 - throughput of reconstruct (voxels of the tomogram per second, tile overlap included): the
   network g(y) alone and per MAP step; training steps per second;
@@ -19,12 +20,12 @@ plane by plane so that making them does not itself need the memory being measure
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from ..method.solver import SolveConfig, map_estimate
 from ..model.imaging import Wedge
 from ..model.nets import NetConfig
 from ..tiling import TileGrid
-from .quality import machine
+from .quality import QualityOptions
 
 BASE = (64, 128, 128)  # 1x: 1 M voxels
 SCALES = {1: BASE, 4: (64, 256, 256), 16: (128, 512, 256)}
@@ -101,8 +102,9 @@ def throughput(
     from ..model.noise import NoiseModel
 
     dev = torch.device(device)
-    g, d = build(net)
-    g, d = place(g, dev).eval().requires_grad_(False), place(d, dev).eval().requires_grad_(False)
+    g_net, d_net = build(net)
+    g = place(g_net, dev).eval().requires_grad_(False)
+    d = place(d_net, dev).eval().requires_grad_(False)
     wedge = Wedge(-60, 60)
     noise = NoiseModel.white(0.8)
     y = torch.randn(batch, tile, tile, tile, device=dev)
@@ -176,28 +178,28 @@ def train_phases(store: Path, device: str, steps: int) -> dict[str, float]:
     import tempfile
 
     from ..method.checkpoints import checkpoint_dict, save_checkpoint
-    from ..method.patches import PatchSampler, open_sources
+    from ..method.patches import PatchSampler, Source, open_sources
     from ..method.step import new_state, train_step
 
     cfg = TrainConfig()
     dev = torch.device(device)
     sources = open_sources([store])
-    sampler = PatchSampler(sources, cfg.patch)
     drawing = [0.0]
 
-    class TimedSampler:
-        def sample(self, batch: int, generator: torch.Generator):
+    class TimedSampler(PatchSampler):
+        def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, Source]:
             t = time.perf_counter()
-            out = sampler.sample(batch, generator)
+            out = super().sample(batch, generator)
             drawing[0] += time.perf_counter() - t
             return out
 
+    sampler = TimedSampler(sources, cfg.patch)
     state = new_state(cfg, dev)
-    train_step(state, TimedSampler(), cfg, dev)  # warm-up
+    train_step(state, sampler, cfg, dev)  # warm-up
     drawing[0] = 0.0
     t = time.perf_counter()
     for _ in range(steps):
-        train_step(state, TimedSampler(), cfg, dev)  # ends in .item(): a GPU's work is finished
+        train_step(state, sampler, cfg, dev)  # ends in .item(): a GPU's work is finished
     total = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -299,6 +301,7 @@ def full_size(
 
 
 def row(what: str, value: float, unit: str, note: str = "") -> dict[str, str]:
+    """One figure, its value rounded to what the measurement supports."""
     return {
         "figure": what,
         "value": f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}",
@@ -307,166 +310,123 @@ def row(what: str, value: float, unit: str, note: str = "") -> dict[str, str]:
     }
 
 
-def run_speed(args: argparse.Namespace) -> list[dict[str, str]]:
-    from ..cli.tables import format_table
+Rows = list[dict[str, str]]
+COLUMNS = ["figure", "value", "unit", "note"]
 
-    work = Path(args.workdir) / "speed"
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """What the speed benchmark runs; the CLI's defaults (those it shares with QualityOptions from there)."""
+
+    workdir: Path = QualityOptions.workdir  # the volumes and outputs go to WORKDIR/speed
+    map_steps: int = QualityOptions.map_steps
+    train_steps: int = 20
+    full_size: bool = False  # also run chunk, reconstruct and stitch on a real TARGET-sized tomogram
+
+
+def devices() -> list[str]:
+    """The devices measured: the CPU, and CUDA when torch sees a GPU (the last one runs the stages)."""
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def run_speed(options: SpeedOptions, on_rows: Callable[[Rows], None] | None = None) -> Rows:
+    """Every figure of the speed benchmark (COLUMNS), in the order of the module docstring.
+
+    `on_rows` is called with the figures to show so far, as each group is measured (the CLI prints them).
+    """
+    work = Path(options.workdir) / "speed"
     work.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
-    map_steps = args.map_steps
-    print(f"command: cryogen {' '.join(sys.argv[1:])}")
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"machine: {machine()}; devices: {', '.join(devices)}", flush=True)
-    rows: list[dict[str, str]] = []
-    net = NetConfig()
-    target_tiles = tiles_for(TARGET)
-    target_voxels = float(np.prod(TARGET))
-    for dev in devices:
-        t = throughput(dev, net, map_steps)
-        t["g_tile_s"]  # the last device's is the one the stages below run on
-        g_rate = target_voxels / (t["g_tile_s"] * target_tiles)
-        rows.append(
-            row(f"reconstruct g(y) [{dev}]", g_rate / 1e6, "Mvoxel/s", f"{t['g_tile_s'] * 1e3:.0f} ms per 64^3 tile")
-        )
-        if map_steps:
-            rows.append(
-                row(
-                    f"one MAP step [{dev}]",
-                    t["map_step_tile_s"] * 1e3,
-                    "ms per tile",
-                    f"{target_tiles} tiles in {TARGET[2]}x{TARGET[1]}x{TARGET[0]}",
-                )
-            )
-        full = target_tiles * (t["g_tile_s"] + map_steps * t["map_step_tile_s"])
-        rows.append(
-            row(
-                f"{TARGET[2]}x{TARGET[1]}x{TARGET[0]} reconstruct, g + {map_steps} MAP [{dev}]",
-                full / 60,
-                "min",
-                "extrapolated, compute only",
-            )
-        )
-        rows.append(
-            row(
-                f"{TARGET[2]}x{TARGET[1]}x{TARGET[0]} reconstruct, g only [{dev}]",
-                target_tiles * t["g_tile_s"] / 60,
-                "min",
-                "extrapolated, compute only",
-            )
-        )
-        rate = train_rate(dev, steps=args.train_steps)
-        rows.append(
-            row(
-                f"train [{dev}]",
-                rate,
-                "steps/s",
-                f"default prior ({TrainConfig.steps} steps): {TrainConfig.steps / rate / 60:.1f} min",
-            )
-        )
-        print(format_table(rows, ["figure", "value", "unit", "note"]), flush=True)
-
+    devs = devices()
+    rows: Rows = []
+    for dev in devs:
+        rows += device_rows(dev, options.map_steps, options.train_steps)
+        if on_rows is not None:
+            on_rows(rows)
     # memory and wall time of each stage as its own process, at 1x, 4x and 16x the voxels
     peaks: dict[str, dict[int, float]] = {}
-    prior = None
-    for scale, shape in SCALES.items():
-        d = work / f"x{scale}"
-        d.mkdir(exist_ok=True)
-        src = d / "in.mrc"
-        if not src.exists():
-            make_volume(src, shape, seed=scale)
-        for p in (d / "t.zarr", d / "r.zarr", d / "out.mrc"):
-            remove_path(p)
-        voxels = float(np.prod(shape))
-        wall, rss = run_stage(["chunk", str(src), str(d / "t.zarr"), "--tilt-range", "-60", "60"], threads)
-        peaks.setdefault("chunk", {})[scale] = rss
-        rows.append(row(f"chunk {scale}x ({voxels / 1e6:.0f} Mvoxel)", rss, "MB peak", f"{wall:.1f} s"))
-        if prior is None:
-            prior = work / "prior.pt"
-            wall, _rss_t = run_stage(
-                [
-                    "train",
-                    str(d / "t.zarr"),
-                    "--out",
-                    str(prior),
-                    "--steps",
-                    str(args.train_steps),
-                    "--device",
-                    devices[-1],
-                ],
-                threads,
-            )
-        wall, rss = run_stage(
-            [
-                "train",
-                str(d / "t.zarr"),
-                "--out",
-                str(d / "p.pt"),
-                "--steps",
-                str(args.train_steps),
-                "--device",
-                devices[-1],
-            ],
-            threads,
-        )
-        peaks.setdefault("train", {})[scale] = rss
-        rows.append(row(f"train {scale}x ({args.train_steps} steps)", rss, "MB peak", f"{wall:.1f} s"))
-        wall, rss = run_stage(
-            [
-                "reconstruct",
-                str(d / "t.zarr"),
-                "--prior",
-                str(prior),
-                "--out",
-                str(d / "r.zarr"),
-                "--device",
-                devices[-1],
-            ],
-            threads,
-        )
-        peaks.setdefault("reconstruct", {})[scale] = rss
-        rows.append(
-            row(
-                f"reconstruct {scale}x (g alone, the default)",
-                rss,
-                "MB peak",
-                f"{wall:.1f} s, {voxels / wall / 1e6:.2f} Mvoxel/s with start-up",
-            )
-        )
-        if scale == max(SCALES):
-            rows.extend(where_time_goes(d, prior, devices[-1], wall, args.train_steps))
-        wall, rss = run_stage(["stitch", str(d / "r.zarr"), str(d / "out.mrc")], threads)
-        peaks.setdefault("stitch", {})[scale] = rss
-        rows.append(row(f"stitch {scale}x", rss, "MB peak", f"{wall:.1f} s"))
-        print(format_table(rows[-4:], ["figure", "value", "unit", "note"]), flush=True)
+    prior = work / "prior.pt"
+    for scale in SCALES:
+        scale_rows, scale_peaks = stage_rows(work, scale, prior, devs[-1], threads, options.train_steps)
+        rows += scale_rows
+        for stage, rss in scale_peaks.items():
+            peaks.setdefault(stage, {})[scale] = rss
+        if on_rows is not None:
+            on_rows(rows[-4:])
     for stage, by in peaks.items():
         rows.append(row(f"{stage}: peak at 16x / 1x", by[16] / by[1], "ratio", "target <= 1.5"))
+    if options.full_size:
+        rows += full_size(work, prior, devs[-1], threads)
+        if on_rows is not None:
+            on_rows(rows[-5:])
+    return rows + dask_rows(work / "x4", prior, threads)
 
-    if args.full_size:
-        rows.extend(full_size(work, prior, devices[-1], threads))
-        print(format_table(rows[-5:], ["figure", "value", "unit", "note"]), flush=True)
 
-    # Dask scaling on the 4x tomogram
-    d = work / "x4"
+def device_rows(dev: str, map_steps: int, train_steps: int) -> Rows:
+    """Throughput of reconstruct (g alone, per MAP step, extrapolated to TARGET) and of train on `dev`."""
+    target_tiles = tiles_for(TARGET)
+    target = f"{TARGET[2]}x{TARGET[1]}x{TARGET[0]}"
+    t = throughput(dev, NetConfig(), map_steps)
+    g_rate = float(np.prod(TARGET)) / (t["g_tile_s"] * target_tiles)
+    rows = [row(f"reconstruct g(y) [{dev}]", g_rate / 1e6, "Mvoxel/s", f"{t['g_tile_s'] * 1e3:.0f} ms per 64^3 tile")]
+    if map_steps:
+        rows.append(
+            row(f"one MAP step [{dev}]", t["map_step_tile_s"] * 1e3, "ms per tile", f"{target_tiles} tiles in {target}")
+        )
+    full = target_tiles * (t["g_tile_s"] + map_steps * t["map_step_tile_s"])
+    rows.append(
+        row(f"{target} reconstruct, g + {map_steps} MAP [{dev}]", full / 60, "min", "extrapolated, compute only")
+    )
+    g_only = target_tiles * t["g_tile_s"] / 60
+    rows.append(row(f"{target} reconstruct, g only [{dev}]", g_only, "min", "extrapolated, compute only"))
+    rate = train_rate(dev, steps=train_steps)
+    steps = TrainConfig.steps
+    rows.append(row(f"train [{dev}]", rate, "steps/s", f"default prior ({steps} steps): {steps / rate / 60:.1f} min"))
+    return rows
+
+
+def stage_rows(
+    work: Path, scale: int, prior: Path, device: str, threads: int, train_steps: int
+) -> tuple[Rows, dict[str, float]]:
+    """Peak memory and wall time of chunk, train, reconstruct and stitch, each as its own process,
+    on the tomogram of `scale` x the base voxels; at the first scale, also train the shared `prior`
+    (and at the largest, say where the time goes). The rows and each stage's peak RSS in MB."""
+    shape = SCALES[scale]
+    d = work / f"x{scale}"
+    d.mkdir(exist_ok=True)
+    src = d / "in.mrc"
+    if not src.exists():
+        make_volume(src, shape, seed=scale)
+    for p in (d / "t.zarr", d / "r.zarr", d / "out.mrc"):
+        remove_path(p)
+    voxels = float(np.prod(shape))
+    peaks: dict[str, float] = {}
+    wall, peaks["chunk"] = run_stage(["chunk", str(src), str(d / "t.zarr"), "--tilt-range", "-60", "60"], threads)
+    rows = [row(f"chunk {scale}x ({voxels / 1e6:.0f} Mvoxel)", peaks["chunk"], "MB peak", f"{wall:.1f} s")]
+    train_args = ["train", str(d / "t.zarr"), "--steps", str(train_steps), "--device", device, "--out"]
+    if scale == min(SCALES):
+        run_stage([*train_args, str(prior)], threads)
+    wall, peaks["train"] = run_stage([*train_args, str(d / "p.pt")], threads)
+    rows.append(row(f"train {scale}x ({train_steps} steps)", peaks["train"], "MB peak", f"{wall:.1f} s"))
+    recon_args = ["reconstruct", str(d / "t.zarr"), "--prior", str(prior), "--out", str(d / "r.zarr")]
+    wall, peaks["reconstruct"] = run_stage([*recon_args, "--device", device], threads)
+    note = f"{wall:.1f} s, {voxels / wall / 1e6:.2f} Mvoxel/s with start-up"
+    rows.append(row(f"reconstruct {scale}x (g alone, the default)", peaks["reconstruct"], "MB peak", note))
+    if scale == max(SCALES):
+        rows += where_time_goes(d, prior, device, wall, train_steps)
+    wall, peaks["stitch"] = run_stage(["stitch", str(d / "r.zarr"), str(d / "out.mrc")], threads)
+    rows.append(row(f"stitch {scale}x", peaks["stitch"], "MB peak", f"{wall:.1f} s"))
+    return rows, peaks
+
+
+def dask_rows(d: Path, prior: Path, threads: int) -> Rows:
+    """Dask scaling of reconstruct on the tomogram in `d`: 1 process against 2 worker processes."""
+    rows = []
     for workers in (1, 2):
         out = d / f"dask{workers}.zarr"
         remove_path(out)
-        wall, rss = run_stage(
-            [
-                "reconstruct",
-                str(d / "t.zarr"),
-                "--prior",
-                str(prior),
-                "--out",
-                str(out),
-                "--device",
-                "cpu",
-                "--workers",
-                str(workers),
-            ],
-            1 if workers > 1 else threads,
-        )
+        argv = ["reconstruct", str(d / "t.zarr"), "--prior", str(prior), "--out", str(out), "--device", "cpu"]
+        wall, rss = run_stage([*argv, "--workers", str(workers)], 1 if workers > 1 else threads)
         label = "Dask, 2 worker processes" if workers > 1 else "serial, 1 process"
         rows.append(row(f"reconstruct 4x, {label}", wall, "s", f"peak {rss:.0f} MB of the main process"))
-    print()
-    print(format_table(rows, ["figure", "value", "unit", "note"]))
     return rows

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import mrcfile
 import numpy as np
@@ -60,6 +61,26 @@ def _imod_unsigned_bytes(header: np.recarray) -> bool:
     return int(stamp) == IMOD_STAMP and not int(flags) & IMOD_SIGNED_BYTES
 
 
+def _raw_header(p: Path) -> tuple[Any, int]:
+    """The MRC header of `p` (mrcfile's record array) and the file's size, with a one-line
+    error when the file is missing, empty, too short or not MRC."""
+    if not p.exists():
+        raise _fail(p, "file not found")
+    if p.is_dir():
+        raise _fail(p, "is a directory, not an MRC file")
+    size = p.stat().st_size
+    if size == 0:
+        raise _fail(p, "file is empty")
+    if size < HEADER_BYTES:
+        raise _fail(p, f"not an MRC file: only {size} bytes, shorter than an MRC header")
+    try:
+        with mrcfile.open(p, header_only=True, permissive=False) as m:
+            return m.header.copy(), size
+    except (ValueError, OSError, EOFError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _fail(p, f"not a readable MRC file ({first})") from None
+
+
 class MrcReader:
     """Validated, streaming access to a 3-D MRC volume (also IMOD .rec)."""
 
@@ -69,22 +90,10 @@ class MrcReader:
         self._file = open(self.path, "rb")  # noqa: SIM115 -- held open for streaming; closed by close()/__exit__
 
     def _read_header(self) -> tuple[MrcInfo, int]:
+        """The volume's description and the byte offset of its voxels, after checking that the
+        header describes a real-valued 3-D volume in (x, y, z) order that the file holds whole."""
         p = self.path
-        if not p.exists():
-            raise _fail(p, "file not found")
-        if p.is_dir():
-            raise _fail(p, "is a directory, not an MRC file")
-        size = p.stat().st_size
-        if size == 0:
-            raise _fail(p, "file is empty")
-        if size < HEADER_BYTES:
-            raise _fail(p, f"not an MRC file: only {size} bytes, shorter than an MRC header")
-        try:
-            with mrcfile.open(p, header_only=True, permissive=False) as m:
-                h = m.header.copy()
-        except (ValueError, OSError, EOFError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise _fail(p, f"not a readable MRC file ({first})") from None
+        h, size = _raw_header(p)
         mode = int(h.mode)
         if mode in COMPLEX_MODES:
             raise _fail(p, f"MRC mode {mode} ({COMPLEX_MODES[mode]}) holds complex numbers, not a real-valued tomogram")
@@ -158,7 +167,7 @@ class MrcReader:
         return out.astype(np.float32, copy=False) if out.dtype != np.float32 else out
 
     def _readinto(self, buf: np.ndarray) -> None:
-        view = memoryview(buf).cast("B")
+        view = buf.data.cast("B")  # buf is C-contiguous: a whole array or one plane of it
         got = self._file.readinto(view)
         if got != view.nbytes:
             raise _fail(self.path, "file ended early while reading voxel data (truncated?)")
@@ -291,7 +300,7 @@ class MrcWriter:
         h.ispg = 1
         h.origin.x, h.origin.y, h.origin.z = self.origin
         h.map = b"MAP "
-        h.machst = mrcutils.machine_stamp_from_byte_order(h.mode.dtype.byteorder)
+        h.machst = mrcutils.machine_stamp_from_byte_order(HEADER_DTYPE["mode"].byteorder)
         h.nversion = 20141
         st = self.stats
         h.dmin, h.dmax, h.dmean, h.rms = st.min, st.max, st.mean, st.std

@@ -265,5 +265,7 @@ def read_level(path: str | Path, level: int = 0) -> tuple[np.ndarray, dict[str, 
     tests, notebooks)."""
     import zarr
 
+    from .store import zarr_array
+
     group = zarr.open_group(str(path), mode="r")
-    return np.asarray(group[str(level)][:], dtype=np.float32), dict(group.attrs)
+    return np.asarray(zarr_array(group, str(level), path)[:], dtype=np.float32), dict(group.attrs)

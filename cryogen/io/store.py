@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
@@ -92,7 +92,7 @@ def create_store(
     return group
 
 
-def open_store(path: str | Path, mode: str = "r") -> tuple[zarr.Group, TileMeta]:
+def open_store(path: str | Path, mode: Literal["r", "r+"] = "r") -> tuple[zarr.Group, TileMeta]:
     """Open a CryoGEN tile store, with a one-line error if it is missing, foreign or corrupt."""
     p = Path(path)
     if not p.exists():
@@ -108,6 +108,8 @@ def open_store(path: str | Path, mode: str = "r") -> tuple[zarr.Group, TileMeta]
         ) from None
     if raw is None:
         raise CryogenError("is a Zarr store but not a CryoGEN tile store (no 'cryogen' attributes)", p)
+    if not isinstance(raw, dict):
+        raise CryogenError(f"CryoGEN metadata is damaged (a {type(raw).__name__}, not a mapping)", p)
     try:
         meta = TileMeta.from_json(raw)
     except KeyError as exc:
@@ -122,14 +124,23 @@ def open_store(path: str | Path, mode: str = "r") -> tuple[zarr.Group, TileMeta]
     std = meta.stats.get("std") if meta.stats else None
     if std is not None and not (isinstance(std, (int, float)) and np.isfinite(std) and std > 0):
         raise CryogenError(f"tile statistics are damaged (std {std!r}, must be positive); re-run chunk", p)
-    try:
-        tiles = group[TILE_ARRAY]
-    except KeyError:
-        raise CryogenError(f"tile store has no '{TILE_ARRAY}' array", p) from None
+    tiles = zarr_array(group, TILE_ARRAY, p)
     expected = (meta.n_tiles, meta.tile, meta.tile, meta.tile)
     if tuple(tiles.shape) != expected:
         raise CryogenError(f"'{TILE_ARRAY}' has shape {tuple(tiles.shape)}, metadata says {expected}", p)
     return group, meta
+
+
+def zarr_array(group: zarr.Group, name: str, path: str | Path) -> zarr.Array:
+    """The array `name` of a Zarr group, with a one-line error naming `path` when it is missing or
+    is a group: the one typed way to take an array out of a store (`group[name]` may be either)."""
+    try:
+        node = group[name]
+    except KeyError:
+        raise CryogenError(f"store has no '{name}' array", path) from None
+    if not isinstance(node, zarr.Array):
+        raise CryogenError(f"'{name}' in the store is a group, not an array", path)
+    return node
 
 
 def read_tiles(array: zarr.Array, start: int, stop: int, path: str | Path) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 from .. import __version__
 from ..errors import CryogenError
 from ..io.files import atomic_output
-from .config import TrainConfig
+from .config import RETIRED, TrainConfig
 from .patches import Source
 from .step import State, new_state, set_lr
 
@@ -103,7 +103,8 @@ def resumable(ck: dict[str, Any], cfg: TrainConfig, sources: list[Source], tag: 
         return f"it was trained on other tile stores ({', '.join(ck.get('sources', []))})"
     if ck.get("tag", "") != tag:
         return f"it was written by another job (tag {ck.get('tag', '')!r}, now {tag!r})"
-    old, new = dict(ck["train"]), cfg.to_dict()
+    old = {k: v for k, v in ck["train"].items() if k not in RETIRED}  # as TrainConfig.from_dict reads it
+    new = cfg.to_dict()
     changed = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if changed:
         return f"its settings differ ({', '.join(changed)})"

@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
+import zarr
 
 from ..errors import CryogenError
-from ..io.store import TILE_ARRAY, TileMeta, open_store, read_tiles
-from ..model.noise import NoiseModel, estimate_from_data
+from ..io.store import TILE_ARRAY, TileMeta, open_store, read_tiles, zarr_array
+from ..model.noise import NoiseModel
+from ..model.noise_estimate import estimate_from_data
 
 
 @dataclass
@@ -21,7 +24,7 @@ class Source:
 
     path: Path
     meta: TileMeta
-    array: object
+    array: zarr.Array  # (n_tiles, T, T, T), the store's tiles
     mean: float
     std: float
     noise: NoiseModel
@@ -29,7 +32,7 @@ class Source:
 
 def normalised_noise(meta: TileMeta, tiles: np.ndarray) -> NoiseModel:
     """The store's noise model (from chunk) in units of the tomogram's std; estimated from
-    `tiles` when the store has none."""
+    `tiles`, (n, T, T, T), when the store has none."""
     if meta.noise:
         model = NoiseModel.from_dict(meta.noise)
     else:
@@ -43,7 +46,7 @@ def open_sources(paths: list[str | Path]) -> list[Source]:
     sources = []
     for p in paths:
         group, meta = open_store(p)
-        array = group[TILE_ARRAY]
+        array = zarr_array(group, TILE_ARRAY, p)
         probe = read_tiles(array, 0, min(4, meta.n_tiles), p)
         noise = normalised_noise(meta, probe)
         sources.append(Source(Path(p), meta, array, meta.stats["mean"], meta.stats["std"], noise))
@@ -51,6 +54,12 @@ def open_sources(paths: list[str | Path]) -> list[Source]:
     if len(tiles) > 1:
         raise CryogenError(f"tile stores have different tile sizes {sorted(tiles)}; chunk them with one --tile")
     return sources
+
+
+class Sampler(Protocol):
+    """What a training step draws its batches from (`PatchSampler`, or a wrapper that times it)."""
+
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, Source]: ...
 
 
 class PatchSampler:

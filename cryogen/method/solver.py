@@ -4,11 +4,15 @@
 
 The first term is the Gaussian log-likelihood (A is a projection, so it only constrains the
 measured frequencies); s^2 is the noise variance within the measured subspace (the noise of a
-real tomogram is confined to it, so s^2 = sigma^2 / fraction measured). The second is the learned energy, the non-saturating GAN loss of the
-discriminator on the candidate pushed through the proxy A R x + n. `lambda` is per voxel (N voxels
-per volume), so one value fits every tile size. MAP: K gradient steps on U from g(y). Posterior
-samples: Langevin steps around the MAP; their spread is the per-voxel uncertainty, large where
-only the prior speaks (inside the wedge).
+real tomogram is confined to it, so s^2 = sigma^2 / fraction measured). The second is the
+learned energy, the non-saturating GAN loss of the discriminator on the candidate pushed
+through the proxy A R x + n. `lambda` is per voxel (N voxels per volume), so one value fits
+every tile size. MAP: K gradient steps on U from g(y). Posterior samples: Langevin steps around
+the MAP; their spread is the per-voxel uncertainty, large where only the prior speaks (inside
+the wedge).
+
+Volumes are batches of tiles, (B, Z, Y, X) float32: x, y and every estimate share that shape,
+and U and E come per volume, (B,).
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ def energy(
     generator: torch.Generator | None,
     n_rot: int = 1,
 ) -> torch.Tensor:
-    """E(x) per volume: how unlike a real observation x looks once rotated, wedged and noised."""
+    """E(x) per volume, (B,) for x of (B, Z, Y, X): how unlike a real observation x looks once
+    rotated, wedged and noised."""
     total = x.new_zeros(x.shape[0])
     for _ in range(n_rot):
         rot = random_cube_indices(x.shape[0], generator)
@@ -83,7 +88,7 @@ def potential(
     generator: torch.Generator | None,
     n_rot: int = 1,
 ) -> torch.Tensor:
-    """U(x) per volume (negative log-posterior up to a constant)."""
+    """U(x) per volume, (B,), for x and y of (B, Z, Y, X) (negative log-posterior up to a constant)."""
     data = 0.5 * apply_wedge(x - y, wedge).pow(2).sum(DIMS) / _s2(noise, x, wedge)
     n = x[0].numel()
     if prior_weight == 0:
@@ -101,6 +106,7 @@ def grad_potential(
     generator: torch.Generator | None,
     n_rot: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """U(x), (B,), and its gradient with respect to x, (B, Z, Y, X) like x and y."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         u = potential(x, y, d, wedge, noise, prior_weight, generator, n_rot)
@@ -120,7 +126,8 @@ def langevin(
     generator: torch.Generator | None,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Unadjusted Langevin steps on U: x <- x - eta grad U + sqrt(2 eta T) xi, eta = step * s^2."""
+    """Unadjusted Langevin steps on U from x, (B, Z, Y, X) like y: x <- x - eta grad U + sqrt(2 eta T) xi,
+    eta = step * s^2."""
     eta = step * _s2(noise, x, wedge)
     for _ in range(steps):
         _, g = grad_potential(x, y, d, wedge, noise, prior_weight, generator)
@@ -138,7 +145,8 @@ def map_estimate(
     cfg: SolveConfig,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
-    """K gradient steps on U from the warm start x0; returns the estimate and U after each step."""
+    """K gradient steps on U from the warm start x0, (B, Z, Y, X) like y; returns the estimate (same
+    shape) and the mean U after each step."""
     eta = cfg.step * _s2(noise, x0, wedge)
     x = x0.detach()
     trace = []
@@ -162,7 +170,8 @@ def posterior_std(
     cfg: SolveConfig,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Per-voxel standard deviation of `cfg.samples` Langevin samples started at the MAP."""
+    """Per-voxel standard deviation, (B, Z, Y, X), of `cfg.samples` Langevin samples started at
+    the MAP estimate x_map (B, Z, Y, X)."""
     x = x_map.detach()
     mean = torch.zeros_like(x)
     sq = torch.zeros_like(x)

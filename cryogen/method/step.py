@@ -26,7 +26,7 @@ from ..model.imaging import apply_wedge, observe
 from ..model.nets import Discriminator, UNet3d, build, place
 from ..model.rotations import random_cube_indices, rotate
 from .config import TrainConfig
-from .patches import PatchSampler
+from .patches import Sampler
 from .solver import langevin
 
 
@@ -64,15 +64,16 @@ def set_lr(state: State, cfg: TrainConfig) -> None:
 def recorrupted_loss(
     g: torch.nn.Module, y: torch.Tensor, wedge, noise, alpha: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """Denoising without clean targets (recorrupted-to-recorrupted): with n fresh noise of the
-    data's own spectrum, y + alpha n and y - n / alpha carry independent noise, so regressing the
-    second on the first is unbiased for the clean signal. Compared in the measured subspace only:
-    the target holds nothing inside the missing wedge, which the cycle loss teaches g to fill."""
+    """Denoising without clean targets (recorrupted-to-recorrupted) on patches y, (B, P, P, P):
+    with n fresh noise of the data's own spectrum, y + alpha n and y - n / alpha carry independent
+    noise, so regressing the second on the first is unbiased for the clean signal. Compared in the
+    measured subspace only: the target holds nothing inside the missing wedge, which the cycle
+    loss teaches g to fill."""
     n = noise.sample(tuple(y.shape), wedge, generator=generator, device=y.device)
     return apply_wedge(g(y + alpha * n) - (y - n / alpha), wedge).pow(2).mean()
 
 
-def train_step(state: State, sampler: PatchSampler, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
     """One E/M/D step; returns the losses."""
     gen = state.generator
     y, src = sampler.sample(cfg.batch, gen)

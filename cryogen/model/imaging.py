@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -111,6 +111,20 @@ def frequency_radius(shape: tuple[int, int, int], rfft: bool = True) -> np.ndarr
     return np.sqrt(kz**2 + ky**2 + kx**2)
 
 
+def as_volume(x: Any, what: str) -> np.ndarray:
+    """`x` as a (z, y, x) array of real numbers with at least 2 voxels along every axis, else a
+    one-line error naming `what`. No copy: memory-mapped volumes stay on disk (callers check
+    the values, slab by slab where the volume may be large)."""
+    a = np.asarray(x)
+    if a.ndim != 3:
+        raise CryogenError(f"{what} must be a 3-D (z, y, x) volume, not {a.ndim}-D with shape {tuple(a.shape)}")
+    if a.dtype.kind not in "fiub":
+        raise CryogenError(f"{what} must hold real numbers, not {a.dtype}")
+    if min(a.shape) < 2:
+        raise CryogenError(f"{what} shape {tuple(a.shape)} is too small: it needs at least 2 voxels along every axis")
+    return a
+
+
 @functools.lru_cache(maxsize=128)
 def _mask_tensor(shape: tuple[int, int, int], wedge: Wedge, device: str) -> torch.Tensor:
     import torch
@@ -126,7 +140,7 @@ def mask_tensor(shape: tuple[int, ...], wedge: Wedge, device: torch.device | str
 
 
 def apply_wedge(x: torch.Tensor, wedge: Wedge) -> torch.Tensor:
-    """A x: keep only the measured Fourier coefficients of the last three axes of `x`."""
+    """A x: keep only the measured Fourier coefficients of the last three axes of `x`, (..., Z, Y, X)."""
     import torch
 
     spectrum = torch.fft.rfftn(x, dim=FFT_DIMS)
@@ -135,7 +149,7 @@ def apply_wedge(x: torch.Tensor, wedge: Wedge) -> torch.Tensor:
 
 
 def apply_wedge_np(x: np.ndarray, wedge: Wedge) -> np.ndarray:
-    """A x for a numpy volume (same code path as the torch operator)."""
+    """A x for a numpy volume, (..., Z, Y, X) (same code path as the torch operator); float32."""
     import torch
 
     return apply_wedge(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), wedge).numpy()

@@ -9,6 +9,7 @@ defaults (8 base channels, depth 2) trade capacity for throughput; a GPU run can
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -52,6 +53,7 @@ class UNet3d(nn.Module):
         self.up = nn.ModuleList(nn.ConvTranspose3d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth)))
         self.dec = nn.ModuleList(_block(2 * chans[i], chans[i]) for i in reversed(range(depth)))
         self.out = nn.Conv3d(chans[0], 1, 1)
+        assert self.out.bias is not None  # Conv3d has a bias unless asked not to
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)  # starts as the identity: g(y) = y
 
@@ -98,11 +100,17 @@ class Discriminator(nn.Module):
         return self.head(self.features(y.unsqueeze(1))).mean(dim=(1, 2, 3, 4))
 
 
-def place(net: nn.Module, device: torch.device | str) -> nn.Module:
+Net = TypeVar("Net", bound=nn.Module)
+
+
+def place(net: Net, device: torch.device | str) -> Net:
     """Move a network to `device` in channels-last 3-D layout: oneDNN's convolutions run ~2x
     faster so on CPU (g's inference 0.22 -> 0.10 s per 64^3 tile, training steps ~1.4x), with
-    the same results to float rounding. Every place that runs the networks goes through here."""
-    return net.to(device, memory_format=torch.channels_last_3d)
+    the same results to float rounding. Every place that runs the networks goes through here.
+    Returns `net` itself (Module.to moves it in place), so its type is kept."""
+    # torch's stub for Module.to lacks the memory_format keyword that Module.to accepts
+    net.to(device, memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    return net
 
 
 def build(config: NetConfig) -> tuple[UNet3d, Discriminator]:

@@ -1,4 +1,6 @@
-"""Figures people would rather look at than read: training curves, slices, power spectra (PNG)."""
+"""The training curves of a prior (PNG beside it, next to the CSV that `train` writes): the losses
+and D's accuracy against the step. Kept apart from the report figures (`cryogen.qc.figures`) so
+that the training stage's code digest does not depend on them."""
 
 from __future__ import annotations
 
@@ -7,20 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from ..io.files import atomic_output
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from .plotting import pyplot
 
 
 def plot_curves(history: list[dict[str, float]], path: str | Path) -> None:
     """Losses and D's accuracy against the training step."""
-    plt = _pyplot()
+    plt = pyplot()
     steps = [h["step"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for key in ("loss_fit", "loss_cycle"):

@@ -23,17 +23,9 @@ import numpy as np
 
 from ..io.files import atomic_output
 from ..io.mrc import MrcReader
+from .plotting import pyplot
 
 BLOCK_BYTES = 64 << 20  # bytes of voxels read at once
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 @dataclass
@@ -93,7 +85,7 @@ def _limits(images: list[np.ndarray]) -> tuple[float, float]:
 
 def plot_slices(volumes: list[tuple[str, Sections]], path: str | Path, title: str = "") -> None:
     """Rows of central XY, XZ and YZ slices, one row per (label, sections)."""
-    plt = _pyplot()
+    plt = pyplot()
     nz, ny, nx = volumes[0][1].shape
     widths = [nx, nx, ny]
     fig_w = 12.0
@@ -130,7 +122,7 @@ def plot_spectra(
     title: str = "",
 ) -> None:
     """log10 power spectra in the plane of the missing wedge, with the tilt limits drawn."""
-    plt = _pyplot()
+    plt = pyplot()
     spectra = [(label, np.log10(power_spectrum(s.planes) + 1e-12)) for label, s in volumes]
     finite = np.concatenate([sp.ravel() for _, sp in spectra])
     lo, hi = np.percentile(finite, [5, 99.9])
@@ -159,6 +151,25 @@ def plot_spectra(
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
+
+
+def _metrics_against(
+    truth: str | Path, before: str | Path, after: str | Path, tilt_range: tuple[float, float], tilt_axis: str
+) -> dict[str, dict]:
+    """`metrics.evaluate` of the volumes before and after restoration against the truth (read
+    whole, one at a time besides the truth)."""
+    from ..io.mrc import read_mrc
+    from ..model.imaging import Wedge
+    from .metrics import evaluate
+
+    wedge = Wedge(tilt_range[0], tilt_range[1], tilt_axis)
+    t, tinfo = read_mrc(truth)
+    metrics = {}
+    for label, vol in (("before", before), ("after", after)):
+        v, _ = read_mrc(vol)
+        metrics[label] = evaluate(v, t, wedge, voxel_size=tinfo.isotropic_voxel_size or None)
+        del v
+    return metrics
 
 
 def report_figures(
@@ -196,18 +207,7 @@ def report_figures(
                 f"shape {vols[2][1].shape} differs from the input's {vols[0][1].shape} ({before})", truth
             )
         if summary_json is not None:  # whole volumes: meant for simulated (small) data
-            from ..io.mrc import read_mrc
-            from ..model.imaging import Wedge
-            from .metrics import evaluate
-
-            wedge = Wedge(tilt_range[0], tilt_range[1], tilt_axis)
-            t, tinfo = read_mrc(truth)
-            metrics = {}
-            for label, vol in (("before", before), ("after", after)):
-                v, _ = read_mrc(vol)
-                metrics[label] = evaluate(v, t, wedge, voxel_size=tinfo.isotropic_voxel_size or None)
-                del v
-            summary["metrics"] = metrics
+            summary["metrics"] = _metrics_against(truth, before, after, tilt_range, tilt_axis)
     head = f"{name}: " if name else ""
     shape = " x ".join(str(n) for n in vols[0][1].shape)
     subtitle = f"{head}{shape} voxels (z, y, x), {vols[0][1].voxel_size:g} A/voxel"

@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from typing import Any
 
 import numpy as np
 import scipy.fft
 
 from ..errors import CryogenError
-from ..model.imaging import Wedge, frequency_radius, rfft_weights, wedge_mask
+from ..model.imaging import Wedge, as_volume, frequency_radius, rfft_weights, wedge_mask
 
 THRESHOLDS = (0.5, 0.143)
 BAND_MAX = 0.25  # cycles per voxel: the band of the recovery metrics, 0 < |k| <= BAND_MAX
@@ -65,20 +66,15 @@ _EMPTY_POWER = 1e-10  # truth power in a region below this fraction of its total
 # --------------------------------------------------------------------------------------- checks
 
 
-def _check_volume(x, what: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 3:
-        raise CryogenError(f"{what} must be a 3-D (z, y, x) volume, got {x.ndim}-D shape {tuple(x.shape)}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
-        raise CryogenError(f"{what} must hold real numbers, not {x.dtype}")
-    if min(x.shape) < 2:
-        raise CryogenError(f"{what} shape {tuple(x.shape)} needs at least 2 voxels along every axis")
-    return x
+def _shape3(x: np.ndarray) -> tuple[int, int, int]:
+    nz, ny, nx = (int(s) for s in x.shape)
+    return nz, ny, nx
 
 
-def _check_pair(a, b, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    a = _check_volume(a, names[0])
-    b = _check_volume(b, names[1])
+def _check_pair(a: Any, b: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Two (Z, Y, X) volumes of the same shape (not copied), else a one-line error."""
+    a = as_volume(a, names[0])
+    b = as_volume(b, names[1])
     if a.shape != b.shape:
         raise CryogenError(f"{names[0]} shape {tuple(a.shape)} differs from {names[1]} shape {tuple(b.shape)}")
     return a, b
@@ -235,7 +231,7 @@ def _recovery(err: float, power: float, total: float) -> float | None:
 
 
 def fsc_curve(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The Fourier shell correlation of two volumes: (shell centre frequencies, fsc).
+    """The Fourier shell correlation of two volumes, both (Z, Y, X): (shell centre frequencies, fsc).
 
     Shell i (i = 1 .. max(shape) // 2) holds |k| in [(i - 1/2) w, (i + 1/2) w), w = 1 / max(shape),
     |k| in cycles per voxel; a shell where either volume has no power gets FSC 0.
@@ -243,7 +239,7 @@ def fsc_curve(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = _check_pair(a, b, ("first volume", "second volume"))
     _check_finite(a, "first volume")
     _check_finite(b, "second volume")
-    geo = _Geometry(tuple(int(s) for s in a.shape))
+    geo = _Geometry(_shape3(a))
     fa = _rfft3(a)
     fb = _rfft3(b)
     return geo.freqs.copy(), _fsc_from_sums(*_shell_sums(fa, fb, geo))
@@ -280,7 +276,7 @@ def evaluate(recon: np.ndarray, truth: np.ndarray, wedge: Wedge = Wedge(), voxel
     else:  # a constant reconstruction: no correlation, the best fit is the truth's mean
         cc, scale = 0.0, 0.0
 
-    geo = _Geometry(tuple(int(s) for s in truth.shape))
+    geo = _Geometry(_shape3(truth))
     fr = _rfft3(recon)
     ft = _rfft3(truth)
     fsc = _fsc_from_sums(*_shell_sums(fr, ft, geo))

@@ -7,13 +7,18 @@ that names the file, so a user reading the log learns it before the hours are sp
 - no signal: the volume is nearly constant (its values vary by a tiny fraction of their size,
   e.g. a blank or saturated acquisition), or the noise estimated from the data alone accounts
   for nearly all of the variance (pure noise: nothing for the prior to learn);
-- unstable sigma: the noise estimated from the data alone (`noise.estimate_from_data`, which
-  assumes a white noise floor at high frequency) differs much between two halves of the volume,
-  or is near 0 (noise-free, binned or low-pass filtered data: the estimate is then unreliable).
+- unstable sigma: the noise estimated from the data alone (`noise_estimate.estimate_from_data`,
+  which assumes a white noise floor at high frequency) differs much between two halves of the
+  volume, or is near 0 (noise-free, binned or low-pass filtered data: the estimate is unreliable);
+- the noise model's own warnings (`check_noise`, on the model chunk stores): noise inside the
+  missing wedge, signal inside it (tilt axis or range wrong), halves that are not independent,
+  a spectrum that still falls where the estimate assumes white noise.
 
-A volume that is exactly constant is an error in `chunk`, not a warning: normalising by its
-standard deviation would divide by zero. The checks read two small crops (at most `CROP` voxels
-a side, one row of voxels at a time), so they cost little time and memory for any tomogram.
+`check_volume` is the one path by which `chunk` reports them all; a message whose topic (the text
+before its first colon) an earlier check already gave is not repeated. A volume that is exactly
+constant is an error in `chunk`, not a warning: normalising by its standard deviation would
+divide by zero. The checks read two small crops (at most `CROP` voxels a side, one row of voxels
+at a time), so they cost little time and memory for any tomogram.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 from ..errors import CryogenError
 from ..io.mrc import MrcReader
 from ..model.imaging import Wedge
+from ..model.noise import NoiseModel
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,7 @@ def _half_crops(reader: MrcReader) -> list[np.ndarray]:
 
 def noise_warnings(reader: MrcReader, wedge: Wedge) -> list[str]:
     """'no signal' and 'unstable sigma' messages from the noise estimated on two halves."""
-    from ..model.noise import estimate_from_data
+    from ..model.noise_estimate import estimate_from_data
 
     crops = _half_crops(reader)
     try:
@@ -105,10 +111,77 @@ def noise_warnings(reader: MrcReader, wedge: Wedge) -> list[str]:
     return out
 
 
-def check_volume(reader: MrcReader, wedge: Wedge, stats: dict[str, float]) -> list[str]:
+def check_noise(model: NoiseModel) -> list[str]:
+    """Warnings about a noise model (and the observation it was estimated on) that a user should
+    see: no noise at all, noise inside the missing wedge, no signal, signal inside the missing
+    wedge (wrong tilt axis or range), data too smooth for the estimate from data alone."""
+    out: list[str] = []
+    f = np.asarray(model.shell_freqs)
+    meas = np.asarray(model.measured_psd)
+    if model.sigma == 0 or not meas.any():
+        out.append("the noise model is zero: the estimate found no noise (identical halves, or a noise-free volume?)")
+        return out
+    mid = (f >= 0.1) & (f <= 0.5)
+    level = float(np.median(meas[mid] if mid.any() else meas))
+    if level > 0 and model.missing_psd >= 0.5 * level:
+        out.append(
+            f"noise inside the missing wedge is {model.missing_psd / level:.2f} x the noise in the measured region: "
+            "the noise is not wedge-shaped (simulated white noise, or a reconstruction that fills the wedge), "
+            "or the tilt axis / range is wrong"
+        )
+    if model.data_variance is not None and model.data_variance > 0:
+        ratio = model.sigma**2 / model.data_variance
+        if ratio > 1.1:
+            out.append(
+                f"the noise variance is {ratio:.2f} x the variance of the data: the halves are not independent "
+                "reconstructions of the same volume, or are scaled differently"
+            )
+        elif ratio > 0.95:
+            out.append(
+                f"no signal detected: noise accounts for {100 * min(ratio, 1.0):.1f}% of the data's variance "
+                "(total power barely above the noise floor)"
+            )
+    if model.data_psd and model.data_missing_psd:
+        data = np.asarray(model.data_psd)
+        miss = np.asarray(model.data_missing_psd)
+        noise_meas = meas
+        signal = (data > 3.0 * noise_meas) & (f <= 0.5)
+        if signal.any():
+            excess_meas = data[signal] - noise_meas[signal]
+            excess_miss = np.maximum(miss[signal] - model.missing_psd, 0.0)
+            r = float(np.median(excess_miss / excess_meas))
+            if r > 0.3:
+                out.append(
+                    f"signal found inside the missing wedge ({r:.2f} x the signal power of the measured region "
+                    "at the same frequencies): the tilt axis or tilt range is probably wrong"
+                )
+    if model.method == "data" and model.data_psd:
+        data = np.asarray(model.data_psd)
+        low = (f >= 0.4) & (f < 0.45)
+        high = (f >= 0.45) & (f <= 0.5)
+        if low.any() and high.any() and data[low].mean() > 0:
+            drop = float(data[high].mean() / data[low].mean())
+            if drop < 0.75:
+                out.append(
+                    f"the spectrum still falls across the noise band (0.45-0.5 vs 0.4-0.45 cycles/voxel: x{drop:.2f}): "
+                    "the data look binned or low-pass filtered, so the noise from data alone is under-estimated; "
+                    "use even/odd halves"
+                )
+    return out
+
+
+def _topic(message: str) -> str:
+    """What a message is about: its text before the first colon (e.g. "no signal detected")."""
+    return message.split(":", 1)[0]
+
+
+def check_volume(
+    reader: MrcReader, wedge: Wedge, stats: dict[str, float], noise: NoiseModel | None = None
+) -> list[str]:
     """Log (and return) every warning about the data of `reader`; never raises.
 
-    `stats` are the volume's mean, std, min and max (chunk has them already)."""
+    `stats` are the volume's mean, std, min and max and `noise` its noise model (chunk has both
+    already)."""
     messages: list[str] = []
     try:
         msg = nearly_constant(stats["mean"], stats["std"], stats["min"], stats["max"])
@@ -116,6 +189,9 @@ def check_volume(reader: MrcReader, wedge: Wedge, stats: dict[str, float]) -> li
             messages.append(msg)  # the noise estimate on such data says nothing more
         else:
             messages.extend(noise_warnings(reader, wedge))
+            for msg in check_noise(noise) if noise is not None else []:
+                if _topic(msg) not in {_topic(m) for m in messages}:
+                    messages.append(msg)
     except Exception as exc:  # a check must never stop a run
         log.debug("%s: data checks failed (%s: %s)", reader.path, type(exc).__name__, exc)
     for msg in messages:

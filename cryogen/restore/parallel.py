@@ -18,7 +18,6 @@ existing cluster's workers must see the same file system paths.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 import uuid
@@ -30,7 +29,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..errors import CryogenError
 from ..method.solver import SolveConfig
-from .reconstruct import TileRestorer, finish, prepare
+from .partial import finish
+from .reconstruct import TileRestorer, prepare
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class RestorerPlugin(WorkerPlugin):
 def restore_batch(plugin_name: str, batch: list[int]) -> int:
     """Dask task: restore one batch of tiles with this worker's restorer; returns the tile count."""
     plugin = get_worker().plugins[plugin_name]
+    if not isinstance(plugin, RestorerPlugin):
+        raise CryogenError(f"Dask worker plugin {plugin_name} is a {type(plugin).__name__}, not CryoGEN's restorer")
     return plugin.restore(batch)
 
 
@@ -117,29 +119,7 @@ def reconstruct_parallel(
         finish(partial, out)
         return out
     t0 = time.monotonic()
-    cluster = None
-    if scheduler_address:
-        try:
-            client = Client(scheduler_address, timeout="60s")
-        except OSError as exc:
-            raise CryogenError(f"cannot reach the Dask scheduler at {scheduler_address} ({exc})") from None
-        torch_threads = None
-        where = f"Dask cluster at {scheduler_address}"
-    else:
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            memory_limit=_memory_per_worker(memory_mb, workers),
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.WARNING,
-        )
-        client = Client(cluster)
-        torch_threads = 1
-        where = f"local Dask cluster of {workers} worker processes" + (
-            f", {memory_mb / workers:.0f} MB each" if memory_mb else ""
-        )
+    client, cluster, torch_threads, where = _connect(scheduler_address, workers, memory_mb)
     name = PLUGIN_PREFIX + uuid.uuid4().hex[:12]
     try:
         n_workers = len(client.scheduler_info().get("workers", {}))
@@ -152,18 +132,7 @@ def reconstruct_parallel(
         futures = [
             client.submit(restore_batch, name, b, key=f"{name}-batch-{b[0]}", pure=False, retries=2) for b in batches
         ]
-        total = sum(len(b) for b in batches)
-        done, last = 0, 0.0
-        for fut in as_completed(futures):
-            done += fut.result()
-            now = time.monotonic()
-            if done == total or now - last >= 5.0:
-                last = now
-                rate = done / max(now - t0, 1e-9)
-                _say(
-                    f"reconstruct {label}: {done}/{total} tiles ({100 * done / total:.0f}%, {rate:.2f} tiles/s)",
-                    progress,
-                )
+        _wait(futures, sum(len(b) for b in batches), label, t0, progress)
         if scheduler_address:
             client.unregister_worker_plugin(name)
     finally:
@@ -175,15 +144,46 @@ def reconstruct_parallel(
     return out
 
 
+def _connect(
+    scheduler_address: str | None, workers: int, memory_mb: float | None
+) -> tuple[Client, LocalCluster | None, int | None, str]:
+    """A client of the cluster at `scheduler_address` (its workers' threads left alone), or of a
+    new LocalCluster of `workers` single-threaded processes sharing `memory_mb`; with the local
+    cluster (to close), the torch threads per worker (None: leave them) and words for the log."""
+    if scheduler_address:
+        try:
+            client = Client(scheduler_address, timeout="60s")
+        except OSError as exc:
+            raise CryogenError(f"cannot reach the Dask scheduler at {scheduler_address} ({exc})") from None
+        return client, None, None, f"Dask cluster at {scheduler_address}"
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=_memory_per_worker(memory_mb, workers),
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.WARNING,
+    )
+    where = f"local Dask cluster of {workers} worker processes" + (
+        f", {memory_mb / workers:.0f} MB each" if memory_mb else ""
+    )
+    return Client(cluster), cluster, 1, where
+
+
+def _wait(futures: list[Any], total: int, label: str, t0: float, progress: bool) -> None:
+    """Wait for every batch, saying how far the work is at most every 5 s (and at the end)."""
+    done, last = 0, 0.0
+    for fut in as_completed(futures):
+        done += fut.result()
+        now = time.monotonic()
+        if done == total or now - last >= 5.0:
+            last = now
+            rate = done / max(now - t0, 1e-9)
+            _say(f"reconstruct {label}: {done}/{total} tiles ({100 * done / total:.0f}%, {rate:.2f} tiles/s)", progress)
+
+
 def _say(message: str, progress: bool) -> None:
     log.info(message)
     if progress:
         print(message, file=sys.stderr, flush=True)
-
-
-def default_workers() -> int:
-    """Cores this process may use (its CPU affinity, which SLURM and Snakemake restrict)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io.store import TILE_ARRAY, open_store, read_tiles
+from ..io.store import TILE_ARRAY, open_store, read_tiles, zarr_array
 from ..method.config import TrainConfig
 from ..method.devices import pick_device
 from ..method.loop import train
@@ -34,7 +34,7 @@ def estimate_reconstruct_seconds(
     dev = pick_device(device)
     group, meta = open_store(store)
     n = min(batch, meta.n_tiles)
-    y = torch.from_numpy(read_tiles(group[TILE_ARRAY], 0, n, store))
+    y = torch.from_numpy(read_tiles(zarr_array(group, TILE_ARRAY, store), 0, n, store))
     y = ((y - meta.stats["mean"]) / meta.stats["std"]).to(dev)
     g, d = build(cfg.net)
     g, d = place(g, dev).eval().requires_grad_(False), place(d, dev).eval().requires_grad_(False)

@@ -1,16 +1,17 @@
 """Per-tile MAP reconstruction of a tile store under a trained prior.
 
 Tiles are independent: each batch is normalised with its tomogram's statistics, warm-started
-with g(y), refined by K MAP steps and, if asked, sampled for the uncertainty. Work goes into
-`.NAME.partial` beside the output with a per-tile `done` flag, so a killed run resumes where it
-stopped; the store is renamed to its final name only when every tile is done.
+with g(y), refined by K MAP steps and, if asked, sampled for the uncertainty (`TileRestorer`,
+which the Dask path runs on its workers too). Work goes into the job's partial store
+(`cryogen.restore.partial`: `.NAME.partial` beside the output, a per-tile `done` flag), so a
+killed run resumes where it stopped; the store is renamed to its final name only when every tile
+is done. Batches are fixed runs of tiles, each seeded by its first tile, so the result does not
+depend on how the work is split or resumed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,15 +25,15 @@ from tqdm import tqdm
 
 from ..errors import CryogenError
 from ..io.files import output_error
-from ..io.store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles
+from ..io.store import TILE_ARRAY, TileMeta, open_store, read_tiles, zarr_array
 from ..method.checkpoints import load_checkpoint
 from ..method.config import TrainConfig
 from ..method.devices import pick_device
 from ..method.patches import normalised_noise
 from ..method.solver import SolveConfig, map_estimate, posterior_std
 from ..model.nets import build, place
+from .partial import DONE_ARRAY, discard_if_empty, file_digest, finish, open_partial, partial_path
 
-DONE_ARRAY = "done"
 log = logging.getLogger(__name__)
 
 
@@ -52,40 +53,6 @@ def load_prior(path: str | Path, device: torch.device) -> tuple[torch.nn.Module,
     g.requires_grad_(False)
     d.requires_grad_(False)
     return g, d, cfg
-
-
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
-def _partial_path(out: Path) -> Path:
-    return out.with_name(f".{out.name}.partial")
-
-
-def _open_partial(partial: Path, meta: TileMeta, want_std: bool, fingerprint: dict[str, Any], batch: int) -> zarr.Group:
-    """Reuse a partial store from an interrupted run of the same job, else start afresh."""
-    if partial.exists():
-        try:
-            group = zarr.open_group(str(partial), mode="r+")
-            if group.attrs.get("job") == fingerprint and DONE_ARRAY in group:
-                return group
-        except Exception:
-            pass
-        shutil.rmtree(partial)
-    meta = TileMeta.from_json(meta.to_json())
-    meta.kind = "recon"
-    arrays = (TILE_ARRAY, "std") if want_std else (TILE_ARRAY,)
-    group = create_store(partial, meta, arrays, compress=False)
-    # one chunk of flags per batch: a batch (of any worker) writes exactly its own, in one call
-    group.create_array(
-        DONE_ARRAY, shape=(meta.n_tiles,), chunks=(max(1, min(batch, meta.n_tiles)),), dtype="bool", fill_value=False
-    )
-    group.attrs["job"] = fingerprint
-    return group
 
 
 def _batches(indices: list[int], size: int) -> Iterable[list[int]]:
@@ -111,12 +78,12 @@ class TileRestorer:
         self.dev = pick_device(device)
         group, self.meta = open_store(store)
         self.g, self.d, _ = load_prior(prior, self.dev)  # checked against the tiles by prepare()
-        self.tiles = group[TILE_ARRAY]
+        self.tiles = zarr_array(group, TILE_ARRAY, store)
         self.noise = normalised_noise(self.meta, read_tiles(self.tiles, 0, 1, store))
         self.cfg, self.seed = cfg, seed
         out = zarr.open_group(str(partial), mode="r+")
         # opened once: looking an array up in a group re-reads its metadata (~ms per batch)
-        self.out = {name: out[name] for name in (TILE_ARRAY, "std", DONE_ARRAY) if name in out}
+        self.out = {name: zarr_array(out, name, partial) for name in (TILE_ARRAY, "std", DONE_ARRAY) if name in out}
 
     def restore(self, idx: list[int]) -> int:
         """Restore tiles `idx` (one batch) into the partial store and mark them done."""
@@ -130,7 +97,8 @@ class TileRestorer:
         return (y - mean) / std
 
     def compute(self, idx: list[int], y: torch.Tensor) -> dict[str, np.ndarray]:
-        """The restored tiles of a batch (and their std when sampling), in the data's units."""
+        """The restored tiles of a batch, (B, T, T, T) from the normalised tiles y of the same shape
+        (and their std when sampling), in the data's units."""
         mean, std = self.meta.stats["mean"], self.meta.stats["std"]
         # one generator per batch, seeded by its first tile: results do not depend on the order
         # or the split of the work (serial, resumed or parallel)
@@ -177,15 +145,15 @@ def prepare(
         "seed": seed,
         "batch": batch,
     }
-    partial = _partial_path(Path(out))
+    partial = partial_path(Path(out))
     existed = partial.exists()
     try:
-        rgroup = _open_partial(partial, meta, cfg.samples > 0, fingerprint, batch)
+        rgroup = open_partial(partial, meta, cfg.samples > 0, fingerprint, batch)
     except OSError as exc:  # read-only folder, full disk, a file in the way
         if not existed:
             shutil.rmtree(partial, ignore_errors=True)
         raise output_error(Path(out), exc) from None
-    done = np.asarray(rgroup[DONE_ARRAY][:])
+    done = np.asarray(zarr_array(rgroup, DONE_ARRAY, partial)[:])
     batches = [b for b in _batches(list(range(meta.n_tiles)), batch) if not done[b].all()]
     if done.any():
         log.info(
@@ -302,26 +270,5 @@ def restore_all(restorer: TileRestorer, batches: list[list[int]], done: Callable
             if writing is not None:
                 done(writing.result())
             writing = writer.submit(restorer.save, idx, result)
-        done(writing.result())
-
-
-def discard_if_empty(partial: Path) -> bool:
-    """Remove a partial store in which no tile is done (it holds no work worth resuming);
-    return whether it was removed."""
-    try:
-        empty = not np.asarray(zarr.open_group(str(partial), mode="r")[DONE_ARRAY][:]).any()
-    except Exception:  # unreadable: nothing in it can be resumed either
-        empty = True
-    if empty:
-        shutil.rmtree(partial, ignore_errors=True)
-    return empty
-
-
-def finish(partial: Path, out: Path) -> None:
-    """Rename a complete partial store to its final name."""
-    group = zarr.open_group(str(partial), mode="r")
-    if not np.asarray(group[DONE_ARRAY][:]).all():
-        raise CryogenError("reconstruction is incomplete", partial)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
+        if writing is not None:  # always, as there is a batch
+            done(writing.result())

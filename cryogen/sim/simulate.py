@@ -23,6 +23,7 @@ import itertools
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
@@ -57,9 +58,10 @@ class Simulation:
 # ----------------------------------------------------------------------------- validation
 
 
-def _check_shape(shape: object) -> tuple[int, int, int]:
+def _check_shape(shape: Any) -> tuple[int, int, int]:
+    """`shape` (anything a user may pass) as three integers >= 8, else a one-line error."""
     try:
-        dims = tuple(shape)  # type: ignore[arg-type]
+        dims = tuple(shape)
     except TypeError:
         raise CryogenError(f"shape must be three integers (z, y, x), not {shape!r}") from None
     ok = len(dims) == 3 and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims)

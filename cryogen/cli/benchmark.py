@@ -1,0 +1,139 @@
+"""`cryogen benchmark`: quality against ground truth on simulated tomograms, or with --speed, speed
+and memory of every stage (cryogen.bench.quality, cryogen.bench.speed). The benchmarks return rows;
+this verb prints them as tables, as they come and at the end, with the command and the machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .common import add_device_args
+
+if TYPE_CHECKING:
+    from .common import Subparsers
+
+
+def add_parser(sub: Subparsers) -> None:
+    sub.add_parser(
+        "benchmark",
+        help="measure restoration quality against ground truth on simulated tomograms",
+        description="Simulate phantoms with known truth and compare the input, the best Gaussian low-pass (sigma "
+        "chosen with the truth), the network alone and the full MAP: cc, FSC, wedge and measured recovery, wall time.",
+        arguments=_arguments,
+    ).set_defaults(func=run)
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    from ..bench.quality import QualityOptions
+    from ..bench.speed import SpeedOptions
+
+    q, s = QualityOptions(), SpeedOptions()
+    p.add_argument("--shape", nargs=3, type=int, default=q.shape, metavar=("Z", "Y", "X"))
+    p.add_argument("--seeds", nargs="+", type=int, default=list(q.seeds))
+    p.add_argument(
+        "--tilts", nargs="+", type=float, default=list(q.tilts), help="half tilt ranges, e.g. 60 45 for +-60 and +-45"
+    )
+    p.add_argument("--snrs", nargs="+", type=float, default=list(q.snrs))
+    p.add_argument(
+        "--models",
+        nargs="+",
+        choices=("ideal", "tilt-series"),
+        default=list(q.models),
+        help="forward models of the phantoms, side by side (default: " + " ".join(q.models) + ")",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=q.time_budget,
+        metavar="MINUTES",
+        help=f"per-tomogram budget for the method (default {q.time_budget:g})",
+    )
+    p.add_argument("--steps", type=int, default=q.steps, help="fixed training steps instead of the time budget")
+    p.add_argument("--map-steps", type=int, default=q.map_steps)
+    p.add_argument("--prior-weight", type=float, default=q.prior_weight)
+    p.add_argument("--samples", type=int, default=q.samples)
+    p.add_argument(
+        "--workdir", default=str(q.workdir), help=f"folder for the simulated data and results (default {q.workdir}/)"
+    )
+    p.add_argument(
+        "--speed",
+        action="store_true",
+        help="measure speed and memory instead of quality: throughput of reconstruct and "
+        "train, peak memory of every stage at 1x, 4x and 16x the voxels, Dask scaling, CUDA when available",
+    )
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=s.train_steps,
+        help=f"with --speed: training steps to time (default {s.train_steps})",
+    )
+    p.add_argument(
+        "--full-size",
+        action="store_true",
+        help="with --speed: also run chunk, reconstruct and stitch on a real "
+        "1000 x 1000 x 300 tomogram (1.2 GB; ~6 GB of disk in --workdir) and time them end to end",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    add_device_args(p)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.speed:
+        _speed(args)
+    else:
+        _quality(args)
+
+
+def _show(columns: list[str]) -> Callable[[list[dict]], None]:
+    """A callback printing the rows a benchmark reports as it goes."""
+    from .tables import format_table
+
+    return lambda rows: print(format_table(rows, columns), flush=True)
+
+
+def _quality(args: argparse.Namespace) -> None:
+    from ..bench.quality import COLUMNS, QualityOptions, machine, run_benchmark
+    from ..method.devices import pick_device
+    from .tables import format_table
+
+    options = QualityOptions(
+        shape=tuple(args.shape),
+        seeds=tuple(args.seeds),
+        tilts=tuple(args.tilts),
+        snrs=tuple(args.snrs),
+        models=tuple(args.models),
+        time_budget=args.time_budget,
+        steps=args.steps,
+        map_steps=args.map_steps,
+        prior_weight=args.prior_weight,
+        samples=args.samples,
+        workdir=Path(args.workdir),
+        device=args.device,
+    )
+    device = pick_device(args.device)  # a missing GPU is an error before anything is printed
+    print(f"command: cryogen {' '.join(sys.argv[1:]) if len(sys.argv) > 1 else 'benchmark'}")
+    print(f"machine: {machine()}; device: {device}", flush=True)
+    rows = run_benchmark(options, on_rows=_show(COLUMNS))
+    print()
+    print(format_table(rows, COLUMNS))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+def _speed(args: argparse.Namespace) -> None:
+    from ..bench.quality import machine
+    from ..bench.speed import COLUMNS, SpeedOptions, devices, run_speed
+    from .tables import format_table
+
+    options = SpeedOptions(
+        workdir=Path(args.workdir), map_steps=args.map_steps, train_steps=args.train_steps, full_size=args.full_size
+    )
+    print(f"command: cryogen {' '.join(sys.argv[1:])}")
+    print(f"machine: {machine()}; devices: {', '.join(devices())}", flush=True)
+    rows = run_speed(options, on_rows=_show(COLUMNS))
+    print()
+    print(format_table(rows, COLUMNS))

@@ -1,0 +1,193 @@
+"""What several verbs share: the lazy verb parser, the argument groups used by more than one verb
+(tilt geometry, device and seed, training and MAP options) and their conversion into library
+objects (Wedge, TrainConfig, SolveConfig).
+
+Defaults are read from the library (its dataclasses and signatures), never restated, so changing
+a library default changes the CLI and its help. The modules holding them import torch, so groups
+read them only when a verb's arguments are added, which `VerbParser` defers to the verb being run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CryogenError
+
+if TYPE_CHECKING:
+    from ..method.solver import SolveConfig
+    from ..model.imaging import Wedge
+
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+EPILOG = "Axes are (z, y, x); the beam is along z and the tilt axis is y unless --tilt-axis x is given."
+
+#: the MRC label that records the tilt geometry (written by `simulate`, read back by `info`)
+TILT_LABEL = re.compile(r"tilt (-?[\d.]+) (-?[\d.]+) axis ([xy])")
+
+
+def tilt_label(wedge: Wedge) -> str:
+    """The MRC label that records the tilt geometry, read back by `info` (TILT_LABEL)."""
+    return f"cryogen: tilt {wedge.tilt_min:g} {wedge.tilt_max:g} axis {wedge.tilt_axis}"
+
+
+class VerbParser(argparse.ArgumentParser):
+    """The parser of one verb; its arguments are added only when that verb is parsed or its help
+    shown, so that `chunk`, `stitch` and `info` do not import torch for the defaults of `train`."""
+
+    def __init__(self, *args: Any, arguments: Callable[[argparse.ArgumentParser], None] | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        self._pending = arguments
+
+    def _add_pending(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending(self)
+
+    def parse_known_args(  # type: ignore[override]  # typeshed's overloads only narrow the namespace type
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._add_pending()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._add_pending()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._add_pending()
+        return super().format_help()
+
+
+def default_of(func: Callable[..., Any], name: str) -> Any:
+    """The default of parameter `name` of library function `func`, for a CLI default that says the same."""
+    return inspect.signature(func).parameters[name].default
+
+
+def at_least_one(flag: str, value: int) -> None:
+    if value < 1:
+        raise CryogenError(f"{flag} must be at least 1, not {value}")
+
+
+# ----------------------------------------------------------------------------- tilt geometry
+
+
+def add_wedge_args(p: argparse.ArgumentParser, required: bool, auto: bool = False) -> None:
+    """--tilt-range and --tilt-axis; with `auto`, --tilt-range also takes `auto` (read off the data)."""
+    from ..model.imaging import Wedge
+
+    w = Wedge()
+    p.add_argument(
+        "--tilt-range",
+        nargs="+" if auto else 2,
+        type=str if auto else float,
+        metavar=("MIN|auto", "MAX") if auto else ("MIN", "MAX"),
+        required=required,
+        default=None if required else (w.tilt_min, w.tilt_max),
+        help="tilt range of the tilt series in degrees, e.g. -60 60 or -54 62"
+        + (", or auto: read it off the tomogram's missing wedge (central crop's power spectrum)" if auto else "")
+        + ("" if required else f" (default {w.tilt_min:g} {w.tilt_max:g})"),
+    )
+    p.add_argument(
+        "--tilt-axis",
+        choices=("y", "x"),
+        default=w.tilt_axis,
+        help=f"axis the specimen was tilted about (default {w.tilt_axis}, IMOD convention)",
+    )
+
+
+def wedge_of(args: argparse.Namespace, source: str | None = None) -> Wedge:
+    """The Wedge of --tilt-range and --tilt-axis; with `--tilt-range auto` (verbs that read a
+    tomogram), the range is read off the missing wedge of `source`."""
+    from ..model.imaging import Wedge
+
+    values = [str(v) for v in args.tilt_range]
+    if values == ["auto"] and source is not None:
+        from ..qc.geometry import wedge_from_spectrum
+
+        return wedge_from_spectrum(source, args.tilt_axis)
+    try:
+        if len(values) != 2:
+            raise ValueError
+        lo, hi = (float(v) for v in values)
+    except ValueError:
+        choices = "MIN MAX in degrees, or auto" if source is not None else "MIN MAX in degrees"
+        raise CryogenError(f"--tilt-range takes {choices}, not {' '.join(values)!r}") from None
+    return Wedge(lo, hi, args.tilt_axis)
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """--device and --seed, for the verbs that run the networks."""
+    from ..method.config import TrainConfig
+    from ..method.devices import pick_device
+
+    p.add_argument(
+        "--device",
+        default=default_of(pick_device, "name"),
+        help="auto (a CUDA GPU when torch sees one, else CPU), cpu or cuda",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=TrainConfig().seed,
+        help="random seed; the same seed on the same hardware gives the same result",
+    )
+
+
+def add_solve_args(p: argparse.ArgumentParser) -> None:
+    """The MAP options of SolveConfig (reconstruct, run)."""
+    from ..method.solver import SolveConfig
+
+    s = SolveConfig()
+    p.add_argument(
+        "--map-steps",
+        type=int,
+        default=s.map_steps,
+        help=f"MAP refinement steps per tile after the network's warm start (default {s.map_steps}: the network "
+        "alone; see the README's Quality section)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=s.samples,
+        help=f"posterior samples per tile for the uncertainty (std) map (default {s.samples}: none)",
+    )
+    p.add_argument(
+        "--prior-weight",
+        type=float,
+        default=s.prior_weight,
+        help=f"weight lambda (per voxel) of the learned prior against the data in the MAP steps "
+        f"(default {s.prior_weight:g})",
+    )
+
+
+def solve_config(args: argparse.Namespace) -> SolveConfig:
+    from ..method.solver import SolveConfig
+
+    if args.map_steps < 0 or args.samples < 0:
+        raise CryogenError("--map-steps and --samples must not be negative")
+    return SolveConfig(map_steps=args.map_steps, samples=args.samples, prior_weight=args.prior_weight)
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """The training options of TrainConfig (train, run)."""
+    from ..method.config import TrainConfig
+
+    cfg = TrainConfig()
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"training steps (default {cfg.steps}, or unlimited within --time-budget)",
+    )
+    p.add_argument(
+        "--time-budget", type=float, default=None, metavar="MINUTES", help="stop training after this many minutes"
+    )
+    p.add_argument("--batch", type=int, default=cfg.batch, help=f"patches per training step (default {cfg.batch})")
+    p.add_argument("--patch", type=int, default=cfg.patch, help=f"training patch edge in voxels (default {cfg.patch})")
