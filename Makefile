@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: install demo test test-slow clean gpu-wheels gpu-check
+.PHONY: install demo test test-fast test-slow clean gpu-wheels gpu-check
 
 $(BIN)/cryogen: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ demo: install
 	$(BIN)/snakemake --cores all --report results/report.html
 	@echo "restored tomograms: results/*/restored.mrc; figures: results/report.html"
 
+# test: everything but the slow checks (minutes: it runs Snakemake); test-fast: the unit tests
+# alone (no Snakemake, Dask cluster or SLURM), in well under a minute.
 test: install
 	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not workflow and not slurm and not slow"
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

@@ -783,6 +783,7 @@ def test_good_data_get_no_warning(tmp_path, capsys, caplog, sim):
 # ----------------------------------------------------------------------------- workflow config
 
 
+@pytest.mark.workflow
 def test_workflow_sheet_file_missing(tmp_path):
     """Config errors (unknown key, wrong type, a tomogram file that does not exist) are tested in
     tests/test_workflow.py; what it does not cover: the sheet itself missing."""

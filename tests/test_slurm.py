@@ -23,6 +23,8 @@ from test_workflow import Run, make_workspace
 
 from cryogen.io.mrc import MrcReader
 
+pytestmark = pytest.mark.slurm
+
 ON_CI = os.environ.get("CI", "").lower() == "true"
 
 

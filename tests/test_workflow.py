@@ -1,5 +1,6 @@
 """The Snakemake workflow: the demo end to end, config and sheet validation, reruns of exactly
-the stages a change affects, and Dask reconstruction equal to the serial path.
+the stages a change affects, and `snakemake --lint`. Every test starts Snakemake (marker
+`workflow`); the logic it calls is unit-tested in tests/test_workflow_{config,sheet,digests}.py.
 
 Workflow runs are real `snakemake` subprocesses on a copy of the workflow (Snakefile, workflow/,
 config/, profiles/) in a temporary folder, with tiny settings, so the whole module takes a few
@@ -20,20 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
-import zarr
 
 from cryogen.io.mrc import MrcReader, write_mrc
-from cryogen.method.config import TrainConfig
-from cryogen.method.loop import train
-from cryogen.method.solver import SolveConfig
 from cryogen.model.imaging import Wedge
-from cryogen.model.nets import NetConfig
-from cryogen.restore.parallel import reconstruct_parallel
-from cryogen.restore.reconstruct import reconstruct
 from cryogen.sim.simulate import simulate
-from cryogen.tiling import chunk
+
+pytestmark = pytest.mark.workflow
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles")
@@ -138,115 +132,6 @@ def outputs_of(name: str, group: str = "g1") -> list[str]:
 def write_tomogram(path: Path, seed: int, shape=(32, 64, 64)) -> None:
     sim = simulate(shape, Wedge(-60, 60), snr=0.5, seed=seed, voxel_size=10.0)
     write_mrc(path, sim.observation, 10.0)
-
-
-# ----------------------------------------------------------------------------- Dask
-
-
-@pytest.fixture(scope="module")
-def store_and_prior(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dask")
-    write_tomogram(d / "obs.mrc", seed=4)
-    chunk(d / "obs.mrc", d / "tiles.zarr", tile=32, overlap=8, wedge=Wedge(-60, 60), progress=False)
-    cfg = TrainConfig(steps=2, batch=2, patch=16, net=NetConfig(g_channels=4, g_depth=2, d_channels=4, d_layers=3))
-    train([d / "tiles.zarr"], d / "prior.pt", cfg, device="cpu", progress=False)
-    return d / "tiles.zarr", d / "prior.pt"
-
-
-@pytest.fixture
-def one_torch_thread():
-    """torch's CPU sums depend on its thread count: compare runs made with the same (1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _arrays(path: Path) -> dict[str, np.ndarray]:
-    g = zarr.open_group(str(path), mode="r")
-    return {name: np.asarray(g[name][:]) for name in g.array_keys() if name != "done"}
-
-
-def test_dask_reconstruction_equals_serial(store_and_prior, tmp_path):
-    """A LocalCluster of 2 worker processes gives the serial path's tiles bit for bit (same torch
-    thread count per process: 1), and the std map too."""
-    tiles, prior = store_and_prior
-    cfg = SolveConfig(map_steps=2, samples=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        reconstruct(tiles, prior, tmp_path / "serial.zarr", cfg, device="cpu", batch=2, seed=5, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    out = reconstruct_parallel(
-        tiles,
-        prior,
-        tmp_path / "dask.zarr",
-        cfg,
-        device="cpu",
-        batch=2,
-        seed=5,
-        workers=2,
-        memory_mb=2000,
-        progress=False,
-    )
-    assert out == (tmp_path / "dask.zarr").resolve() and not (tmp_path / ".dask.zarr.partial").exists()
-    serial, dask = _arrays(tmp_path / "serial.zarr"), _arrays(tmp_path / "dask.zarr")
-    assert sorted(serial) == sorted(dask) == ["std", "tiles"]
-    for name in serial:
-        assert np.array_equal(serial[name], dask[name]), name
-    # a multi-threaded serial run differs only by float rounding (torch's thread-dependent sums)
-    reconstruct(tiles, prior, tmp_path / "serial_mt.zarr", cfg, device="cpu", batch=2, seed=5, progress=False)
-    np.testing.assert_allclose(_arrays(tmp_path / "serial_mt.zarr")["tiles"], dask["tiles"], rtol=0, atol=1e-4)
-
-
-def test_dask_existing_cluster_loads_prior_once_per_worker(store_and_prior, tmp_path, monkeypatch, one_torch_thread):
-    """On an existing cluster (scheduler address), each worker builds one TileRestorer (loads the
-    prior once) for all its batches, and the result equals the serial path's."""
-    from distributed import LocalCluster
-
-    import cryogen.restore.parallel as parallel
-
-    built = []
-
-    class Counting(parallel.TileRestorer):
-        def __init__(self, *args, **kwargs):
-            built.append(args)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(parallel, "TileRestorer", Counting)
-    tiles, prior = store_and_prior
-    cfg = SolveConfig(map_steps=1)
-    # in-process workers (threads), so that the counting class is the one they use
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        reconstruct_parallel(
-            tiles,
-            prior,
-            tmp_path / "ext.zarr",
-            cfg,
-            device="cpu",
-            batch=1,
-            seed=0,
-            scheduler_address=cluster.scheduler_address,
-            progress=False,
-        )
-    assert len(built) == 2  # 9 batches, 2 workers: one restorer (one prior load) per worker
-    reconstruct(tiles, prior, tmp_path / "serial.zarr", cfg, device="cpu", batch=1, seed=0, progress=False)
-    assert np.array_equal(_arrays(tmp_path / "ext.zarr")["tiles"], _arrays(tmp_path / "serial.zarr")["tiles"])
-
-
-def test_dask_resumes_a_killed_serial_run(store_and_prior, tmp_path, one_torch_thread):
-    tiles, prior = store_and_prior
-    cfg = SolveConfig(map_steps=1)
-    partial = reconstruct(
-        tiles, prior, tmp_path / "r.zarr", cfg, device="cpu", batch=2, seed=1, progress=False, max_batches=2
-    )
-    assert partial.name == ".r.zarr.partial"
-    reconstruct_parallel(
-        tiles, prior, tmp_path / "r.zarr", cfg, device="cpu", batch=2, seed=1, workers=2, progress=False
-    )
-    reconstruct(tiles, prior, tmp_path / "full.zarr", cfg, device="cpu", batch=2, seed=1, progress=False)
-    assert np.array_equal(_arrays(tmp_path / "r.zarr")["tiles"], _arrays(tmp_path / "full.zarr")["tiles"])
 
 
 # ----------------------------------------------------------------------------- the demo
@@ -510,8 +395,8 @@ def test_sheet_auto_tilt_range_reaches_chunk_and_report(tmp_path):
     (ws / "config/tomograms.tsv").write_text("name\tpath\ttilt_min\ttilt_max\na\tdata/a.mrc\tauto\tauto\n")
     run = snakemake(ws, "-n", "-p")
     assert run.code == 0, run
-    chunk_cmds = [ln for ln in run.log.splitlines() if "cryogen.cli chunk" in ln]
-    report_cmds = [ln for ln in run.log.splitlines() if "cryogen.cli report" in ln]
+    chunk_cmds = [ln for ln in run.log.splitlines() if "cryogen chunk" in ln]
+    report_cmds = [ln for ln in run.log.splitlines() if "cryogen report" in ln]
     assert chunk_cmds and all("--tilt-range auto --tilt-axis y" in ln for ln in chunk_cmds), run
     assert report_cmds and all("--tilt-range auto" in ln for ln in report_cmds), run
 
@@ -532,3 +417,19 @@ def test_export_switch_adds_ome_zarr_and_reruns_nothing_else(base, tmp_path):
     level0 = zarr.open_group(str(ws / "results/a/restored.ome.zarr"), mode="r")["0"][:]
     restored, _ = read_mrc(ws / "results/a/restored.mrc")
     assert np.array_equal(level0, restored)
+
+
+# ----------------------------------------------------------------------------- lint
+
+# The one finding accepted: the rules name no conda environment or container. They run the CLI of
+# the interpreter that runs Snakemake (the package the code digests are read from, see common.smk);
+# a per-rule environment would be a second CryoGEN, and an `--sdm conda` site profile would fail
+# where no environment of that name exists.
+ACCEPTED_LINTS = {"Specify a conda environment or container for each rule."}
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    run = snakemake(ws, "--lint")
+    findings = set(re.findall(r"^    \* (.+?):?$", run.log, re.M))
+    assert "Lints for rule" in run.log and findings == ACCEPTED_LINTS, run

@@ -3,17 +3,17 @@
 
 rule chunk:
     input:
-        unpack(_chunk_inputs),
+        unpack(chunk_inputs),
     output:
         directory(f"{RESULTS}/{{tomogram}}/tiles.zarr"),
     params:
         tile=config["chunk"]["tile"],
         overlap=config["chunk"]["overlap"],
-        options=_chunk_options,
+        options=chunk_options,
         code=CODE["chunk"],
     log:
         f"{RESULTS}/{{tomogram}}/logs/chunk.log",
     threads: 1
     shell:
-        "{CRYOGEN} chunk {input.mrc:q} {output:q} --tile {params.tile} --overlap {params.overlap}"
+        "cryogen chunk {input.mrc:q} {output:q} --tile {params.tile} --overlap {params.overlap}"
         " {params.options} > {log:q} 2>&1"

@@ -17,6 +17,6 @@ rule simulate:
         f"{RESULTS}/{{tomogram}}/logs/simulate.log",
     threads: 1
     shell:
-        "{CRYOGEN} simulate {output.obs:q} --truth {output.truth:q} --shape {params.shape}"
+        "cryogen simulate {output.obs:q} --truth {output.truth:q} --shape {params.shape}"
         " --tilt-range {params.tilt} --snr {params.snr} --seed {params.seed}"
         " --voxel-size {params.voxel_size} > {log:q} 2>&1"

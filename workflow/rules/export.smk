@@ -7,7 +7,7 @@ rule export:
         restored=f"{RESULTS}/{{tomogram}}/restored.mrc",
         **({"std": f"{RESULTS}/{{tomogram}}/restored_std.mrc"} if std_wanted() else {}),
     output:
-        directory(f"{RESULTS}/{{tomogram}}/restored.ome.zarr"),
+        ome=directory(f"{RESULTS}/{{tomogram}}/restored.ome.zarr"),
         **({"std": directory(f"{RESULTS}/{{tomogram}}/restored_std.ome.zarr")} if std_wanted() else {}),
     params:
         std=lambda w, input: f"--std {getattr(input, 'std')}" if std_wanted() else "",
@@ -17,4 +17,4 @@ rule export:
         f"{RESULTS}/{{tomogram}}/logs/export.log",
     threads: 1
     shell:
-        "{CRYOGEN} export {input.restored:q} {output[0]:q} --ome {params.std} --chunk {params.chunk} > {log:q} 2>&1"
+        "cryogen export {input.restored:q} {output.ome:q} --ome {params.std} --chunk {params.chunk} > {log:q} 2>&1"

@@ -1,6 +1,8 @@
 # reconstruct: every tile of one tomogram under its group's prior. Batches of tiles run in
 # parallel with Dask: a LocalCluster of {threads} worker processes sharing {resources.mem_mb},
 # or the existing cluster at config dask.scheduler_address. Equal to the serial result.
+# $CRYOGEN_DEVICE and $CRYOGEN_SCHEDULER (config device, dask.scheduler_address) are set by the
+# shell prefix in common.smk: not params, so that changing them reruns nothing.
 
 
 rule reconstruct:
@@ -22,7 +24,7 @@ rule reconstruct:
         f"{RESULTS}/{{tomogram}}/logs/reconstruct_benchmark.tsv"
     threads: 4
     shell:
-        "OMP_NUM_THREADS={threads} {CRYOGEN} reconstruct {input.tiles:q} --prior {input.prior:q} --out {output:q}"
+        "OMP_NUM_THREADS={threads} cryogen reconstruct {input.tiles:q} --prior {input.prior:q} --out {output:q}"
         " --map-steps {params.map_steps} --samples {params.samples} --prior-weight {params.prior_weight}"
-        " --batch {params.batch} --seed {params.seed} --device {DEVICE}"
-        " --workers {threads} --memory-mb {resources.mem_mb} {DASK_SCHEDULER} > {log:q} 2>&1"
+        " --batch {params.batch} --seed {params.seed} --device $CRYOGEN_DEVICE"
+        " --workers {threads} --memory-mb {resources.mem_mb} ${{CRYOGEN_SCHEDULER:+--scheduler \"$CRYOGEN_SCHEDULER\"}} > {log:q} 2>&1"

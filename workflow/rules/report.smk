@@ -5,7 +5,7 @@
 
 rule report:
     input:
-        unpack(_report_inputs),
+        unpack(report_inputs),
     output:
         slices=report(
             f"{RESULTS}/{{tomogram}}/report/slices.png",
@@ -23,11 +23,11 @@ rule report:
         ),
         summary=f"{RESULTS}/{{tomogram}}/report/summary.json",
     params:
-        options=_report_options,
+        options=report_options,
         code=CODE["report"],
     log:
         f"{RESULTS}/{{tomogram}}/logs/report.log",
     threads: 1
     shell:
-        "{CRYOGEN} report {input.before:q} {input.after:q} --slices {output.slices:q} --spectra {output.spectra:q}"
+        "cryogen report {input.before:q} {input.after:q} --slices {output.slices:q} --spectra {output.spectra:q}"
         " --summary {output.summary:q} {params.options} > {log:q} 2>&1"

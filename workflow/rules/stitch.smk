@@ -15,5 +15,5 @@ rule stitch:
         f"{RESULTS}/{{tomogram}}/logs/stitch.log",
     threads: 1
     shell:
-        "({CRYOGEN} stitch {input:q} {output.restored:q}"
-        " && if [ -n '{params.std}' ]; then {CRYOGEN} stitch {input:q} {params.std:q} --std; fi) > {log:q} 2>&1"
+        "(cryogen stitch {input:q} {output.restored:q}"
+        " && if [ -n '{params.std}' ]; then cryogen stitch {input:q} {params.std:q} --std; fi) > {log:q} 2>&1"

@@ -1,10 +1,12 @@
 # train: one prior per group of the sheet (by default one group, the whole dataset), on the
 # tiles of the group's tomograms marked train=yes. Training curves go into the report.
+# $CRYOGEN_DEVICE (config device) is set by the shell prefix in common.smk: not a param, so that
+# changing it reruns nothing.
 
 
 rule train:
     input:
-        lambda w: training_tiles(w.group),
+        training_tiles,
     output:
         prior=f"{RESULTS}/priors/{{group}}/prior.pt",
         csv=f"{RESULTS}/priors/{{group}}/prior_curves.csv",
@@ -15,7 +17,7 @@ rule train:
             labels={"prior": "{group}", "figure": "training curves"},
         ),
     params:
-        budget=_budget(),
+        budget=train_budget(),
         batch=config["train"]["batch"],
         patch=config["train"]["patch"],
         seed=config["train"]["seed"],
@@ -26,6 +28,6 @@ rule train:
         f"{RESULTS}/priors/{{group}}/train_benchmark.tsv"
     threads: 4
     shell:
-        "OMP_NUM_THREADS={threads} {CRYOGEN} train {input:q} --out {output.prior:q} {params.budget}"
-        " --batch {params.batch} --patch {params.patch} --seed {params.seed} --device {DEVICE}"
+        "OMP_NUM_THREADS={threads} cryogen train {input:q} --out {output.prior:q} {params.budget}"
+        " --batch {params.batch} --patch {params.patch} --seed {params.seed} --device $CRYOGEN_DEVICE"
         " --resume --tag {params.code} > {log:q} 2>&1"

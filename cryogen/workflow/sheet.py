@@ -1,0 +1,144 @@
+"""The tomogram sheet (config/tomograms.tsv): its rows as Tomogram records, validated against
+workflow/schemas/tomograms.schema.yaml, the demo tomograms used when it lists none, and the
+groups that each train one prior. Problems raise CryogenError with one line that names the
+sheet, the data row and the column (common.smk re-raises it as a WorkflowError)."""
+
+from __future__ import annotations
+
+import csv
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CryogenError
+from .config import Schema, validate
+
+__all__ = ["Dataset", "Tomogram", "demo_tomograms", "load_dataset", "read_sheet"]
+
+_NUMBERS = ("tilt_min", "tilt_max", "voxel_size")
+_BOOLS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+
+
+@dataclass(frozen=True)
+class Tomogram:
+    """One row of the sheet; empty cells took the schema's defaults."""
+
+    name: str
+    path: str
+    tilt_min: float | str  # a number, or "auto" (then both are)
+    tilt_max: float | str
+    tilt_axis: str = "y"
+    even: str | None = None
+    odd: str | None = None
+    voxel_size: float | None = None
+    group: str = "dataset"
+    train: bool = True
+    truth: str | None = None
+
+    def tilt_options(self) -> str:
+        """--tilt-range and --tilt-axis for the verbs that take them (chunk, report)."""
+        tilt = "auto" if self.tilt_min == "auto" else f"{self.tilt_min:g} {self.tilt_max:g}"
+        return f"--tilt-range {tilt} --tilt-axis {self.tilt_axis}"
+
+    def chunk_options(self) -> str:
+        """`cryogen chunk` options beyond tile and overlap: geometry, voxel size, half tomograms."""
+        opts = self.tilt_options()
+        if self.voxel_size is not None:
+            opts += f" --voxel-size {self.voxel_size:g}"
+        if self.even and self.odd:
+            opts += f" --halves {shlex.quote(self.even)} {shlex.quote(self.odd)}"
+        return opts
+
+
+def _cell(column: str, text: str) -> Any:
+    """A sheet cell as the schema expects it; left as text where it does not convert, so that
+    validation names the column and the value."""
+    if column in _NUMBERS:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if column == "train":
+        return _BOOLS.get(text.lower(), text)
+    return text
+
+
+def read_sheet(path: str | Path, schema: Schema) -> list[Tomogram]:
+    """The rows of the tab-separated sheet (blank lines and lines starting with # skipped),
+    each validated against `schema`; a sheet with no data row gives []."""
+    sheet = Path(path)
+    if not sheet.is_file():
+        raise CryogenError(f"tomogram sheet {sheet} not found (config key 'tomograms')")
+    lines = [ln for ln in sheet.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        return []
+    reader = csv.reader(lines, delimiter="\t")
+    header = [h.strip() for h in next(reader)]
+    rows = []
+    for row, cells in enumerate(reader, start=1):
+        if len(cells) > len(header):
+            raise CryogenError(
+                f"tomogram sheet {sheet}: data row {row} has {len(cells)} cells, the header {len(header)} (tab-separated?)"
+            )
+        record = {h: _cell(h, c.strip()) for h, c in zip(header, cells, strict=False) if c.strip() != ""}
+        named = f" ({record['name']})" if isinstance(record.get("name"), str) else ""
+        label = f"tomogram sheet {sheet}, data row {row}{named}"
+        validate(record, schema, label)
+        autos = [record[k] == "auto" for k in ("tilt_min", "tilt_max")]
+        if any(autos) and not all(autos):
+            raise CryogenError(
+                f"{label}: tilt_min and tilt_max are both auto or both numbers, not {record['tilt_min']} and {record['tilt_max']}"
+            )
+        if not any(autos) and record["tilt_min"] >= record["tilt_max"]:
+            raise CryogenError(
+                f"{label}: tilt_min ({record['tilt_min']:g}) must be below tilt_max ({record['tilt_max']:g})"
+            )
+        rows.append(Tomogram(**record))
+    return rows
+
+
+def demo_tomograms(demo: dict[str, Any]) -> list[Tomogram]:
+    """The demo's tomograms demo1..demoN (config key demo), with their ground truth."""
+    lo, hi = demo["tilt_range"]
+    if lo >= hi:
+        raise CryogenError(f"invalid config: key demo.tilt_range: min ({lo:g}) must be below max ({hi:g})")
+    return [
+        Tomogram(
+            name=f"demo{i}",
+            path=f"{demo['dir']}/demo{i}.mrc",
+            tilt_min=float(lo),
+            tilt_max=float(hi),
+            truth=f"{demo['dir']}/demo{i}_truth.mrc",
+        )
+        for i in range(1, demo["count"] + 1)
+    ]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The tomograms to restore, by name, and the groups that each train one prior."""
+
+    tomograms: dict[str, Tomogram]
+    groups: dict[str, list[Tomogram]]
+
+
+def load_dataset(config: dict[str, Any], schema: Schema) -> Dataset:
+    """The tomograms of the sheet at config key tomograms (`schema`: its row schema), or the
+    demo's when it lists none: names unique, every group with a tomogram to train on."""
+    sheet = config["tomograms"]
+    rows = read_sheet(sheet, schema)
+    names = [t.name for t in rows]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise CryogenError(f"tomogram sheet {sheet}: names must be unique; repeated: " + ", ".join(repeated))
+    tomograms = {t.name: t for t in (rows or demo_tomograms(config["demo"]))}
+    groups: dict[str, list[Tomogram]] = {}
+    for t in tomograms.values():
+        groups.setdefault(t.group, []).append(t)
+    for group, members in groups.items():
+        if not any(t.train for t in members):
+            raise CryogenError(
+                f"tomogram sheet {sheet}: group {group!r} has no tomogram with train=yes to train its prior on"
+            )
+    return Dataset(tomograms, groups)

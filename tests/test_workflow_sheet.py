@@ -1,0 +1,130 @@
+"""cryogen.workflow.sheet: the tomogram sheet read and validated row by row, one-line errors that
+name the row and the column, the demo fallback, groups, and the chunk/report options of a row.
+Milliseconds: no Snakemake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cryogen.errors import CryogenError
+from cryogen.workflow import Tomogram, demo_tomograms, load_dataset, load_schema, read_sheet
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = load_schema(REPO / "workflow/schemas/tomograms.schema.yaml")
+HEADER = "name\tpath\ttilt_min\ttilt_max\ttilt_axis\tgroup\ttrain\n"
+DEMO = {"count": 2, "dir": "resources/demo", "tilt_range": [-60, 60]}
+
+
+@pytest.fixture
+def sheet(tmp_path):
+    def _write(text: str) -> Path:
+        path = tmp_path / "tomograms.tsv"
+        path.write_text(text)
+        return path
+
+    return _write
+
+
+def test_rows_take_defaults_and_typed_cells(sheet):
+    path = sheet(
+        "# a comment\n\nname\tpath\ttilt_min\ttilt_max\tvoxel_size\ttrain\n"
+        "a\tdata/a.mrc\t-60\t60\t\t\n"
+        "  # an indented comment\n"
+        "b\tdata/b.mrc\t-54.5\t62\t7.5\tNo\n"
+        "c\tdata/c.mrc\tauto\tauto\n"
+    )
+    a, b, c = read_sheet(path, SCHEMA)
+    assert a == Tomogram("a", "data/a.mrc", -60.0, 60.0)
+    assert (a.tilt_axis, a.group, a.train, a.voxel_size, a.even) == ("y", "dataset", True, None, None)
+    assert (b.tilt_min, b.voxel_size, b.train) == (-54.5, 7.5, False)
+    assert (c.tilt_min, c.tilt_max) == ("auto", "auto")
+
+
+def test_header_only_or_empty_sheet_has_no_rows(sheet):
+    assert read_sheet(sheet("# nothing\n" + HEADER), SCHEMA) == []
+    assert read_sheet(sheet(""), SCHEMA) == []
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("a\tdata/a.mrc\tsixty\t60\ty\tg1\tyes\n", "data row 1 (a): key tilt_min: 'sixty' is not valid: lowest tilt"),
+        (
+            "a\tdata/a.mrc\tauto\t60\ty\tg1\tyes\n",
+            "data row 1 (a): tilt_min and tilt_max are both auto or both numbers, not auto and 60.0",
+        ),
+        ("a\tdata/a.mrc\t-60\t60\tz\tg1\tyes\n", "data row 1 (a): key tilt_axis: 'z' is not one of ['y', 'x']"),
+        ("a\tdata/a.mrc\t60\t-60\ty\tg1\tyes\n", "data row 1 (a): tilt_min (60) must be below tilt_max (-60)"),
+        ("a b\tdata/a.mrc\t-60\t60\ty\tg1\tyes\n", "data row 1 (a b): key name: 'a b' does not match"),
+        ("a\tdata/a.mrc\t-60\t60\ty\tg1\tmaybe\n", "data row 1 (a): key train: 'maybe' is not of type 'boolean'"),
+        (
+            "a\tdata/a.mrc\t-60\t60\ty\tg1\tyes\nb\tdata/b.mrc\t-60\t60\ty\tg1\tyes\tx\n",
+            "data row 2 has 8 cells, the header 7 (tab-separated?)",
+        ),
+        ("\tdata/a.mrc\t-60\t60\ty\tg1\tyes\n", "data row 1: 'name' is a required property"),
+        ("priors\tdata/a.mrc\t-60\t60\ty\tg1\tyes\n", "data row 1 (priors): key name: 'priors' should not be valid"),
+    ],
+    ids=["number", "half-auto", "axis", "tilt-order", "name", "bool", "cells", "required", "reserved-name"],
+)
+def test_bad_row_raises_one_line_naming_row_and_column(sheet, rows, message):
+    path = sheet(HEADER + rows)
+    with pytest.raises(CryogenError) as exc:
+        read_sheet(path, SCHEMA)
+    assert str(exc.value).startswith(f"tomogram sheet {path}") and message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_unknown_column_and_lone_half(sheet):
+    with pytest.raises(CryogenError, match="'snr' was unexpected"):
+        read_sheet(sheet("name\tpath\ttilt_min\ttilt_max\tsnr\na\ta.mrc\t-60\t60\t3\n"), SCHEMA)
+    with pytest.raises(CryogenError, match=r"data row 1 \(a\): 'odd' is a dependency of 'even'"):
+        read_sheet(sheet("name\tpath\ttilt_min\ttilt_max\teven\na\ta.mrc\t-60\t60\ta_even.mrc\n"), SCHEMA)
+
+
+def test_missing_sheet(tmp_path):
+    with pytest.raises(CryogenError, match=r"^tomogram sheet \S+nope.tsv not found \(config key 'tomograms'\)$"):
+        read_sheet(tmp_path / "nope.tsv", SCHEMA)
+
+
+def test_dataset_groups_and_checks(sheet):
+    path = sheet(
+        HEADER + "a\ta.mrc\t-60\t60\ty\tg1\tyes\nb\tb.mrc\t-60\t60\ty\tg1\tno\nc\tc.mrc\t-60\t60\ty\tg2\tyes\n"
+    )
+    data = load_dataset({"tomograms": str(path), "demo": DEMO}, SCHEMA)
+    assert list(data.tomograms) == ["a", "b", "c"]
+    assert {g: [t.name for t in ts] for g, ts in data.groups.items()} == {"g1": ["a", "b"], "g2": ["c"]}
+
+    path = sheet(
+        HEADER + "a\ta.mrc\t-60\t60\ty\tg1\tyes\nb\tb.mrc\t-60\t60\ty\tg1\tyes\na\tc.mrc\t-60\t60\ty\tg1\tyes\n"
+    )
+    with pytest.raises(CryogenError, match=r"^tomogram sheet \S+: names must be unique; repeated: a$"):
+        load_dataset({"tomograms": str(path), "demo": DEMO}, SCHEMA)
+
+    path = sheet(HEADER + "a\ta.mrc\t-60\t60\ty\tg1\tno\n")
+    with pytest.raises(CryogenError, match="group 'g1' has no tomogram with train=yes to train its prior on"):
+        load_dataset({"tomograms": str(path), "demo": DEMO}, SCHEMA)
+
+
+def test_empty_sheet_gives_the_demo(sheet):
+    data = load_dataset({"tomograms": str(sheet(HEADER)), "demo": DEMO}, SCHEMA)
+    assert list(data.tomograms) == ["demo1", "demo2"] and list(data.groups) == ["dataset"]
+    demo2 = data.tomograms["demo2"]
+    assert demo2.path == "resources/demo/demo2.mrc" and demo2.truth == "resources/demo/demo2_truth.mrc"
+    assert (demo2.tilt_min, demo2.tilt_max) == (-60.0, 60.0)
+
+
+def test_demo_tilt_range_must_increase():
+    with pytest.raises(
+        CryogenError, match=r"^invalid config: key demo.tilt_range: min \(60\) must be below max \(-60\)$"
+    ):
+        demo_tomograms({**DEMO, "tilt_range": [60, -60]})
+
+
+def test_options_of_a_row():
+    plain = Tomogram("a", "a.mrc", -54.5, 62.0)
+    assert plain.tilt_options() == "--tilt-range -54.5 62 --tilt-axis y"
+    assert plain.chunk_options() == "--tilt-range -54.5 62 --tilt-axis y"
+    full = Tomogram("a", "a.mrc", "auto", "auto", tilt_axis="x", even="h 1.mrc", odd="h2.mrc", voxel_size=7.0)
+    assert full.chunk_options() == "--tilt-range auto --tilt-axis x --voxel-size 7 --halves 'h 1.mrc' h2.mrc"
