@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: install demo test test-fast test-slow clean gpu-wheels gpu-check
+.PHONY: install demo lint test test-fast test-slow clean gpu-wheels gpu-check
 
 $(BIN)/cryogen: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,20 @@ demo: install
 	@echo "restored tomograms: results/*/restored.mrc; figures: results/report.html"
 
 # test: everything but the slow checks (minutes: it runs Snakemake); test-fast: the unit tests
-# alone (no Snakemake, Dask cluster or SLURM), in well under a minute.
+# alone (no Snakemake, Dask cluster, SLURM or killed processes), in under a minute.
+# lint: what CI checks before the tests: ruff (lint and format), mypy, and `snakemake --lint`
+# (through its test, which allows one finding: rules name no conda environment).
+lint: install
+	$(BIN)/ruff check cryogen tests
+	$(BIN)/ruff format --check cryogen tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_workflow.py -k lint
+
 test: install
 	$(BIN)/python -m pytest -q
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not workflow and not slurm and not slow"
+	$(BIN)/python -m pytest -q -m "not workflow and not slurm and not integration and not slow"
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

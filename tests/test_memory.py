@@ -59,6 +59,7 @@ def peak_mb(tmp_path: Path, shape: tuple[int, int, int]) -> tuple[float, float]:
     return d["chunk_kb"] / 1024, d["stitch_kb"] / 1024
 
 
+@pytest.mark.integration
 def test_peak_memory_flat_in_tomogram_size(tmp_path):
     # both at least 128 deep, so both get the full 128^3 central crop of chunk's spectral checks
     # (a fixed cost that would otherwise differ between them)

@@ -240,6 +240,7 @@ def test_d_separates_needs_a_full_window_of_perfect_steps():
     assert not d_separates([miss] * 11 + [perfect] * (SEPARATION_WINDOW - 11))
 
 
+@pytest.mark.integration
 def test_data_unlike_the_imaging_model_is_named(tmp_path, caplog):
     """An isotropic, noise-free volume chunked as if it had a +-60 wedge: D tells real tiles from
     simulated observations at once, and training says why instead of failing obscurely."""

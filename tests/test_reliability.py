@@ -898,6 +898,7 @@ def _done_tiles(partial: Path) -> int:
     return sum(1 for p in folder.iterdir()) if folder.is_dir() else 0
 
 
+@pytest.mark.integration
 def test_kill_during_reconstruct_skips_the_tiles_done(tmp_path, kill_material):
     _, meta = open_store(kill_material["tiles"])
     n = meta.n_tiles
@@ -949,6 +950,7 @@ SLOW_STITCH = (
 )
 
 
+@pytest.mark.integration
 def test_kill_during_stitch_leaves_nothing_and_rerun_is_identical(tmp_path, kill_material):
     store = kill_material["tiles"]
     _run(_cli_cmd("stitch", store, tmp_path / "full.mrc"), tmp_path)

@@ -29,6 +29,7 @@ def _faults(mode: str) -> int:
     return int(out.stdout.strip())
 
 
+@pytest.mark.integration
 def test_tuned_malloc_reuses_large_blocks():
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc only")

@@ -62,6 +62,7 @@ def test_phase_timings_add_up(tmp_path):
     assert min(t["draw"], t["step"], t["checkpoint"]) >= 0 and t["draw"] + t["step"] + t["checkpoint"] <= wall
 
 
+@pytest.mark.integration
 def test_full_size_runs_the_stages_end_to_end_and_cleans_up(tmp_path):
     from cryogen.bench.speed import full_size
     from cryogen.method.config import TrainConfig
