@@ -24,7 +24,7 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from .errors import CryogenError
+from .errors import CryogenError, setting
 from .io.files import atomic_output
 from .io.mrc import MrcReader, MrcWriter, RunningStats, check_finite_block
 from .io.store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles, zarr_array
@@ -166,7 +166,7 @@ def _voxel_size(
             raise CryogenError(f"voxel size must be positive, not {given}")
         return (float(given),) * 3
     if min(header) <= 0:
-        raise CryogenError("voxel size in the header is 0 (unknown); give it with --voxel-size", path)
+        raise CryogenError(f"voxel size in the header is 0 (unknown); give it with {setting('voxel_size')}", path)
     return header
 
 

@@ -47,7 +47,7 @@ def test_other_tilt_axis_is_detected(tomograms, axis, other):
     result = wedge_scores(tomograms[axis], Wedge(-60, 60, other))
     assert result.best == Geometry("z", axis) and result.mismatch
     message = result.advice("t.mrc")
-    assert message.startswith("t.mrc: ") and f"tilt axis is {axis}" in message and f"--tilt-axis {axis}" in message
+    assert message.startswith("t.mrc: ") and f"tilt axis is {axis}" in message and f"tilt_axis {axis}" in message
 
 
 def test_volume_saved_without_rotx_is_detected(tmp_path, tomograms):
@@ -57,13 +57,13 @@ def test_volume_saved_without_rotx_is_detected(tmp_path, tomograms):
     assert result.best == Geometry("y", "z") and result.mismatch
     message = result.advice(path)
     assert str(path) in message and "rotx" in message and "not z" in message
-    assert "--tilt-axis" not in message  # after rotx the tilt axis is y again, as configured
+    assert "tilt_axis" not in message  # after rotx the tilt axis is y again, as configured
 
 
 def test_beam_along_x_and_tilt_axis_x_after_rotation(tmp_path, tomograms):
     # tilt axis x, beam along y: after rotx the tilt axis is still x, so the advice must say so
     result = wedge_scores(np.swapaxes(tomograms["x"], 0, 1), Wedge(-60, 60, "y"))
-    assert result.best == Geometry("y", "x") and "--tilt-axis x" in result.advice()
+    assert result.best == Geometry("y", "x") and "tilt_axis x" in result.advice()
     result = wedge_scores(np.swapaxes(tomograms["y"], 0, 2), Wedge(-60, 60, "y"))
     assert result.best == Geometry("x", "y") and "flipxz" in result.advice()
 
@@ -112,7 +112,7 @@ def test_chunk_warns_once_on_the_wrong_axis_and_not_on_the_right_one(tmp_path, t
         assert _geometry_warnings(caplog) == []
         chunk(path, tmp_path / "bad.zarr", tile=32, overlap=8, wedge=Wedge(-60, 60, "x"), progress=False)
     warnings = _geometry_warnings(caplog)
-    assert len(warnings) == 1 and str(path) in warnings[0] and "--tilt-axis y" in warnings[0]
+    assert len(warnings) == 1 and str(path) in warnings[0] and "tilt_axis y" in warnings[0]
     assert "\n" not in warnings[0]
     assert (tmp_path / "bad.zarr").exists()  # a warning, not an error
 
@@ -159,7 +159,7 @@ def test_chunk_warns_when_the_tilt_range_is_off(tmp_path, tomograms, caplog):
         chunk(path, tmp_path / "off.zarr", tile=32, overlap=8, wedge=Wedge(-60, 60, "y"), progress=False)
     (warning,) = _geometry_warnings(caplog)
     assert str(path) in warning and "not the configured -60 to 60" in warning
-    lo, hi = (float(v) for v in warning.split("--tilt-range ")[1].split()[:2])
+    lo, hi = (float(v) for v in warning.split("tilt_range ")[1].split()[:2])
     assert lo == pytest.approx(-45, abs=1.5) and hi == pytest.approx(62, abs=1.5)
 
 
@@ -179,7 +179,7 @@ def test_tilt_range_of_the_real_crop():
     assert check.best == Geometry("z", "y") and not check.mismatch
     lo, hi = check.tilt_range
     assert lo == pytest.approx(-66, abs=2) and hi == pytest.approx(57, abs=2)
-    assert check.range_mismatch and "--tilt-range" in check.advice("crop.mrc")
+    assert check.range_mismatch and "tilt_range" in check.advice("crop.mrc")
 
 
 def test_cli_chunk_reads_the_tilt_range_when_asked(tmp_path, tomograms, capsys):
@@ -210,3 +210,19 @@ def test_cli_chunk_reads_the_tilt_range_when_asked(tmp_path, tomograms, capsys):
         lines = [ln for ln in err.splitlines() if "error" in ln]
         assert code != 0 and len(lines) == 1 and needle in lines[0], err
         assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_advice_names_the_setting_as_the_front_end_spells_it(tomograms, tmp_path, run_cli):
+    """The library names parameters (a Python caller passes tilt_axis=...); the CLI names flags."""
+    from cryogen.errors import setting, settings_named_as_flags
+
+    result = wedge_scores(tomograms["y"], Wedge(-60, 60, "x"))
+    assert "tilt_axis y" in result.advice("t.mrc")
+    with settings_named_as_flags():
+        assert setting("tilt_axis") == "--tilt-axis" and "--tilt-axis y" in result.advice("t.mrc")
+    assert setting("tilt_axis") == "tilt_axis"  # only inside the block
+    path = _write(tmp_path, "t.mrc", tomograms["y"])
+    code, _, err = run_cli(
+        "chunk", path, tmp_path / "t.zarr", "--tilt-range", -60, 60, "--tilt-axis", "x", "--tile", 32
+    )
+    assert code == 0 and "--tilt-axis y" in err

@@ -9,16 +9,8 @@ from scipy import ndimage
 
 from cryogen.errors import CryogenError
 from cryogen.model.imaging import Wedge, apply_wedge_np, frequency_radius, wedge_mask
-from cryogen.sim.simulate import (
-    VACUUM,
-    Simulation,
-    _make_slab,
-    _membrane_profile,
-    _place_vesicles,
-    _plan_filaments,
-    make_phantom,
-    simulate,
-)
+from cryogen.sim.phantom import VACUUM, _make_slab, _membrane_profile, _place_vesicles, _plan_filaments, make_phantom
+from cryogen.sim.simulate import Simulation, simulate
 
 SHAPE = (24, 48, 48)
 WEDGE = Wedge(-60, 60, "y")

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 
 from .. import __version__
-from ..errors import CryogenError
+from ..errors import CryogenError, settings_named_as_flags
 from . import benchmark, chunk, evaluate, export, info, reconstruct, report, run, simulate, stitch, train
 from .common import EPILOG, VerbParser
 
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         tune_malloc()  # before torch allocates: 1.7x faster networks on the CPU (see cryogen.runtime)
     prefix = f"cryogen {args.verb}: error:"
-    with _stage_logging(args.verb):
+    with _stage_logging(args.verb), settings_named_as_flags():
         try:
             func(args)
         except CryogenError as exc:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import CryogenError
+from ..errors import CryogenError, setting
 from .files import atomic_output
 from .mrc import MrcReader, RunningStats, check_finite_block
 
@@ -130,7 +130,9 @@ def _voxel_size(reader: MrcReader, override: float | None) -> tuple[float, float
         return (float(override),) * 3
     vs = reader.info.voxel_size
     if min(vs) <= 0:
-        raise CryogenError("voxel size in the header is 0 (unknown); give it with --voxel-size", reader.path)
+        raise CryogenError(
+            f"voxel size in the header is 0 (unknown); give it with {setting('voxel_size')}", reader.path
+        )
     return vs
 
 

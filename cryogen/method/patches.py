@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import zarr
 
-from ..errors import CryogenError
+from ..errors import CryogenError, setting
 from ..io.store import TILE_ARRAY, TileMeta, open_store, read_tiles, zarr_array
 from ..model.noise import NoiseModel
 from ..model.noise_estimate import estimate_from_data
@@ -52,7 +52,9 @@ def open_sources(paths: list[str | Path]) -> list[Source]:
         sources.append(Source(Path(p), meta, array, meta.stats["mean"], meta.stats["std"], noise))
     tiles = {s.meta.tile for s in sources}
     if len(tiles) > 1:
-        raise CryogenError(f"tile stores have different tile sizes {sorted(tiles)}; chunk them with one --tile")
+        raise CryogenError(
+            f"tile stores have different tile sizes {sorted(tiles)}; chunk them with one {setting('tile')}"
+        )
     return sources
 
 

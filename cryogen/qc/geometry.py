@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CryogenError
+from ..errors import CryogenError, setting
 from ..io.mrc import MrcReader
 from ..model.imaging import Wedge, frequency_radius, tilt_angle, wedge_mask
 
@@ -114,7 +114,7 @@ class GeometryCheck:
             lo, hi = self.tilt_range
             return (
                 f"{where}the missing wedge shows tilts from {lo:g} to {hi:g} degrees, not the configured "
-                f"{self.wedge.tilt_min:g} to {self.wedge.tilt_max:g}: pass --tilt-range {lo:g} {hi:g} "
+                f"{self.wedge.tilt_min:g} to {self.wedge.tilt_max:g}: pass {setting('tilt_range')} {lo:g} {hi:g} "
                 "(the sheet's tilt_min/tilt_max in the workflow)"
             )
         if not self.mismatch:
@@ -124,7 +124,7 @@ class GeometryCheck:
             f"(emptiest missing wedge {self.scores[best]:.2f} vs {self.scores[conf]:.2f} for the configured {conf})"
         )
         if best.beam == "z":
-            return f"{where}looks like the tilt axis is {best.tilt_axis}, not {conf.tilt_axis}: pass --tilt-axis {best.tilt_axis} {scores}"
+            return f"{where}looks like the tilt axis is {best.tilt_axis}, not {conf.tilt_axis}: pass {setting('tilt_axis')} {best.tilt_axis} {scores}"
         if best.beam == "y":
             # clip rotx turns the file's y into z and its z into y; x stays
             tilt = {"z": "y", "x": "x"}[best.tilt_axis]
@@ -133,7 +133,7 @@ class GeometryCheck:
             # clip flipxz swaps x and z; y stays
             tilt = {"z": "x", "y": "y"}[best.tilt_axis]
             fix = "swap x and z (`clip flipxz IN.rec OUT.rec` in IMOD) and chunk the rotated file"
-        extra = f" with --tilt-axis {tilt}" if tilt != conf.tilt_axis else ""
+        extra = f" with {setting('tilt_axis')} {tilt}" if tilt != conf.tilt_axis else ""
         return (
             f"{where}the missing wedge is around {best.beam}, not z: the beam seems to run along {best.beam} "
             f"(volume saved without rotx?); {fix}{extra} {scores}"
@@ -296,7 +296,7 @@ def wedge_from_spectrum(source: MrcReader | str | Path, tilt_axis: str) -> Wedge
     if result is None or result.tilt_range is None:
         raise CryogenError(
             "cannot read the tilt range off the missing wedge (no clear wedge in the central crop's power "
-            "spectrum); give it with --tilt-range MIN MAX",
+            f"spectrum); give it with {setting('tilt_range')} MIN MAX",
             path,
         )
     lo, hi = result.tilt_range

@@ -27,7 +27,7 @@ from typing import Any
 from distributed import Client, LocalCluster, as_completed, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from ..errors import CryogenError
+from ..errors import CryogenError, setting
 from ..method.solver import SolveConfig
 from .partial import finish
 from .reconstruct import TileRestorer, prepare
@@ -113,7 +113,7 @@ def reconstruct_parallel(
     label = str(store)
     store, prior, out = Path(store).resolve(), Path(prior).resolve(), Path(out).resolve()
     if workers < 1:
-        raise CryogenError(f"--workers must be at least 1, not {workers}")
+        raise CryogenError(f"{setting('workers')} must be at least 1, not {workers}")
     partial, batches = prepare(store, prior, out, cfg, batch, seed)
     if not batches:
         finish(partial, out)

@@ -39,8 +39,9 @@ from scipy.ndimage import gaussian_filter
 from ..errors import CryogenError
 from ..model.imaging import Wedge
 from .ctf import CTF, ctf_curve, dose_attenuation, filter_images
+from .phantom import BAND_LIMIT_SIGMA, VACUUM, check_positive, check_seed, check_shape, make_phantom
 from .projection import MAX_TILT, RECON_FILTERS, SlabProjector, weighted_backprojection
-from .simulate import BAND_LIMIT_SIGMA, VACUUM, Simulation, _check_positive, _check_shape, make_phantom
+from .simulate import Simulation
 
 __all__ = ["ORDERS", "Dose", "TiltScheme", "acquire", "reconstruct", "simulate_tilt_series"]
 
@@ -257,15 +258,14 @@ def simulate_tilt_series(
     `sirt_iterations`). With `halves`, also even/odd tomograms from alternating tilts; then
     observation == (even + odd) / 2. Deterministic given `seed`.
     """
-    shape = _check_shape(shape)
-    snr = _check_positive("snr", snr)
-    voxel_size = _check_positive("voxel_size", voxel_size)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise CryogenError(f"seed must be a non-negative integer, not {seed!r}")
+    shape = check_shape(shape)
+    snr = check_positive("snr", snr)
+    voxel_size = check_positive("voxel_size", voxel_size)
+    seed = check_seed(seed)
     _check_options(tilts, ctf, dose, binning, recon_filter, sirt_iterations)
     b = int(binning)
-    phantom_rng, noise_rng = np.random.default_rng(int(seed)).spawn(2)
-    fine = make_phantom(tuple(b * n for n in shape), phantom_rng, voxel_size / b)
+    phantom_rng, noise_rng = np.random.default_rng(seed).spawn(2)
+    fine = make_phantom((b * shape[0], b * shape[1], b * shape[2]), phantom_rng, voxel_size / b)
     truth = _coarse_truth(fine, b)
     images = acquire(fine - np.float32(VACUUM), tilts, voxel_size / b, ctf=ctf, dose=dose, binning=b)
     del fine
@@ -273,11 +273,14 @@ def simulate_tilt_series(
     if dose is not None:
         noise *= dose.noise_factor(tilts).astype(np.float32)[:, None, None]
     angles = tilts.angles()
-    opts = {"axis": tilts.axis, "recon_filter": recon_filter, "sirt_iterations": int(sirt_iterations)}
     parts = [slice(0, None, 2), slice(1, None, 2)] if halves else [slice(None)]
     step = tilts.step * len(parts)  # each tilt of a half stands for two steps of tilt
-    signals = [reconstruct(images[p], angles[p], step, shape, **opts) for p in parts]
-    noises = [reconstruct(noise[p], angles[p], step, shape, **opts) for p in parts]
+
+    def wbp(data: np.ndarray, part: slice) -> np.ndarray:
+        return reconstruct(data[part], angles[part], step, shape, tilts.axis, recon_filter, int(sirt_iterations))
+
+    signals = [wbp(images, p) for p in parts]
+    noises = [wbp(noise, p) for p in parts]
     signal, noise_vol = sum(signals) / np.float32(len(parts)), sum(noises) / np.float32(len(parts))
     target_var = float(np.var(signal, dtype=np.float64)) / snr
     scale = np.float32(math.sqrt(target_var / max(float(np.var(noise_vol, dtype=np.float64)), 1e-30)))
