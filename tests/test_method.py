@@ -268,3 +268,13 @@ def test_data_unlike_the_imaging_model_is_named(tmp_path, caplog):
     except CryogenError as exc:  # diverging afterwards is fine, as long as the cause is named
         assert "the imaging model (wedge and noise) misses something" in str(exc)
     assert "tells every real tile from its simulated observations" in caplog.text
+
+
+def test_progress_with_a_time_budget_counts_seconds_not_a_billion_steps(tiles, tmp_path, capsys):
+    """A budgeted run's step count is only a bound: its bar shows time spent against the budget."""
+    train([tiles], tmp_path / "p.pt", replace(TINY, steps=10**9, time_budget=1.0), device="cpu", progress=True)
+    err = capsys.readouterr().err
+    assert "s of the budget" in err and "step=" in err
+    assert "1000000000" not in err and "1e+09" not in err
+    train([tiles], tmp_path / "q.pt", replace(TINY, steps=3), device="cpu", progress=True)
+    assert "3/3" in capsys.readouterr().err  # without a budget, steps against the step count

@@ -29,6 +29,7 @@ def add_parser(sub: Subparsers) -> None:
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     from ..bench.quality import QualityOptions
+    from ..bench.real import REAL_CROP
     from ..bench.speed import SpeedOptions
 
     q, s = QualityOptions(), SpeedOptions()
@@ -77,6 +78,16 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         help="with --speed: also run chunk, reconstruct and stitch on a real "
         "1000 x 1000 x 300 tomogram (1.2 GB; ~6 GB of disk in --workdir) and time them end to end",
     )
+    p.add_argument(
+        "--real",
+        nargs="?",
+        const=str(REAL_CROP),
+        default=None,
+        metavar="TOMOGRAM",
+        help="judge the default method on a real tomogram, without ground truth: data consistency, the "
+        "microtubule's top/bottom-to-side wall contrast, the missing wedge's fill, D's separation, and figures "
+        f"(TIFF or MRC; default {REAL_CROP}); the time budget is --time-budget, results in WORKDIR/real",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     add_device_args(p)
 
@@ -84,8 +95,32 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.speed:
         _speed(args)
+    elif args.real:
+        _real(args)
     else:
         _quality(args)
+
+
+def _real(args: argparse.Namespace) -> None:
+    from ..bench.quality import machine
+    from ..bench.real import COLUMNS, RealOptions, run_real_benchmark
+    from .tables import format_table
+
+    options = RealOptions(
+        input=Path(args.real),
+        workdir=Path(args.workdir) / "real",
+        time_budget=args.time_budget,
+        steps=args.steps,
+        device=args.device,
+        seed=args.seed,
+    )
+    print(f"command: cryogen {' '.join(sys.argv[1:])}")
+    print(f"machine: {machine()}", flush=True)
+    rows = run_real_benchmark(options)
+    print(format_table(rows, COLUMNS))
+    print(f"figures: {options.workdir}/real_slices.png, real_spectra.png, real_tube.png")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 def _show(columns: list[str]) -> Callable[[list[dict]], None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from .common import EPILOG, add_wedge_args, default_of, wedge_of
+from .common import EPILOG, add_halves_arg, add_wedge_args, default_of, wedge_of
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -37,14 +37,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     )
     add_wedge_args(p, required=True, auto=True)
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in angstrom, overriding the MRC header")
-    p.add_argument(
-        "--halves",
-        nargs=2,
-        metavar=("EVEN.mrc", "ODD.mrc"),
-        default=None,
-        help="even/odd half tomograms (e.g. from even and odd tilts or frames): the noise level and spectrum are "
-        "measured from their difference instead of assumed flat",
-    )
+    add_halves_arg(p)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -75,6 +75,18 @@ def at_least_one(flag: str, value: int) -> None:
 # ----------------------------------------------------------------------------- tilt geometry
 
 
+def add_halves_arg(p: argparse.ArgumentParser) -> None:
+    """--halves EVEN ODD: the even/odd half tomograms that measure the noise (chunk, run)."""
+    p.add_argument(
+        "--halves",
+        nargs=2,
+        metavar=("EVEN.mrc", "ODD.mrc"),
+        default=None,
+        help="even/odd half tomograms (e.g. from even and odd tilts or frames): the noise level and spectrum are "
+        "measured from their difference instead of assumed flat",
+    )
+
+
 def add_wedge_args(p: argparse.ArgumentParser, required: bool, auto: bool = False) -> None:
     """--tilt-range and --tilt-axis; with `auto`, --tilt-range also takes `auto` (read off the data)."""
     from ..model.imaging import Wedge

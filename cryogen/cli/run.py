@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from .common import (
     EPILOG,
     add_device_args,
+    add_halves_arg,
     add_solve_args,
     add_train_args,
     add_wedge_args,
@@ -44,6 +45,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, default=tile, help=f"tile edge in voxels (default {tile})")
     p.add_argument("--overlap", type=int, default=overlap, help=f"tile overlap in voxels (default {overlap})")
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in angstrom, overriding the MRC header")
+    add_halves_arg(p)
     add_train_args(p)
     add_solve_args(p)
     add_device_args(p)
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> None:
         tile=args.tile,
         overlap=args.overlap,
         voxel_size=args.voxel_size,
+        halves=None if args.halves is None else (args.halves[0], args.halves[1]),
         train_config=TrainConfig(seed=args.seed, batch=args.batch, patch=args.patch),
     )
     print(f"wrote {args.output}" + (f" and {args.std}" if args.std else ""))

@@ -43,5 +43,5 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = {k: v for k, v in d.items() if k not in RETIRED}
-        d["net"] = NetConfig(**d["net"])
+        d["net"] = NetConfig.from_dict(d["net"])
         return cls(**d)

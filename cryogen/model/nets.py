@@ -24,9 +24,31 @@ class NetConfig:
     g_depth: int = 2
     d_channels: int = 8
     d_layers: int = 4
+    # how g's decoder upsamples: "linear" (trilinear interpolation, then a 1x1x1 convolution) or
+    # "transpose" (a stride-2 transposed convolution: the checkerboard of its two kernel phases
+    # left plane-to-plane striping along z, where nothing the data measure corrects it)
+    g_upsample: str = "linear"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NetConfig:
+        """Rebuild from a checkpoint; priors saved before g_upsample existed used "transpose"."""
+        return cls(**{"g_upsample": "transpose", **d})
+
+
+def _linear_up(cin: int, cout: int) -> nn.Sequential:
+    """x2 upsampling without a checkerboard: every output voxel is made by the same weights."""
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False), nn.Conv3d(cin, cout, 1))
+
+
+def _transpose_up(cin: int, cout: int) -> nn.Module:
+    """x2 upsampling by a stride-2 transposed convolution (priors made before "linear")."""
+    return nn.ConvTranspose3d(cin, cout, 2, stride=2)
+
+
+UPSAMPLERS = {"linear": _linear_up, "transpose": _transpose_up}
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -41,8 +63,10 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class UNet3d(nn.Module):
     """g(y): observed tile -> restored tile, predicted as a residual on top of the input."""
 
-    def __init__(self, channels: int = 8, depth: int = 2) -> None:
+    def __init__(self, channels: int = 8, depth: int = 2, upsample: str = "linear") -> None:
         super().__init__()
+        if upsample not in UPSAMPLERS:
+            raise ValueError(f"upsample must be one of {sorted(UPSAMPLERS)}, not {upsample!r}")
         self.depth = depth
         chans = [channels * 2**i for i in range(depth + 1)]
         self.inc = _block(1, chans[0])
@@ -50,7 +74,7 @@ class UNet3d(nn.Module):
             nn.Sequential(nn.Conv3d(chans[i], chans[i], 2, stride=2), _block(chans[i], chans[i + 1]))
             for i in range(depth)
         )
-        self.up = nn.ModuleList(nn.ConvTranspose3d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth)))
+        self.up = nn.ModuleList(UPSAMPLERS[upsample](chans[i + 1], chans[i]) for i in reversed(range(depth)))
         self.dec = nn.ModuleList(_block(2 * chans[i], chans[i]) for i in reversed(range(depth)))
         self.out = nn.Conv3d(chans[0], 1, 1)
         assert self.out.bias is not None  # Conv3d has a bias unless asked not to
@@ -114,4 +138,6 @@ def place(net: Net, device: torch.device | str) -> Net:
 
 
 def build(config: NetConfig) -> tuple[UNet3d, Discriminator]:
-    return UNet3d(config.g_channels, config.g_depth), Discriminator(config.d_channels, config.d_layers)
+    return UNet3d(config.g_channels, config.g_depth, config.g_upsample), Discriminator(
+        config.d_channels, config.d_layers
+    )

@@ -6,13 +6,16 @@
   structure lowers it everywhere.
 - `wedge_fill`: how much power the missing wedge holds relative to the measured region at the same
   |k| (0: empty, as in the input; about 1: as full as the measured directions). Cheap and general,
-  but it cannot tell filled structure from filled noise; read it with the next measure.
+  and blind to isotropic filters (a low-pass leaves it unchanged), but it cannot tell filled
+  structure from filled noise, and a denoiser that removes the measured region's noise raises
+  it a little without filling anything: read it with the next measure.
 - `filament_isotropy`: the roundness of a filament's cross-section (a microtubule, an actin
   bundle: any tube lying roughly in the XY plane). The filament is turned onto an axis, averaged
   along its length, and its wall contrast (wall minus the background just inside and outside it)
   is compared where the wall's normal is along the beam (top and bottom, within +-30 degrees:
   erased by the missing wedge) and across it (sides). A round tube gives about 1; an input with
-  a missing wedge gives well below 1 (about 0.3 on the real microtubule crop in ../shared/real).
+  a missing wedge gives well below 1 (0.21 on the real microtubule crop in ../shared/real; a
+  Gaussian low-pass of it, sigma 2 voxels, 0.27).
 
 All take (Z, Y, X) volumes, beam along z, as float arrays held in memory: crop a region around
 the structure first for large tomograms.
@@ -27,6 +30,7 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage, signal
 
+from ..errors import CryogenError
 from ..model.imaging import Wedge, apply_wedge_np, frequency_radius, rfft_weights, wedge_mask
 from .metrics import BAND_MAX, _crossing, fsc_curve
 
@@ -97,7 +101,7 @@ def wedge_fill(volume: np.ndarray, wedge: Wedge, band: tuple[float, float] = FIL
     p_wedge, c_wedge = sums(use & ~measured)
     ok = (c_wedge > 0) & (p_meas > 0)
     if not ok.any():
-        raise ValueError("no missing-wedge or measured coefficients in the band")
+        raise CryogenError(f"no missing-wedge or measured coefficients with |k| in {band} for shape {v.shape}")
     ratio = (p_wedge[ok] / c_wedge[ok]) / (p_meas[ok] / c_meas[ok])
     return float((ratio * c_wedge[ok]).sum() / c_wedge[ok].sum())
 
@@ -142,10 +146,9 @@ def cross_section(volume: np.ndarray, axis_angle: float) -> np.ndarray:
     a = np.radians(axis_angle)
     along, across = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])  # (dy, dx)
     half = 0.5 * np.hypot(ny, nx)
-    u = np.arange(-np.floor(half), np.floor(half) + 1)
-    w = np.arange(-np.floor(half), np.floor(half) + 1)
-    yy = (ny - 1) / 2 + u[:, None] * along[0] + w[None, :] * across[0]
-    xx = (nx - 1) / 2 + u[:, None] * along[1] + w[None, :] * across[1]
+    t = np.arange(-np.floor(half), np.floor(half) + 1)  # steps along (rows) and across (columns)
+    yy = (ny - 1) / 2 + t[:, None] * along[0] + t[None, :] * across[0]
+    xx = (nx - 1) / 2 + t[:, None] * along[1] + t[None, :] * across[1]
     inside = (yy >= 0) & (yy <= ny - 1) & (xx >= 0) & (xx <= nx - 1)
     count = inside.sum(axis=0)
     cols = count >= max(4, 0.25 * count.max())  # keep columns sampled over a fair length
@@ -198,15 +201,14 @@ def locate_tube(
         corr = signal.fftconvolve(s, _ring_template(r, wall)[::-1, ::-1], mode="same")
         m = int(np.ceil(r + wall / 2))
         valid = np.full(corr.shape, -np.inf)
-        score = corr if polarity is None else polarity * corr
-        score = np.abs(score) if polarity is None else score
+        score = np.abs(corr) if polarity is None else polarity * corr
         valid[m : -m or None, m : -m or None] = score[m : -m or None, m : -m or None]
         i = np.unravel_index(int(np.argmax(valid)), valid.shape)
         if valid[i] > best[0]:
             sign = polarity if polarity is not None else (1 if corr[i] > 0 else -1)
             best = (float(valid[i]), _subvoxel_peak(valid, i), float(r), int(sign))
     if not np.isfinite(best[0]):
-        raise ValueError(f"the cross-section {section.shape} is too small for a tube of radius {radius:g}")
+        raise CryogenError(f"the cross-section {section.shape} is too small for a tube of radius {radius:g} voxels")
     return best[1], best[2], best[3]
 
 
@@ -245,7 +247,7 @@ def filament_isotropy(
     degrees from y towards x (None: estimated by `filament_axis`). `wall`: its thickness in
     voxels (None: radius / 3). `polarity`: +1 if the wall is brighter than the background, -1
     if darker, None to find out. With several parallel tubes, the strongest ring is measured
-    (its centre is in the result)."""
+    (its centre is in the result). The ratio is NaN when the sides show no contrast."""
     wall = float(wall) if wall is not None else radius / 3.0
     angle = filament_axis(volume) if axis_angle is None else float(axis_angle)
     section = cross_section(volume, angle)

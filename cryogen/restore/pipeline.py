@@ -65,13 +65,14 @@ def _stages(
     voxel_size,
     train_config: TrainConfig | None,
     start: float,
+    halves: tuple[str | Path, str | Path] | None,
 ) -> dict[str, float]:
     times: dict[str, float] = {}
     if std_path is not None and solve.samples == 0:
         solve = replace(solve, samples=8)
     tiles = work / "tiles.zarr"
     t = time.monotonic()
-    chunk(input_path, tiles, tile=tile, overlap=overlap, wedge=wedge, voxel_size=voxel_size)
+    chunk(input_path, tiles, tile=tile, overlap=overlap, wedge=wedge, voxel_size=voxel_size, halves=halves)
     times["chunk"] = time.monotonic() - t
     cfg = train_config or TrainConfig(seed=seed)
     if steps is not None:
@@ -116,8 +117,10 @@ def run_one(
     voxel_size: float | None = None,
     train_config: TrainConfig | None = None,
     keep_work: Path | None = None,
+    halves: tuple[str | Path, str | Path] | None = None,
 ) -> dict[str, float]:
-    """Restore one tomogram; returns the seconds spent per stage."""
+    """Restore one tomogram; returns the seconds spent per stage. With `halves` (even, odd half
+    tomograms), the noise model is measured from their difference (see `tiling.chunk`)."""
     start = time.monotonic()
     output = Path(output)
     work = keep_work or output.with_name(f".{output.name}.work")
@@ -139,6 +142,7 @@ def run_one(
             voxel_size,
             train_config,
             start,
+            halves,
         )
     except BaseException:
         if keep_work is None:  # nothing half-done is left beside the output

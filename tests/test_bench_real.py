@@ -1,0 +1,49 @@
+"""The real-data benchmark's parts that need no training run: D's separation read off the
+training curves, TIFF input, and the tube figure (the run itself is a benchmark, not a test)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from test_isotropy import tube
+
+from cryogen.bench.real import d_separation, plot_tube_sections, read_volume
+from cryogen.errors import CryogenError
+from cryogen.qc.isotropy import filament_isotropy
+
+
+def _curves(path, accuracies):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["step", "loss_d", "d_acc_real", "d_acc_fake"])
+        w.writeheader()
+        for step, (real, fake) in enumerate(accuracies, start=1):
+            w.writerow({"step": step, "loss_d": 0.1, "d_acc_real": real, "d_acc_fake": fake})
+    return path
+
+
+def test_d_separation_counts_perfect_steps_after_300(tmp_path):
+    # the first 300 steps are perfect but do not count; after them, every other step is
+    acc = [(1.0, 1.0)] * 300 + [(1.0, 1.0), (1.0, 0.75)] * 50
+    fraction, steps = d_separation(_curves(tmp_path / "c.csv", acc))
+    assert fraction == pytest.approx(0.5) and steps == 400
+    assert d_separation(_curves(tmp_path / "short.csv", acc[:200])) == (None, 200)
+
+
+def test_read_volume_tiff_and_errors(tmp_path):
+    import tifffile
+
+    data = np.arange(4 * 5 * 6, dtype=np.uint8).reshape(4, 5, 6)
+    tifffile.imwrite(tmp_path / "v.tif", data, photometric="minisblack")
+    volume, voxel = read_volume(tmp_path / "v.tif")
+    assert volume.dtype == np.float32 and np.array_equal(volume, data) and voxel is None
+    with pytest.raises(CryogenError, match="no such file"):
+        read_volume(tmp_path / "missing.tif")
+
+
+def test_tube_figure(tmp_path):
+    volume = tube()
+    result = filament_isotropy(volume, radius=10.0)
+    plot_tube_sections([("a", result), ("b", result)], 4.0, tmp_path / "tube.png")
+    assert (tmp_path / "tube.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
