@@ -27,6 +27,7 @@ from ..method.devices import pick_device
 from ..method.loop import train
 from ..method.solver import SolveConfig
 from ..model.imaging import Wedge, apply_wedge_np
+from ..qc.calibration import calibration
 from ..qc.metrics import evaluate
 from ..restore.pipeline import estimate_reconstruct_seconds
 from ..restore.reconstruct import reconstruct
@@ -44,6 +45,9 @@ COLUMNS = [
     "measured_recovery",
     "cc_no_z_profile",
     "wedge_recovery_no_z_profile",
+    "within_1sd",
+    "within_2sd",
+    "err_std_corr",
     "wall_s",
 ]
 
@@ -63,7 +67,7 @@ class QualityOptions:
     steps: int | None = None  # fixed training steps instead of the time budget
     map_steps: int = 10
     prior_weight: float = SolveConfig.prior_weight
-    samples: int = SolveConfig.samples
+    samples: int = 4  # posterior samples of the MAP row: its std map's calibration (within_1sd, ...)
     workdir: Path = Path("bench")  # the simulated data and everything made from it
     device: str = "auto"
 
@@ -160,7 +164,7 @@ def _phantom(
             d / "tiles.zarr",
             d / "prior.pt",
             d / f"recon{k}.zarr",
-            replace(solve, map_steps=k),
+            replace(solve, map_steps=k, samples=solve.samples if k else 0),
             device=device,
             seed=seed,
             progress=False,
@@ -168,5 +172,9 @@ def _phantom(
         stitch(d / f"recon{k}.zarr", d / f"recon{k}.mrc", progress=False)
         wall = shared + time.monotonic() - t
         recon, _ = read_mrc(d / f"recon{k}.mrc")
-        rows.append({"phantom": name, "method": label, **evaluate(recon, sim.truth, wedge, 10.0), "wall_s": wall})
+        row = {"phantom": name, "method": label, **evaluate(recon, sim.truth, wedge, 10.0), "wall_s": wall}
+        if k and solve.samples:
+            stitch(d / f"recon{k}.zarr", d / f"std{k}.mrc", array_name="std", progress=False)
+            row.update(calibration(recon, read_mrc(d / f"std{k}.mrc")[0], sim.truth))
+        rows.append(row)
     return rows
