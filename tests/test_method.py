@@ -161,6 +161,32 @@ def test_map_result_is_consistent_with_the_data():
     assert resid.pow(2).mean().sqrt() < noise.sigma
 
 
+def test_discrepancy_map_keeps_the_data_within_the_noise_and_leaves_a_denoised_start_alone():
+    """Morozov's principle: a start already within the noise of y keeps its measured region (no
+    re-noising, unlike the penalty); one far from y is moved onto the noise ball; the wedge moves
+    by the prior alone."""
+    from cryogen.method.solver import within_noise_of
+
+    wedge, _g, d, y, noise, gen = _problem(2)
+    n = y[0].numel()
+    budget = noise.variance(tuple(y.shape[-3:]), wedge) * n
+    far = torch.zeros_like(y)
+    on_ball = within_noise_of(far, y, wedge, noise)
+    resid = apply_wedge(on_ball - y, wedge).pow(2).sum((-3, -2, -1))
+    assert torch.allclose(resid, torch.full_like(resid, budget), rtol=1e-4)
+    assert torch.allclose(on_ball - apply_wedge(on_ball, wedge), far - apply_wedge(far, wedge), atol=1e-5)
+    near = y + 0.1 * apply_wedge(torch.randn(y.shape, generator=gen), wedge)  # within the noise
+    assert torch.equal(within_noise_of(near, y, wedge, noise), near)
+    cfg = SolveConfig(map_steps=5, data_term="discrepancy")
+    x, _ = map_estimate(near, y, d, wedge, noise, cfg, gen)
+    assert float(apply_wedge(x - y, wedge).pow(2).sum((-3, -2, -1)).max()) <= budget * (1 + 1e-4)
+    penalty, _ = map_estimate(near, y, d, wedge, noise, SolveConfig(map_steps=5), gen)
+    moved_measured = apply_wedge(penalty - near, wedge).abs().mean()
+    assert float(apply_wedge(x - near, wedge).abs().mean()) < float(moved_measured)
+    with pytest.raises(ValueError, match="data_term"):
+        map_estimate(near, y, d, wedge, noise, SolveConfig(map_steps=1, data_term="l1"), gen)
+
+
 def test_posterior_std_is_larger_inside_the_wedge():
     wedge, _g, d, y, noise, gen = _problem(2)
     x, _ = map_estimate(y, y, d, wedge, noise, SolveConfig(map_steps=2), gen)

@@ -132,7 +132,8 @@ def _phantom(
     tilt: float,
     snr: float,
 ) -> list[dict]:
-    """The five rows of one phantom: input, best low-pass, truth without its wedge, g(y), MAP."""
+    """The six rows of one phantom: input, best low-pass, truth without its wedge, g(y), and MAP
+    with the data as a penalty and as a discrepancy constraint (SolveConfig.data_term)."""
     wedge = Wedge(-tilt, tilt)
     name = f"s{seed}_t{tilt:g}_snr{snr:g}" + ("" if model == "ideal" else "_ts")
     d = work / name
@@ -158,23 +159,24 @@ def _phantom(
         cfg = replace(cfg, steps=10**9, time_budget=budget)
     train([d / "tiles.zarr"], d / "prior.pt", cfg, device=device, progress=False)
     shared = time.monotonic() - start
-    for label, k in (("g(y)", 0), ("MAP", solve.map_steps)):
+    runs = (
+        ("g(y)", replace(solve, map_steps=0, samples=0)),
+        ("MAP", replace(solve, data_term="penalty")),
+        ("MAP, discrepancy", replace(solve, data_term="discrepancy")),
+    )
+    for i, (label, how) in enumerate(runs):
         t = time.monotonic()
+        out = d / f"recon{i}"
         reconstruct(
-            d / "tiles.zarr",
-            d / "prior.pt",
-            d / f"recon{k}.zarr",
-            replace(solve, map_steps=k, samples=solve.samples if k else 0),
-            device=device,
-            seed=seed,
-            progress=False,
+            d / "tiles.zarr", d / "prior.pt", out.with_suffix(".zarr"), how, device=device, seed=seed, progress=False
         )
-        stitch(d / f"recon{k}.zarr", d / f"recon{k}.mrc", progress=False)
+        stitch(out.with_suffix(".zarr"), out.with_suffix(".mrc"), progress=False)
         wall = shared + time.monotonic() - t
-        recon, _ = read_mrc(d / f"recon{k}.mrc")
+        recon, _ = read_mrc(out.with_suffix(".mrc"))
         row = {"phantom": name, "method": label, **evaluate(recon, sim.truth, wedge, 10.0), "wall_s": wall}
-        if k and solve.samples:
-            stitch(d / f"recon{k}.zarr", d / f"std{k}.mrc", array_name="std", progress=False)
-            row.update(calibration(recon, read_mrc(d / f"std{k}.mrc")[0], sim.truth))
+        if how.map_steps and how.samples:
+            std = d / f"std{i}.mrc"
+            stitch(out.with_suffix(".zarr"), std, array_name="std", progress=False)
+            row.update(calibration(recon, read_mrc(std)[0], sim.truth))
         rows.append(row)
     return rows

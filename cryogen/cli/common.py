@@ -177,6 +177,14 @@ def add_solve_args(p: argparse.ArgumentParser) -> None:
         help=f"weight lambda (per voxel) of the learned prior against the data in the MAP steps "
         f"(default {s.prior_weight:g})",
     )
+    p.add_argument(
+        "--data-term",
+        choices=("penalty", "discrepancy"),
+        default=s.data_term,
+        help="how the MAP steps treat the data: penalty (the Gaussian likelihood, which pulls the measured region "
+        "back towards the noisy data) or discrepancy (the prior alone, keeping the data within the noise level; "
+        f"default {s.data_term})",
+    )
 
 
 def solve_config(args: argparse.Namespace) -> SolveConfig:
@@ -184,7 +192,9 @@ def solve_config(args: argparse.Namespace) -> SolveConfig:
 
     if args.map_steps < 0 or args.samples < 0:
         raise CryogenError("--map-steps and --samples must not be negative")
-    return SolveConfig(map_steps=args.map_steps, samples=args.samples, prior_weight=args.prior_weight)
+    return SolveConfig(
+        map_steps=args.map_steps, samples=args.samples, prior_weight=args.prior_weight, data_term=args.data_term
+    )
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:

@@ -40,6 +40,11 @@ class SolveConfig:
     # lambda, per voxel: at 0.01 the prior's gradient is about as large as the data term's at the
     # warm start (measured with the default D; at 1 it is ~100x larger and wrecks the tile)
     prior_weight: float = 0.01
+    # how MAP treats the data: "penalty" descends ||A(x - y)||^2 / 2s^2 + lambda E(x), which pulls the
+    # measured region back towards the noisy y; "discrepancy" descends lambda E(x) alone and keeps
+    # ||A x - y||^2 within the noise's expected energy (Morozov's discrepancy principle: the truth
+    # satisfies it, and a denoised warm start is not re-noised)
+    data_term: str = "penalty"
     samples: int = 0  # posterior samples for the uncertainty map (0: none)
     sample_steps: int = 4  # Langevin steps between samples
     rotations_per_energy: int = 1
@@ -147,18 +152,35 @@ def map_estimate(
 ) -> tuple[torch.Tensor, list[float]]:
     """K gradient steps on U from the warm start x0, (B, Z, Y, X) like y; returns the estimate (same
     shape) and the mean U after each step."""
+    if cfg.data_term not in ("penalty", "discrepancy"):
+        raise ValueError(f"data_term must be penalty or discrepancy, not {cfg.data_term!r}")
     eta = cfg.step * _s2(noise, x0, wedge)
     x = x0.detach()
     trace = []
     for _ in range(cfg.map_steps):
         u, g = grad_potential(x, y, d, wedge, noise, cfg.prior_weight, generator, cfg.rotations_per_energy)
         trace.append(float(u.mean()))
-        x = x - eta * g
+        if cfg.data_term == "discrepancy":
+            g = g - apply_wedge(x - y, wedge) / _s2(noise, x, wedge)  # the prior's part alone
+            x = within_noise_of(x - eta * g, y, wedge, noise)
+        else:
+            x = x - eta * g
     if cfg.map_steps:
         trace.append(
             float(potential(x, y, d, wedge, noise, cfg.prior_weight, generator, cfg.rotations_per_energy).mean())
         )
     return x.detach(), trace
+
+
+def within_noise_of(x: torch.Tensor, y: torch.Tensor, wedge: Wedge, noise: NoiseModel) -> torch.Tensor:
+    """x, (B, Z, Y, X), moved in the measured subspace just enough that ||A x - y||^2 is at most the
+    noise's expected energy (N times its per-voxel variance); the missing wedge is left as it is."""
+    n = x[0].numel()
+    budget = noise.variance(tuple(int(v) for v in x.shape[-3:]), wedge) * n
+    r = apply_wedge(x - y, wedge)
+    norm2 = r.pow(2).sum(DIMS, keepdim=True)
+    shrink = torch.clamp(torch.sqrt(budget / norm2.clamp(min=1e-30)), max=1.0)
+    return x - r * (1 - shrink)
 
 
 def posterior_std(
