@@ -26,6 +26,8 @@ _API = {
     "NetConfig": "cryogen.model.nets",
     "TransferFunction": "cryogen.model.transfer",
     "read_mrc": "cryogen.io.mrc",
+    "read_tilt_angles": "cryogen.io.tilts",
+    "TiltAngles": "cryogen.io.tilts",
     "write_mrc": "cryogen.io.mrc",
     "write_ome_zarr": "cryogen.io.ome_zarr",
     "chunk": "cryogen.tiling",
@@ -49,6 +51,7 @@ __all__ = [
     "NetConfig",
     "NoiseModel",
     "SolveConfig",
+    "TiltAngles",
     "TiltScheme",
     "TrainConfig",
     "TransferFunction",
@@ -57,6 +60,7 @@ __all__ = [
     "chunk",
     "evaluate",
     "read_mrc",
+    "read_tilt_angles",
     "reconstruct",
     "reconstruct_parallel",
     "run_one",
@@ -73,6 +77,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors; at run ti
     from .errors import CryogenError
     from .io.mrc import read_mrc, write_mrc
     from .io.ome_zarr import write_ome_zarr
+    from .io.tilts import TiltAngles, read_tilt_angles
     from .method.config import TrainConfig
     from .method.loop import train
     from .method.solver import SolveConfig

@@ -255,3 +255,80 @@ def test_run_measures_the_noise_from_halves(tmp_path, run_cli, write_volume):
     code, _, err = run_cli("run", obs, tmp_path / "r.mrc", "--halves", even, odd, *common)
     assert code == 0, err
     assert (tmp_path / "r.mrc").exists()
+
+
+# ----------------------------------------------------------------------------- --tilt-file
+
+
+def test_chunk_with_a_tilt_file_is_chunk_with_its_range(tmp_path, run_cli, write_volume, capsys):
+    """--tilt-file gives the store what --tilt-range with the file's lowest and highest angle gives."""
+    import zarr
+
+    src = write_volume(shape=(20, 30, 40))
+    (tmp_path / "TS_01.tlt").write_text("\n".join(f"{a:.2f}" for a in (0, 3, -3, 6, -6, 62, -54)) + "\n")
+    common = ("--tile", 16, "--overlap", 4, "--tilt-axis", "x")
+    code, _, err = run_cli("chunk", src, tmp_path / "file.zarr", "--tilt-file", tmp_path / "TS_01.tlt", *common)
+    assert code == 0, err
+    assert f"tilt range -54 to 62 degrees from the 7 angles of {tmp_path / 'TS_01.tlt'}" in err
+    code, _, err = run_cli("chunk", src, tmp_path / "range.zarr", "--tilt-range", -54, 62, *common)
+    assert code == 0, err
+    attrs = [zarr.open_group(str(tmp_path / f"{n}.zarr"), mode="r").attrs.asdict() for n in ("file", "range")]
+    assert attrs[0] == attrs[1] and attrs[0]["cryogen"]["wedge"]["tilt_axis"] == "x"
+
+
+@pytest.mark.parametrize("verb", ["chunk", "run"])
+def test_tilt_range_and_tilt_file_both_or_neither(tmp_path, run_cli, write_volume, capsys, verb):
+    src = write_volume()
+    (tmp_path / "a.tlt").write_text("-60\n60\n")
+    out = tmp_path / ("t.zarr" if verb == "chunk" else "r.mrc")
+    for extra, needle in (
+        (
+            ("--tilt-range", -60, 60, "--tilt-file", tmp_path / "a.tlt"),
+            "--tilt-file: not allowed with argument --tilt-range",
+        ),
+        ((), "one of the arguments --tilt-range --tilt-file is required"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            run_cli(verb, src, out, *extra)
+        assert_one_line_error(exc.value.code, capsys.readouterr().err, f"cryogen {verb}: error:", needle)
+        assert only(tmp_path, src.name, "a.tlt")
+
+
+def test_a_bad_tilt_file_is_one_line_naming_file_and_line(tmp_path, run_cli, write_volume):
+    src = write_volume()
+    bad = tmp_path / "TS_01.mrc.mdoc"
+    bad.write_text("[ZValue = 0]\nTiltAngle = -60\n\n[ZValue = 1]\nTiltAngle = 120\n")
+    code, _, err = run_cli("chunk", src, tmp_path / "t.zarr", "--tilt-file", bad)
+    assert_one_line_error(code, err, f"{bad}: line 5: tilt angle 120 is beyond +-90 degrees")
+    assert only(tmp_path, src.name, bad.name)
+
+
+def test_run_and_report_take_a_tilt_file(tmp_path):
+    from cryogen.cli.common import wedge_of
+    from cryogen.cli.main import build_parser
+    from cryogen.model.imaging import Wedge
+
+    aln = tmp_path / "TS_01.aln"
+    aln.write_text("# AreTomo Alignment\n# SEC ROT TILT\n 0 85 -50.5\n 1 85 58\n# Local Alignment\n")
+    parse = build_parser().parse_args
+    args = parse(["run", "a.mrc", "b.mrc", "--tilt-file", str(aln), "--tilt-axis", "x"])
+    assert wedge_of(args, args.input) == Wedge(-50.5, 58, "x")
+    args = parse(["report", "a.mrc", "b.mrc", "--slices", "s.png", "--spectra", "p.png", "--tilt-file", str(aln)])
+    assert wedge_of(args, args.before) == Wedge(-50.5, 58, "y")
+
+
+def test_chunk_warns_when_the_tilt_file_disagrees_with_the_spectrum(tmp_path, run_cli):
+    """The file's range becomes a Wedge, so chunk's geometry check compares it with the missing wedge as it
+    does a typed range: data tilted -45..62 with a file of -60..60 gets the warning, its true file none."""
+    from cryogen.io.mrc import write_mrc
+    from cryogen.model.imaging import Wedge
+    from cryogen.sim.simulate import simulate
+
+    src = tmp_path / "asym.mrc"
+    write_mrc(src, simulate((32, 48, 48), Wedge(-45, 62, "y"), snr=0.3, seed=3).observation, 10.0)
+    (tmp_path / "off.tlt").write_text("\n".join(str(a) for a in range(-60, 61, 3)))
+    (tmp_path / "true.tlt").write_text("\n".join(str(a) for a in (*range(-45, 61, 3), 62)))
+    code, _, err = run_cli("chunk", src, tmp_path / "off.zarr", "--tilt-file", tmp_path / "off.tlt", "--tile", 32)
+    assert code == 0 and "warning: " in err and "not the configured -60 to 60" in err, err
+    code, _, err = run_cli("chunk", src, tmp_path / "ok.zarr", "--tilt-file", tmp_path / "true.tlt", "--tile", 32)
+    assert code == 0 and "warning" not in err, err

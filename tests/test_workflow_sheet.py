@@ -128,3 +128,40 @@ def test_options_of_a_row():
     assert plain.chunk_options() == "--tilt-range -54.5 62 --tilt-axis y"
     full = Tomogram("a", "a.mrc", "auto", "auto", tilt_axis="x", even="h 1.mrc", odd="h2.mrc", voxel_size=7.0)
     assert full.chunk_options() == "--tilt-range auto --tilt-axis x --voxel-size 7 --halves 'h 1.mrc' h2.mrc"
+
+
+def test_a_tilt_file_instead_of_the_range(sheet, tmp_path):
+    """tilt_file: the range cells stay empty, the file is read at once, and chunk and report get --tilt-file."""
+    tlt = tmp_path / "TS 01.tlt"
+    tlt.write_text("-54\n-51\n62\n")
+    path = sheet(f"name\tpath\ttilt_min\ttilt_max\ttilt_file\ttilt_axis\na\ta.mrc\t\t\t{tlt}\tx\n")
+    (a,) = read_sheet(path, SCHEMA)
+    assert (a.tilt_min, a.tilt_max, a.tilt_file) == (None, None, str(tlt))
+    assert a.tilt_options() == f"--tilt-file '{tlt}' --tilt-axis x"
+    assert a.chunk_options() == f"--tilt-file '{tlt}' --tilt-axis x"
+    (a,) = read_sheet(sheet(f"name\tpath\ttilt_file\na\ta.mrc\t{tlt}\n"), SCHEMA)  # no range columns at all
+    assert a.chunk_options() == f"--tilt-file '{tlt}' --tilt-axis y"
+
+
+def test_tilt_file_and_range_exclude_each_other_and_a_bad_file_stops_the_sheet(sheet, tmp_path):
+    tlt = tmp_path / "a.tlt"
+    tlt.write_text("-60\n60\n")
+    head = "name\tpath\ttilt_min\ttilt_max\ttilt_file\n"
+    for rows, message in (
+        (
+            f"a\ta.mrc\t-60\t60\t{tlt}\n",
+            f"give tilt_file or tilt_min/tilt_max, not both (tilt_file {tlt}, tilt_min -60",
+        ),
+        (f"a\ta.mrc\tauto\t\t{tlt}\n", "not both (tilt_file"),
+        ("a\ta.mrc\t-60\t\t\n", "give tilt_min and tilt_max (degrees, or auto in both), or a tilt_file"),
+        (f"a\ta.mrc\t\t\t{tmp_path / 'nope.tlt'}\n", f"key tilt_file: {tmp_path / 'nope.tlt'}: tilt file not found"),
+    ):
+        path = sheet(head + rows)
+        with pytest.raises(CryogenError) as exc:
+            read_sheet(path, SCHEMA)
+        assert str(exc.value).startswith(f"tomogram sheet {path}, data row 1 (a): ") and message in str(exc.value)
+    tlt.write_text("-60\n-57\nabc\n")
+    with pytest.raises(
+        CryogenError, match=rf"data row 1 \(a\): key tilt_file: {tlt}: line 3: 'abc' is not a tilt angle"
+    ):
+        read_sheet(sheet(head + f"a\ta.mrc\t\t\t{tlt}\n"), SCHEMA)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import logging
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from ..model.imaging import Wedge
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+log = logging.getLogger(__name__)
 
 EPILOG = "Axes are (z, y, x); the beam is along z and the tilt axis is y unless --tilt-axis x is given."
 
@@ -88,21 +91,33 @@ def add_halves_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_wedge_args(p: argparse.ArgumentParser, required: bool, auto: bool = False) -> None:
-    """--tilt-range and --tilt-axis; with `auto`, --tilt-range also takes `auto` (read off the data)."""
+    """--tilt-range and --tilt-axis; with `auto` (the verbs that read a tomogram: chunk, run, report),
+    --tilt-range also takes `auto` (read off the data) and --tilt-file FILE (read off the tilt
+    series' angle file) may replace it. `required`: one of the two must be given."""
     from ..model.imaging import Wedge
 
     w = Wedge()
-    p.add_argument(
+    # with --tilt-file, "one of the two" is the group's requirement, not --tilt-range's
+    given = p.add_mutually_exclusive_group(required=required) if auto else p
+    given.add_argument(
         "--tilt-range",
         nargs="+" if auto else 2,
         type=str if auto else float,
         metavar=("MIN|auto", "MAX") if auto else ("MIN", "MAX"),
-        required=required,
+        required=required and not auto,
         default=None if required else (w.tilt_min, w.tilt_max),
         help="tilt range of the tilt series in degrees, e.g. -60 60 or -54 62"
         + (", or auto: read it off the tomogram's missing wedge (central crop's power spectrum)" if auto else "")
         + ("" if required else f" (default {w.tilt_min:g} {w.tilt_max:g})"),
     )
+    if auto:
+        given.add_argument(
+            "--tilt-file",
+            metavar="FILE",
+            default=None,
+            help="instead of --tilt-range: the tilt series' angles, whose lowest and highest make the range: "
+            "IMOD .tlt/.rawtlt, SerialEM .mdoc or AreTomo .aln",
+        )
     p.add_argument(
         "--tilt-axis",
         choices=("y", "x"),
@@ -112,10 +127,18 @@ def add_wedge_args(p: argparse.ArgumentParser, required: bool, auto: bool = Fals
 
 
 def wedge_of(args: argparse.Namespace, source: str | None = None) -> Wedge:
-    """The Wedge of --tilt-range and --tilt-axis; with `--tilt-range auto` (verbs that read a
-    tomogram), the range is read off the missing wedge of `source`."""
+    """The Wedge of --tilt-range (or --tilt-file) and --tilt-axis; with `--tilt-range auto` (verbs
+    that read a tomogram), the range is read off the missing wedge of `source`."""
     from ..model.imaging import Wedge
 
+    if getattr(args, "tilt_file", None) is not None:
+        from ..io.tilts import read_tilt_angles
+
+        tilts = read_tilt_angles(args.tilt_file)
+        wedge = tilts.wedge(args.tilt_axis)
+        n, path = len(tilts.angles), tilts.path
+        log.info("tilt range %g to %g degrees from the %d angles of %s", wedge.tilt_min, wedge.tilt_max, n, path)
+        return wedge
     values = [str(v) for v in args.tilt_range]
     if values == ["auto"] and source is not None:
         from ..qc.geometry import wedge_from_spectrum

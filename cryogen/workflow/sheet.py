@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CryogenError
+from ..io.tilts import read_tilt_angles
 from .config import Schema, validate
 
 __all__ = ["Dataset", "Tomogram", "demo_tomograms", "load_dataset", "read_sheet"]
@@ -26,8 +27,8 @@ class Tomogram:
 
     name: str
     path: str
-    tilt_min: float | str  # a number, or "auto" (then both are)
-    tilt_max: float | str
+    tilt_min: float | str | None = None  # a number, or "auto" (then both are); None with a tilt_file
+    tilt_max: float | str | None = None
     tilt_axis: str = "y"
     even: str | None = None
     odd: str | None = None
@@ -35,11 +36,17 @@ class Tomogram:
     group: str = "dataset"
     train: bool = True
     truth: str | None = None
+    tilt_file: str | None = None  # the tilt series' angles (IMOD, SerialEM, AreTomo), instead of the range
 
     def tilt_options(self) -> str:
-        """--tilt-range and --tilt-axis for the verbs that take them (chunk, report)."""
-        tilt = "auto" if self.tilt_min == "auto" else f"{self.tilt_min:g} {self.tilt_max:g}"
-        return f"--tilt-range {tilt} --tilt-axis {self.tilt_axis}"
+        """--tilt-range (or --tilt-file) and --tilt-axis for the verbs that take them (chunk, report)."""
+        if self.tilt_file is not None:
+            tilt = f"--tilt-file {shlex.quote(self.tilt_file)}"
+        elif self.tilt_min == "auto":
+            tilt = "--tilt-range auto"
+        else:
+            tilt = f"--tilt-range {self.tilt_min:g} {self.tilt_max:g}"
+        return f"{tilt} --tilt-axis {self.tilt_axis}"
 
     def chunk_options(self) -> str:
         """`cryogen chunk` options beyond tile and overlap: geometry, voxel size, half tomograms."""
@@ -85,17 +92,37 @@ def read_sheet(path: str | Path, schema: Schema) -> list[Tomogram]:
         named = f" ({record['name']})" if isinstance(record.get("name"), str) else ""
         label = f"tomogram sheet {sheet}, data row {row}{named}"
         validate(record, schema, label)
-        autos = [record[k] == "auto" for k in ("tilt_min", "tilt_max")]
-        if any(autos) and not all(autos):
-            raise CryogenError(
-                f"{label}: tilt_min and tilt_max are both auto or both numbers, not {record['tilt_min']} and {record['tilt_max']}"
-            )
-        if not any(autos) and record["tilt_min"] >= record["tilt_max"]:
-            raise CryogenError(
-                f"{label}: tilt_min ({record['tilt_min']:g}) must be below tilt_max ({record['tilt_max']:g})"
-            )
+        _check_tilts(record, label)
         rows.append(Tomogram(**record))
     return rows
+
+
+def _check_tilts(record: dict[str, Any], label: str) -> None:
+    """The tilt geometry of a validated row: a tilt_file or a range (both numbers, or both auto).
+    The tilt file is read now (it is small), so that a missing or bad one stops the run before any job."""
+    given = [k for k in ("tilt_min", "tilt_max") if k in record]
+    if "tilt_file" in record:
+        if given:
+            raise CryogenError(
+                f"{label}: give tilt_file or tilt_min/tilt_max, not both (tilt_file {record['tilt_file']}, "
+                f"{given[0]} {record[given[0]]})"
+            )
+        try:
+            read_tilt_angles(record["tilt_file"]).wedge(record["tilt_axis"])
+        except CryogenError as exc:
+            raise CryogenError(f"{label}: key tilt_file: {exc}") from None
+        return
+    if len(given) < 2:
+        raise CryogenError(f"{label}: give tilt_min and tilt_max (degrees, or auto in both), or a tilt_file")
+    autos = [record[k] == "auto" for k in given]
+    if any(autos) and not all(autos):
+        raise CryogenError(
+            f"{label}: tilt_min and tilt_max are both auto or both numbers, not {record['tilt_min']} and {record['tilt_max']}"
+        )
+    if not any(autos) and record["tilt_min"] >= record["tilt_max"]:
+        raise CryogenError(
+            f"{label}: tilt_min ({record['tilt_min']:g}) must be below tilt_max ({record['tilt_max']:g})"
+        )
 
 
 def demo_tomograms(demo: dict[str, Any]) -> list[Tomogram]:

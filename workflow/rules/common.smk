@@ -55,7 +55,8 @@ def prior_of(wildcards):
 
 def chunk_inputs(wildcards):
     t = tomo(wildcards)
-    return {"mrc": t.path, **({"even": t.even, "odd": t.odd} if t.even else {})}
+    tilt = {"tilt": t.tilt_file} if t.tilt_file else {}  # an edited tilt file reruns chunk
+    return {"mrc": t.path, **({"even": t.even, "odd": t.odd} if t.even else {}), **tilt}
 
 
 def chunk_options(wildcards):
@@ -68,7 +69,8 @@ def train_budget():
 
 def report_inputs(wildcards):
     t = tomo(wildcards)
-    return {"before": t.path, "after": f"{RESULTS}/{t.name}/restored.mrc", **({"truth": t.truth} if t.truth else {})}
+    tilt = {"tilt": t.tilt_file} if t.tilt_file else {}
+    return {"before": t.path, "after": f"{RESULTS}/{t.name}/restored.mrc", **({"truth": t.truth} if t.truth else {}), **tilt}
 
 
 def report_options(wildcards, input):
