@@ -7,6 +7,11 @@ therefore a power spectral density (PSD), not one number:
     PSD(k) = measured_psd(|k|)   for measured k (radial profile, linear interpolation in |k|)
     PSD(k) = missing_psd         for k in the missing wedge (0 when the noise is wedge-confined)
 
+optionally times a directional factor D(k) (`cryogen.model.noise_directional`): back-projection
+noise is stronger along the tilt axis than across it, and varies with the tilt angle. D has
+mean 1 over the measured part of each shell and over the missing wedge, so sigma and the radial
+profile keep their meaning; without it (None) the model is radial, exactly as before.
+
 Convention: PSD(k) = E|F(n)_k|^2 / N with the unnormalised FFT over N voxels, so the mean of
 the PSD over the full FFT grid is the noise variance (Parseval). |k| is in cycles per voxel and
 "measured" comes from the tilt geometry, so a model estimated on one volume transfers to any
@@ -31,6 +36,7 @@ import numpy as np
 
 from ..errors import CryogenError
 from .imaging import FFT_DIMS, Wedge, frequency_radius, rfft_weights, wedge_mask
+from .noise_directional import DirectionalFactor
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -52,7 +58,7 @@ def _floats(values: Any, name: str) -> tuple[float, ...]:
 @dataclass(frozen=True)
 class NoiseModel:
     """Noise of an observation: sigma plus a radial PSD in the measured region and a level in the
-    missing wedge. See the module docstring for the conventions.
+    missing wedge, optionally shaped by a `directional` factor. See the module docstring.
 
     `data_variance`, `data_psd` and `data_missing_psd` describe the observation the model was
     estimated on (its variance, and its total PSD per shell in the measured and the missing
@@ -68,6 +74,7 @@ class NoiseModel:
     data_variance: float | None = None
     data_psd: tuple[float, ...] = ()
     data_missing_psd: tuple[float, ...] = ()
+    directional: DirectionalFactor | None = None
 
     def __post_init__(self) -> None:
         sigma = float(self.sigma)
@@ -98,7 +105,13 @@ class NoiseModel:
         data_var = None if self.data_variance is None else float(self.data_variance)
         if data_var is not None and not (math.isfinite(data_var) and data_var >= 0):
             raise CryogenError(f"noise model: data_variance must be finite and >= 0, not {self.data_variance!r}")
+        directional = self.directional
+        if isinstance(directional, dict):
+            directional = DirectionalFactor.from_dict(directional) if directional else None
+        if directional is not None and not isinstance(directional, DirectionalFactor):
+            raise CryogenError(f"noise model: directional must be a dict or None, not {type(directional).__name__}")
         for name, value in (
+            ("directional", directional),
             ("sigma", sigma),
             ("missing_psd", missing),
             ("shell_freqs", freqs),
@@ -166,6 +179,8 @@ class NoiseModel:
         radius = frequency_radius(shape3)
         out = np.interp(radius, self.shell_freqs, self.measured_psd)
         out[~wedge_mask(shape3, wedge)] = self.missing_psd
+        if self.directional is not None:
+            out *= self.directional.evaluate(shape3, wedge)
         return out
 
     def variance(self, shape: tuple[int, ...], wedge: Wedge) -> float:
@@ -208,8 +223,9 @@ class NoiseModel:
     # -- serialisation ----------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        """A JSON-able dict (plain floats and lists) for Zarr attributes and checkpoints."""
-        return {
+        """A JSON-able dict (plain floats and lists) for Zarr attributes and checkpoints; the
+        "directional" key only when the model has that factor (radial models' dicts are as before)."""
+        out = {
             "sigma": self.sigma,
             "shell_freqs": list(self.shell_freqs),
             "measured_psd": list(self.measured_psd),
@@ -219,6 +235,9 @@ class NoiseModel:
             "data_psd": list(self.data_psd),
             "data_missing_psd": list(self.data_missing_psd),
         }
+        if self.directional is not None:
+            out["directional"] = self.directional.as_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> NoiseModel:

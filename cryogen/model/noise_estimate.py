@@ -25,6 +25,14 @@ data whose noise was low-pass filtered near Nyquist (binned or interpolated tomo
 reconstructions with a low-pass filter): use even/odd halves there. `cryogen.qc.warnings.check_noise`
 warns when the spectrum still falls across the noise band.
 
+Both also measure the noise's directional factor (`cryogen.model.noise_directional`): from halves
+at every |k| (six radial bins), on the spectrum of d; from one volume in the noise band only, on
+the spectrum of its periodic component (so the crop's faces draw no cross along the k axes), and
+assumed to hold at every |k|, since the anisotropy of back-projection noise is a property of the
+reconstruction, not of the specimen (the radial levels are then re-measured on the spectrum
+divided by the factor, so they are means over all directions of a shell). A strong smooth signal
+still puts some power near the k axes of a crop (at SNR 1, up to ~25 % in the bins there).
+
 Both estimators treat the volume as periodic (plain FFT, no window, so the wedge stays sharp);
 the jump at its borders adds a little high-frequency power (the median keeps this to ~1-3% of
 sigma for tiles of ~50^3 at SNR 1). They hold a few float64 arrays of the rfft grid in memory:
@@ -45,8 +53,12 @@ import numpy as np
 from ..errors import CryogenError
 from .imaging import Wedge, as_volume, frequency_radius, rfft_weights, wedge_mask
 from .noise import K_MAX, NoiseModel
+from .noise_directional import estimate_directional
 
 NOISE_BAND = (0.4, 0.5)  # where the data-alone estimator assumes the signal is negligible
+#: Radial bins of the directional factor measured on half differences (cycles/voxel): the
+#: corners beyond 0.5 (directions near the axes absent) form one.
+HALVES_RADII = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, K_MAX + 1e-9])
 _LN2 = math.log(2.0)
 _MIN_BAND_MEASURED = 256  # rfft coefficients needed in the noise band (measured region)
 _MIN_BAND_MISSING = 64  # ... and in its missing region, when the grid has one
@@ -77,6 +89,29 @@ def _power(v: np.ndarray) -> np.ndarray:
     p += spec.imag.astype(np.float64) ** 2
     p /= v.size
     return p
+
+
+def _periodic_power(v: np.ndarray) -> np.ndarray:
+    """`_power` of the periodic component of `v` (Moisan's periodic plus smooth decomposition):
+    the jumps across the volume's opposite faces, which a crop's FFT sees as edges, put a cross
+    of power along the k axes that a median over one direction's coefficients does not ignore;
+    the smooth component carrying them is removed, and the spectrum is not blurred as by a window."""
+    import scipy.fft
+
+    jumps = np.zeros(v.shape, np.float64)
+    for axis in range(3):
+        step = np.take(v, [-1], axis=axis).astype(np.float64) - np.take(v, [0], axis=axis)  # across the face
+        jumps[(slice(None),) * axis + (0,)] += np.squeeze(step, axis)
+        jumps[(slice(None),) * axis + (-1,)] -= np.squeeze(step, axis)
+    cosines = [np.cos(2 * np.pi * np.fft.fftfreq(n)) for n in v.shape[:2]] + [
+        np.cos(2 * np.pi * np.fft.rfftfreq(v.shape[2]))
+    ]
+    laplacian = 2.0 * (cosines[0][:, None, None] + cosines[1][None, :, None] + cosines[2][None, None, :]) - 6.0
+    laplacian[0, 0, 0] = 1.0
+    smooth = scipy.fft.rfftn(jumps, workers=-1) / laplacian
+    smooth[0, 0, 0] = 0.0
+    spec = scipy.fft.rfftn(v, workers=-1) - smooth
+    return (spec.real**2 + spec.imag**2) / v.size
 
 
 def _shell_edges(n_shells: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,8 +180,12 @@ def estimate_from_halves(even: np.ndarray, odd: np.ndarray, wedge: Wedge, n_shel
         raise CryogenError("even and odd halves are identical: their difference has no noise to measure")
     obs = _centred((e + o) * np.float32(0.5))
     shape3 = e.shape
-    centres, measured, _, missing, _, _ = _spectrum_profile(_power(d), shape3, wedge, n_shells)
+    power = _power(d)
+    centres, measured, _, missing, radius, _ = _spectrum_profile(power, shape3, wedge, n_shells)
     _, data_meas, data_miss, _, _, _ = _spectrum_profile(_power(obs), shape3, wedge, n_shells)
+    radial = NoiseModel(sigma, tuple(centres), tuple(measured), missing, "halves")
+    base = radial.psd(shape3, wedge)
+    directional = estimate_directional(power, base, shape3, wedge, radius > 0, HALVES_RADII, robust=False)
     return NoiseModel(
         sigma=sigma,
         shell_freqs=tuple(centres),
@@ -156,6 +195,7 @@ def estimate_from_halves(even: np.ndarray, odd: np.ndarray, wedge: Wedge, n_shel
         data_variance=float(np.mean(obs.astype(np.float64) ** 2)),
         data_psd=tuple(data_meas),
         data_missing_psd=tuple(data_miss),
+        directional=directional,
     )
 
 
@@ -203,10 +243,27 @@ def _corner_profile(
     return tuple(float(v) for v in out)
 
 
+def _radial_from_data(
+    power: np.ndarray, radius: np.ndarray, mask: np.ndarray, band: np.ndarray, n_shells: int
+) -> tuple[tuple[float, ...], float]:
+    """The data-alone radial model: measured_psd (the band's level, then the corners' own) and
+    missing_psd, from medians / ln 2 of `power` (see the module docstring)."""
+    level = float(np.median(power[band & mask])) / _LN2
+    sel = band & ~mask
+    missing = float(np.median(power[sel])) / _LN2 if sel.any() else 0.0
+    return _corner_profile(power, radius, mask, n_shells, float(radius[band].max()), level), missing
+
+
 def estimate_from_data(volume: np.ndarray, wedge: Wedge, n_shells: int = 32) -> NoiseModel:
     """The noise model from one volume, (Z, Y, X), assuming a flat noise PSD in each region and negligible
     signal at 0.4..0.5 cycles/voxel (see the module docstring: this under-estimates sigma for
-    binned or low-pass filtered data, where even/odd halves are needed)."""
+    binned or low-pass filtered data, where even/odd halves are needed).
+
+    The directional factor is measured in the noise band, as power / radial model per direction,
+    and ASSUMED to hold at every |k|: the anisotropy of back-projection noise comes from the
+    reconstruction (interpolation across the tilt axis, none along it), not from the specimen.
+    With a factor, the radial levels are re-measured on the power divided by it, so that they
+    are means over all directions, not medians of a mixture of directions."""
     v = _volume(volume, "volume")
     _shell_edges(n_shells)
     y = _centred(v)
@@ -217,16 +274,18 @@ def estimate_from_data(volume: np.ndarray, wedge: Wedge, n_shells: int = 32) -> 
     power = _power(y)
     centres, data_meas, data_miss, _, radius, mask = _spectrum_profile(power, shape3, wedge, n_shells)
     band = _noise_band(radius, mask, shape3)
-    psd_measured = float(np.median(power[band & mask])) / _LN2
-    sel = band & ~mask
-    psd_missing = float(np.median(power[sel])) / _LN2 if sel.any() else 0.0
-    measured_psd = _corner_profile(power, radius, mask, n_shells, float(radius[band].max()), psd_measured)
-    psd_only = NoiseModel(
-        sigma=0.0, shell_freqs=tuple(centres), measured_psd=measured_psd, missing_psd=psd_missing, method="data"
-    )
-    sigma = math.sqrt(psd_only.variance(shape3, wedge))
+    measured_psd, psd_missing = _radial_from_data(power, radius, mask, band, n_shells)
+    radial = NoiseModel(0.0, tuple(centres), measured_psd, psd_missing, "data")
+    edges = np.array([float(radius[band].min()), float(radius[band].max()) + 1e-9])
+    base = radial.psd(shape3, wedge)
+    directional = estimate_directional(_periodic_power(y), base, shape3, wedge, band, edges, robust=True)
+    if directional is not None:
+        measured_psd, psd_missing = _radial_from_data(
+            power / directional.evaluate(shape3, wedge), radius, mask, band, n_shells
+        )
+    psd_only = NoiseModel(0.0, tuple(centres), measured_psd, psd_missing, "data", directional=directional)
     return NoiseModel(
-        sigma=sigma,
+        sigma=math.sqrt(psd_only.variance(shape3, wedge)),
         shell_freqs=tuple(centres),
         measured_psd=measured_psd,
         missing_psd=psd_missing,
@@ -234,6 +293,7 @@ def estimate_from_data(volume: np.ndarray, wedge: Wedge, n_shells: int = 32) -> 
         data_variance=var,
         data_psd=tuple(data_meas),
         data_missing_psd=tuple(data_miss),
+        directional=directional,
     )
 
 
