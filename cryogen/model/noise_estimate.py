@@ -254,6 +254,12 @@ def _radial_from_data(
     return _corner_profile(power, radius, mask, n_shells, float(radius[band].max()), level), missing
 
 
+#: below this share of the data's variance the noise band of noise-free, binned or low-pass
+#: filtered data holds too little to measure a direction in: the model stays radial (and
+#: qc.warnings says sigma is unreliable)
+MIN_NOISE_SHARE = 0.01
+
+
 def estimate_from_data(volume: np.ndarray, wedge: Wedge, n_shells: int = 32) -> NoiseModel:
     """The noise model from one volume, (Z, Y, X), assuming a flat noise PSD in each region and negligible
     signal at 0.4..0.5 cycles/voxel (see the module docstring: this under-estimates sigma for
@@ -278,7 +284,9 @@ def estimate_from_data(volume: np.ndarray, wedge: Wedge, n_shells: int = 32) -> 
     radial = NoiseModel(0.0, tuple(centres), measured_psd, psd_missing, "data")
     edges = np.array([float(radius[band].min()), float(radius[band].max()) + 1e-9])
     base = radial.psd(shape3, wedge)
-    directional = estimate_directional(_periodic_power(y), base, shape3, wedge, band, edges, robust=True)
+    directional = None
+    if radial.variance(shape3, wedge) >= MIN_NOISE_SHARE * var:  # else the band holds no noise to measure
+        directional = estimate_directional(_periodic_power(y), base, shape3, wedge, band, edges, robust=True)
     if directional is not None:
         measured_psd, psd_missing = _radial_from_data(
             power / directional.evaluate(shape3, wedge), radius, mask, band, n_shells
