@@ -47,3 +47,33 @@ def test_tube_figure(tmp_path):
     result = filament_isotropy(volume, radius=10.0)
     plot_tube_sections([("a", result), ("b", result)], 4.0, tmp_path / "tube.png")
     assert (tmp_path / "tube.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.integration
+def test_real_benchmark_learning_curve_measures_every_kept_prior(tmp_path):
+    """A short run keeps its prior every 2 steps and the learning curve restores and measures
+    each: one row per kept prior, in step order, finite, with its CSV and PNG."""
+    from cryogen.bench.real import RealOptions, run_real_benchmark
+    from cryogen.io.mrc import write_mrc
+
+    rng = np.random.default_rng(0)
+    write_mrc(tmp_path / "tube.mrc", tube() + 0.3 * rng.standard_normal(tube().shape).astype(np.float32), 11.0)
+    options = RealOptions(
+        input=tmp_path / "tube.mrc",
+        workdir=tmp_path / "work",
+        voxel_size=11.0,
+        steps=4,
+        tilt_range=(-60.0, 60.0),
+        tile=32,
+        overlap=8,
+        curve_every=2,
+        device="cpu",
+    )
+    rows = run_real_benchmark(options)
+    assert rows[1]["train_steps"] == 4
+    with open(tmp_path / "work" / "learning_curve.csv", newline="") as f:
+        curve = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in curve] == [2, 4]
+    assert all(np.isfinite(float(r[k])) for r in curve for k in ("tube_ratio", "wedge_fill", "consistency"))
+    assert (tmp_path / "work" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "work" / "run").exists()  # the kept priors and tiles are cleaned up

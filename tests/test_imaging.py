@@ -20,6 +20,7 @@ from cryogen.model.rotations import (
     rotate_cube,
     rotate_interp,
     spherical_support,
+    tilt_axis_matrices,
 )
 
 WEDGES = [Wedge(-60, 60, "y"), Wedge(-54, 62, "y"), Wedge(-45, 45, "x"), Wedge(-30, 70, "x")]
@@ -171,6 +172,21 @@ def test_random_rotation_then_inverse_is_identity_on_support():
     assert err < 0.1
     # outside the inscribed sphere the rotated volume is zero
     assert (rotate(x, rots)[:, ~spherical_support((40, 40, 40))] == 0).all()
+
+
+@pytest.mark.parametrize("wedge", [Wedge(-50, 40, "y"), Wedge(-40, 65, "x")])
+@pytest.mark.parametrize("turn", [30.0, -60.0])
+def test_turned_mask_holds_the_turned_data(wedge, turn):
+    """A volume turned about the tilt axis keeps its power inside wedge_mask(turn=t), not inside
+    the mask of the opposite turn; turn 0 is the plain mask, and a turn is a proper rotation."""
+    x = apply_wedge(_rand((1, 40, 40, 40), dtype=torch.float32), wedge)
+    mats = tilt_axis_matrices(torch.tensor([turn]), wedge.tilt_axis)
+    assert torch.allclose(torch.linalg.det(mats), torch.ones(1)) and torch.allclose(mats[0] @ mats[0].T, torch.eye(3))
+    power = torch.fft.rfftn(rotate_interp(x, mats), dim=(-3, -2, -1)).abs().pow(2)
+    share = float((power * mask_tensor(x.shape, wedge, turn=turn)).sum() / power.sum())
+    opposite = float((power * mask_tensor(x.shape, wedge, turn=-turn)).sum() / power.sum())
+    assert share > 0.8 and opposite < share - 0.3  # interpolation and the sphere's rim leak a little
+    assert np.array_equal(wedge_mask((12, 14, 16), wedge, turn=0.0), wedge_mask((12, 14, 16), wedge))
 
 
 def test_random_rotations_are_uniform():

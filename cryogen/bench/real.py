@@ -13,22 +13,29 @@ It returns the rows (COLUMNS); the CLI prints them.
 from __future__ import annotations
 
 import csv
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from ..errors import CryogenError
 from ..io.files import atomic_output
 from ..io.mrc import read_mrc, write_mrc
+from ..method.checkpoints import load_checkpoint, snapshot_dir
 from ..method.config import TrainConfig
+from ..method.solver import SolveConfig
 from ..model.imaging import Wedge
 from ..qc.figures import report_figures
 from ..qc.geometry import wedge_from_spectrum
 from ..qc.isotropy import TubeProfile, data_consistency, filament_isotropy, wall_contrast, wedge_fill
 from ..qc.plotting import pyplot
 from ..restore.pipeline import run_one
+from ..restore.reconstruct import reconstruct
+from ..tiling import stitch
 
 COLUMNS = [
     "volume",
@@ -64,6 +71,10 @@ class RealOptions:
     tube_radius_nm: float = 11.0  # a microtubule's wall centre line (outer diameter 25 nm)
     tube_wall_nm: float = 4.0
     filament_angle: float | None = None  # degrees from y towards x; None: estimated on the input
+    curve_every: int = 0  # > 0: also measure the result every that many training steps (learning curve)
+
+
+CURVE_COLUMNS = ["step", "time_s", "tube_ratio", "wedge_fill", "consistency"]
 
 
 def d_separation(curves_csv: Path, after: int = SEPARATION_AFTER) -> tuple[float | None, int]:
@@ -125,6 +136,8 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
     else:
         wedge = Wedge(*options.tilt_range, options.tilt_axis)
     restored_path = work / "restored.mrc"
+    run_work = work / "run"
+    shutil.rmtree(run_work, ignore_errors=True)
     t0 = time.monotonic()
     run_one(
         observed,
@@ -137,6 +150,8 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
         tile=options.tile,
         overlap=options.overlap,
         train_config=TrainConfig(seed=options.seed),
+        keep_work=run_work,
+        snapshot_every=options.curve_every,
     )
     wall = time.monotonic() - t0
     restored, _ = read_mrc(restored_path)
@@ -167,7 +182,80 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
         name=name,
     )
     plot_tube_sections([("input", tube_in), ("restored", tube_out)], wall_vox, work / "real_tube.png")
+    if options.curve_every:
+        measure = _Measure(volume, wedge, voxel, radius, wall_vox, tube_in)
+        learning_curve(run_work, measure, options, work / "learning_curve.csv", work / "learning_curve.png")
+    shutil.rmtree(run_work, ignore_errors=True)
     return rows
+
+
+@dataclass(frozen=True)
+class _Measure:
+    """What every learning-curve point is measured against: the input and its tube."""
+
+    volume: np.ndarray
+    wedge: Wedge
+    voxel: float
+    radius: float
+    wall: float
+    tube: TubeProfile
+
+    def __call__(self, restored: np.ndarray) -> dict:
+        tube = filament_isotropy(restored, self.radius, self.tube.axis_angle, self.wall, self.tube.polarity)
+        consistency = data_consistency(restored, self.volume, self.wedge, self.voxel).mean
+        return {"tube_ratio": tube.ratio, "wedge_fill": wedge_fill(restored, self.wedge), "consistency": consistency}
+
+
+def learning_curve(
+    run_work: Path, measure: _Measure, options: RealOptions, csv_path: Path, png_path: Path
+) -> list[dict]:
+    """Restore the tomogram with every prior training kept (`run_one(snapshot_every=...)`) and
+    measure each result: how the wedge fills, and whether it drifts, as training goes on."""
+    snapshots = sorted(snapshot_dir(run_work / "prior.pt").glob("step*.pt"))
+    times = {
+        int(h["step"]): h["time_s"] for h in load_checkpoint(run_work / "prior.pt", torch.device("cpu"))["history"]
+    }
+    rows = []
+    for snap in tqdm(snapshots, desc="learning curve", unit="prior"):
+        step = int(snap.stem[4:])
+        recon, out = run_work / f"curve_{step}.zarr", run_work / f"curve_{step}.mrc"
+        reconstruct(
+            run_work / "tiles.zarr", snap, recon, SolveConfig(), options.device, seed=options.seed, progress=False
+        )
+        stitch(recon, out, progress=False)
+        restored, _ = read_mrc(out)
+        rows.append({"step": step, "time_s": times.get(step), **measure(np.asarray(restored, dtype=np.float32))})
+        shutil.rmtree(recon, ignore_errors=True)
+        out.unlink()
+    with atomic_output(csv_path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, CURVE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_learning_curve(rows, measure, png_path)
+    return rows
+
+
+def plot_learning_curve(rows: list[dict], measure: _Measure, path: Path) -> None:
+    """Tube ratio, wedge fill and data consistency against the training step, the input's as lines."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    steps = [r["step"] for r in rows]
+    start = {
+        "tube_ratio": measure.tube.ratio,
+        "wedge_fill": wedge_fill(measure.volume, measure.wedge),
+        "consistency": 1,
+    }
+    for ax, key in zip(axes, ("tube_ratio", "wedge_fill", "consistency"), strict=True):
+        ax.plot(steps, [r[key] for r in rows], marker="o", ms=3, lw=1)
+        ax.axhline(start[key], color="0.5", ls="--", lw=0.8, label="input")
+        ax.set_xlabel("training step")
+        ax.set_title(key.replace("_", " "), fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle("the result against training: restored with the prior as it stood at each step")
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
 
 
 def plot_tube_sections(tubes: list[tuple[str, TubeProfile]], wall: float, path: Path) -> None:

@@ -29,7 +29,7 @@ def add_parser(sub: Subparsers) -> None:
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     from ..bench.quality import QualityOptions
-    from ..bench.real import REAL_CROP
+    from ..bench.real import REAL_CROP, RealOptions
     from ..bench.speed import SpeedOptions
 
     q, s = QualityOptions(), SpeedOptions()
@@ -88,6 +88,14 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         "microtubule's top/bottom-to-side wall contrast, the missing wedge's fill, D's separation, and figures "
         f"(TIFF or MRC; default {REAL_CROP}); the time budget is --time-budget, results in WORKDIR/real",
     )
+    p.add_argument(
+        "--curve-every",
+        type=int,
+        default=RealOptions().curve_every,
+        metavar="STEPS",
+        help="with --real: also restore and measure the tomogram with the prior as it stood every STEPS "
+        "training steps (WORKDIR/real/learning_curve.csv and .png)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     add_device_args(p)
 
@@ -113,12 +121,15 @@ def _real(args: argparse.Namespace) -> None:
         steps=args.steps,
         device=args.device,
         seed=args.seed,
+        curve_every=args.curve_every,
     )
     print(f"command: cryogen {' '.join(sys.argv[1:])}")
     print(f"machine: {machine()}", flush=True)
     rows = run_real_benchmark(options)
     print(format_table(rows, COLUMNS))
     print(f"figures: {options.workdir}/real_slices.png, real_spectra.png, real_tube.png")
+    if options.curve_every:
+        print(f"learning curve: {options.workdir}/learning_curve.csv, learning_curve.png")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

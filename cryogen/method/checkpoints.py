@@ -39,6 +39,11 @@ def checkpoint_dict(state: State, cfg: TrainConfig, sources: list[Source], tag: 
     }
 
 
+def snapshot_dir(prior: Path) -> Path:
+    """Where `train(..., snapshot_every=N)` keeps the prior every N steps (step0000200.pt, ...)."""
+    return prior.with_name(prior.stem + "_snapshots")
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)

@@ -17,7 +17,15 @@ from tqdm import tqdm
 
 from ..errors import CryogenError
 from ..io.files import atomic_output
-from .checkpoints import checkpoint_dict, checkpoint_path, load_checkpoint, restore_state, resumable, save_checkpoint
+from .checkpoints import (
+    checkpoint_dict,
+    checkpoint_path,
+    load_checkpoint,
+    restore_state,
+    resumable,
+    save_checkpoint,
+    snapshot_dir,
+)
 from .config import TrainConfig
 from .devices import pick_device
 from .patches import PatchSampler, Source, open_sources
@@ -157,12 +165,15 @@ def train(
     resume: bool = False,
     progress: bool = True,
     tag: str = "",
+    snapshot_every: int = 0,
 ) -> dict[str, Any]:
     """Train a prior on the tiles of one or more stores and write it to `out` (atomically).
 
     With `resume`, continue from OUT.ckpt if it was written with the same sources, settings
     (the number of steps and the time budget aside) and `tag` (a workflow passes its code
-    version, so new code never continues an old run); otherwise start afresh."""
+    version, so new code never continues an old run); otherwise start afresh. With
+    `snapshot_every`, every that many steps the prior as it stands is also kept, as a prior file
+    of its own in `snapshot_dir(out)`: learning curves measure the result against the step."""
     out = Path(out)
     dev = pick_device(device)
     sources = open_sources(list(stores))
@@ -195,6 +206,8 @@ def train(
         if state.step % cfg.checkpoint_every == 0:
             good = copy.deepcopy(checkpoint_dict(state, cfg, sources, tag))
             save_checkpoint(ckpt, good)
+        if snapshot_every and state.step % snapshot_every == 0:
+            save_checkpoint(snapshot_dir(out) / f"step{state.step:07d}.pt", checkpoint_dict(state, cfg, sources, tag))
     bar.close()
     final = checkpoint_dict(state, cfg, sources, tag)
     save_checkpoint(ckpt, final)

@@ -1,14 +1,16 @@
 """One training step of the prior (E-step, M-step, D-step) and the state it updates.
 
-- E-step: a few Langevin steps on the posterior U(x) = ||A(x - y)||^2/2sigma^2 + lambda N E(x),
-  started at g(y): candidates that fit the data and that D finds plausible.
-- M-step: the proxy's self-consistency: a posterior candidate x, rotated and re-observed
-  (A R x + n, with noise from the tomogram's noise model), must be mapped back to R x. Because R
-  moves the wedge, this teaches g to fill it. Denoising comes from recorrupted pairs of the real
-  data (y + a n -> y - n / a, compared in the measured subspace), unbiased for the clean signal
-  because the two noises are independent. Plus a small adversarial term (D on A R g(y) + n), and
-  optionally (fit_weight) g(y) towards the candidates themselves.
-- D-step: real y against A R g(y) + n, non-saturating logistic loss.
+- M-step, by default: g learns from the data themselves, with recorrupted pairs turned about the
+  tilt axis (`recorrupted_loss`): denoising in the measured region, and wedge filling where the
+  turned data measured what the input's wedge lacks. Unbiased for the clean signal because the
+  two noises are independent; no simulated candidate enters, so nothing in it can look unreal.
+- Options (TrainConfig weights, 0 by default, measured to keep the wedge empty on the real crop):
+  the proxy's cycle, a posterior candidate x rotated and re-observed (A R x + n) mapped back to
+  R x; an adversarial term (D on A R g(y) + n); g(y) towards the candidates (fit_weight).
+- E-step (only when the cycle or the fit uses it): a few Langevin steps on the posterior
+  U(x) = ||A(x - y)||^2/2sigma^2 + lambda N E(x), started at g(y).
+- D-step: real y against A R g(y) + n, non-saturating logistic loss: the energy that MAP and the
+  E-step use, and the separation diagnostic (does g's output, re-observed, look real?).
 
 Batches are (B, P, P, P) patches of one tomogram, so one wedge and one noise model per step.
 """
@@ -22,9 +24,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..model.imaging import apply_wedge, observe
+from ..model.imaging import FFT_DIMS, apply_wedge, mask_tensor, observe
 from ..model.nets import Discriminator, UNet3d, build, place
-from ..model.rotations import random_cube_indices, rotate
+from ..model.rotations import cylinder_support, inverse, random_cube_indices, rotate, rotate_interp, tilt_axis_matrices
 from .config import TrainConfig
 from .patches import Sampler
 from .solver import langevin
@@ -62,15 +64,43 @@ def set_lr(state: State, cfg: TrainConfig) -> None:
 
 
 def recorrupted_loss(
-    g: torch.nn.Module, y: torch.Tensor, wedge, noise, alpha: float, generator: torch.Generator
+    g: torch.nn.Module,
+    y: torch.Tensor,
+    wedge,
+    noise,
+    alpha: float,
+    generator: torch.Generator,
+    turns: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Denoising without clean targets (recorrupted-to-recorrupted) on patches y, (B, P, P, P):
     with n fresh noise of the data's own spectrum, y + alpha n and y - n / alpha carry independent
     noise, so regressing the second on the first is unbiased for the clean signal. Compared in the
-    measured subspace only: the target holds nothing inside the missing wedge, which the cycle
-    loss teaches g to fill."""
+    measured subspace only: the target holds nothing inside the missing wedge.
+
+    With `turns` (B,), whole degrees, both are first turned about the tilt axis and the input is
+    re-wedged: A T (y + alpha n) -> T (y - n / alpha), compared where the turned data were
+    measured (inside the cylinder the turn keeps). Part of that region lies in the input's missing
+    wedge, so the real data, with their real noise, teach g to fill the wedge, and the turns
+    between the cube's quarter turns keep enough of the input measured to infer it from (at a
+    quarter turn of a +-60 degree range only 60 of its 120 degrees remain). Input and target are
+    interpolated alike, so g learns no sharpening."""
     n = noise.sample(tuple(y.shape), wedge, generator=generator, device=y.device)
-    return apply_wedge(g(y + alpha * n) - (y - n / alpha), wedge).pow(2).mean()
+    source, target = y + alpha * n, y - n / alpha
+    if turns is None:
+        return apply_wedge(g(source) - target, wedge).pow(2).mean()
+    mats = tilt_axis_matrices(turns, wedge.tilt_axis)
+    source = apply_wedge(rotate_interp(source, mats, padding="reflection"), wedge)
+    target = rotate_interp(target, mats, padding="reflection")
+    nz, ny, nx = y.shape[-3:]
+    inside = cylinder_support((nz, ny, nx), wedge.tilt_axis, y.device)
+    diff = torch.fft.rfftn((g(source) - target) * inside, dim=FFT_DIMS)
+    masks = torch.stack([mask_tensor(y.shape, wedge, y.device, float(t)) for t in turns.tolist()])
+    return torch.fft.irfftn(diff * masks, s=y.shape[-3:], dim=FFT_DIMS).pow(2).mean()
+
+
+def random_turns(n: int, max_turn: float, generator: torch.Generator) -> torch.Tensor:
+    """n turns about the tilt axis, whole degrees drawn uniformly from [-max_turn, max_turn]."""
+    return torch.randint(-int(max_turn), int(max_turn) + 1, (n,), generator=generator).float()
 
 
 def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
@@ -81,22 +111,36 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
     wedge, noise = src.meta.wedge, src.noise
     g, g_ema, d = state.g, state.g_ema, state.d
 
+    zero = y.new_zeros(())
+    loss_fit = loss_cycle = loss_denoise = loss_adv = zero
     # E-step: Langevin candidates from the posterior, started at the EMA network's estimate
-    with torch.no_grad():
-        x_ema = g_ema(y)
-    d.requires_grad_(False)
-    x_e = langevin(x_ema, y, d, wedge, noise, cfg.prior_weight, cfg.langevin_steps, cfg.langevin_step, gen)
+    # (only the fit and cycle terms use them; with both off the step skips them)
+    if cfg.fit_weight or cfg.cycle_weight:
+        with torch.no_grad():
+            x_ema = g_ema(y)
+        d.requires_grad_(False)
+        x_e = langevin(x_ema, y, d, wedge, noise, cfg.prior_weight, cfg.langevin_steps, cfg.langevin_step, gen)
 
     # M-step
-    rot = random_cube_indices(cfg.batch, gen)
-    y_proxy = observe(x_e, wedge, noise, rot, gen)
-    x_g = g(y)
-    loss_fit = F.mse_loss(x_g, x_e)
-    loss_cycle = F.mse_loss(g(y_proxy), rotate(x_e, rot))
-    loss_denoise = recorrupted_loss(g, y, wedge, noise, cfg.recorrupt, gen) if cfg.denoise_weight else x_g.new_zeros(())
+    with torch.set_grad_enabled(bool(cfg.fit_weight or cfg.adv_weight)):
+        x_g = g(y)  # also D's fake below
+    if cfg.fit_weight:
+        loss_fit = F.mse_loss(x_g, x_e)
+    if cfg.cycle_weight:
+        rot = random_cube_indices(cfg.batch, gen)
+        y_proxy = observe(x_e, wedge, noise, rot, gen)
+        if cfg.cycle_measured:  # only where the rotated candidate holds what the data measured
+            loss_cycle = apply_wedge(rotate(g(y_proxy), inverse(rot)) - x_e, wedge).pow(2).mean()
+        else:
+            loss_cycle = F.mse_loss(g(y_proxy), rotate(x_e, rot))
+    if cfg.denoise_weight:
+        turns = random_turns(cfg.batch, cfg.denoise_turn, gen) if cfg.denoise_turn else None
+        loss_denoise = recorrupted_loss(g, y, wedge, noise, cfg.recorrupt, gen, turns)
     rot_adv = random_cube_indices(cfg.batch, gen)
+    d.requires_grad_(False)
     fake = observe(x_g, wedge, noise, rot_adv, gen)
-    loss_adv = F.softplus(-d(fake)).mean()
+    if cfg.adv_weight:
+        loss_adv = F.softplus(-d(fake)).mean()
     loss_g = (
         cfg.fit_weight * loss_fit
         + cfg.cycle_weight * loss_cycle
@@ -104,8 +148,9 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
         + cfg.adv_weight * loss_adv
     )
     state.opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    state.opt_g.step()
+    if loss_g.requires_grad:  # every g term weighted 0: D alone trains
+        loss_g.backward()
+        state.opt_g.step()
 
     # D-step
     d.requires_grad_(True)

@@ -61,14 +61,17 @@ def tilt_angle(kz: np.ndarray, kp: np.ndarray) -> np.ndarray:
     return np.where(angle <= -90.0, angle + 180.0, angle)
 
 
-def _plane_mask(n_beam: int, n_inplane: int, wedge: Wedge) -> np.ndarray:
-    """Measured frequencies in the (kz, k_inplane) plane, full FFT layout, Hermitian-symmetric."""
+def _plane_mask(n_beam: int, n_inplane: int, wedge: Wedge, turn: float = 0.0) -> np.ndarray:
+    """Measured frequencies in the (kz, k_inplane) plane, full FFT layout, Hermitian-symmetric;
+    with `turn`, those of the volume turned by that many degrees about the tilt axis."""
     kz = np.fft.fftfreq(n_beam)[:, None]
     kp = np.fft.fftfreq(n_inplane)[None, :]
     angle = tilt_angle(kz, kp)
+    if turn:
+        angle = (angle + turn + 90.0) % 180.0 - 90.0  # back to the tilt it was measured at
     eps = 1e-9
     measured = (angle >= wedge.tilt_min - eps) & (angle <= wedge.tilt_max + eps)
-    if wedge.tilt_max >= 90.0 - eps or wedge.tilt_min <= -90.0 + eps:
+    if not turn and (wedge.tilt_max >= 90.0 - eps or wedge.tilt_min <= -90.0 + eps):
         measured |= (kp == 0) & (kz != 0)  # the beam axis itself, angle +-90
     measured |= (kz == 0) & (kp == 0)
     neg_z = (-np.arange(n_beam)) % n_beam
@@ -76,16 +79,17 @@ def _plane_mask(n_beam: int, n_inplane: int, wedge: Wedge) -> np.ndarray:
     return measured & measured[neg_z][:, neg_p]
 
 
-def wedge_mask(shape: tuple[int, int, int], wedge: Wedge, rfft: bool = True) -> np.ndarray:
-    """Boolean mask of measured Fourier coefficients for a (z, y, x) volume.
+def wedge_mask(shape: tuple[int, int, int], wedge: Wedge, rfft: bool = True, turn: float = 0.0) -> np.ndarray:
+    """Boolean mask of measured Fourier coefficients for a (z, y, x) volume; with `turn`, of the
+    volume turned by that many degrees about the tilt axis (`rotations.tilt_axis_matrices`).
 
     With `rfft=True` the layout matches `numpy/torch.fft.rfftn` (last axis nx // 2 + 1).
     """
     nz, ny, nx = (int(s) for s in shape)
     if wedge.tilt_axis == "y":
-        plane = _plane_mask(nz, nx, wedge)[:, None, :]  # independent of ky
+        plane = _plane_mask(nz, nx, wedge, turn)[:, None, :]  # independent of ky
     else:
-        plane = _plane_mask(nz, ny, wedge)[:, :, None]  # independent of kx
+        plane = _plane_mask(nz, ny, wedge, turn)[:, :, None]  # independent of kx
     full = np.broadcast_to(plane, (nz, ny, nx))
     if rfft:
         full = full[..., : nx // 2 + 1]
@@ -125,18 +129,21 @@ def as_volume(x: Any, what: str) -> np.ndarray:
     return a
 
 
-@functools.lru_cache(maxsize=128)
-def _mask_tensor(shape: tuple[int, int, int], wedge: Wedge, device: str) -> torch.Tensor:
+@functools.lru_cache(maxsize=512)
+def _mask_tensor(shape: tuple[int, int, int], wedge: Wedge, device: str, turn: float = 0.0) -> torch.Tensor:
     import torch
 
-    return torch.from_numpy(wedge_mask(shape, wedge).astype(np.float32)).to(device)
+    return torch.from_numpy(wedge_mask(shape, wedge, turn=turn).astype(np.float32)).to(device)
 
 
-def mask_tensor(shape: tuple[int, ...], wedge: Wedge, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The rfft-layout wedge mask as a float32 tensor, cached per shape, wedge and device."""
+def mask_tensor(
+    shape: tuple[int, ...], wedge: Wedge, device: torch.device | str = "cpu", turn: float = 0.0
+) -> torch.Tensor:
+    """The rfft-layout wedge mask as a float32 tensor, cached per shape, wedge, device and turn
+    (callers round turns to whole degrees, so a few hundred masks cover them all)."""
     import torch
 
-    return _mask_tensor(tuple(int(s) for s in shape[-3:]), wedge, str(torch.device(device)))
+    return _mask_tensor(tuple(int(s) for s in shape[-3:]), wedge, str(torch.device(device)), float(turn))
 
 
 def apply_wedge(x: torch.Tensor, wedge: Wedge) -> torch.Tensor:

@@ -93,10 +93,12 @@ def spherical_support(shape: tuple[int, int, int], device: torch.device | str = 
     return (zz**2 + yy**2 + xx**2) <= radius**2 + 1e-6
 
 
-def rotate_interp(x: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+def rotate_interp(x: torch.Tensor, matrices: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
     """Rotate each volume of x (B, Z, Y, X) by its matrix (B, 3, 3) with trilinear interpolation.
 
-    Voxels outside the inscribed sphere are set to zero (they would sample outside the input).
+    padding "zeros": voxels outside the inscribed sphere are set to zero (they would sample
+    outside the input). "reflection": they take mirrored content instead, so no hard edge enters
+    the volume's spectrum; callers weigh them out where they compare (`cylinder_support`).
     """
     _b, nz, ny, nx = x.shape
     dev = x.device
@@ -106,8 +108,36 @@ def rotate_interp(x: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
     src = torch.einsum("bji,zyxj->bzyxi", matrices.to(dev, torch.float32), grid)  # R^T p
     src = src / half.clamp(min=0.5)  # normalised to [-1, 1], align_corners=True
     src = src.flip(-1)  # grid_sample wants (x, y, z)
-    out = F.grid_sample(x.unsqueeze(1), src, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out.squeeze(1) * spherical_support((nz, ny, nx), dev)
+    out = F.grid_sample(x.unsqueeze(1), src, mode="bilinear", padding_mode=padding, align_corners=True).squeeze(1)
+    return out * spherical_support((nz, ny, nx), dev) if padding == "zeros" else out
+
+
+def tilt_axis_matrices(angles: torch.Tensor, tilt_axis: str) -> torch.Tensor:
+    """Rotation matrices (B, 3, 3) turning volumes by `angles` (B,) degrees about the tilt axis
+    ('y' or 'x'): the turns that move the missing wedge within the plane it lies in, so the
+    turned data measure part of it. A turn by the tilt angle t takes what the tilt at angle a
+    measured to the tilt at a + t (`cryogen.model.imaging.turned_wedge_mask`)."""
+    rad = torch.deg2rad(angles.to(torch.float32))
+    c, s = torch.cos(rad), torch.sin(rad)
+    m = torch.zeros(len(angles), 3, 3)
+    inplane = 2 if tilt_axis == "y" else 1  # the axis that, with z, spans the wedge's plane
+    m[:, 3 - inplane, 3 - inplane] = 1.0  # the tilt axis itself stays
+    m[:, 0, 0] = c
+    m[:, inplane, inplane] = c
+    m[:, 0, inplane] = -s
+    m[:, inplane, 0] = s
+    return m
+
+
+def cylinder_support(shape: tuple[int, int, int], tilt_axis: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Float mask of the cylinder about the tilt axis inscribed in the volume: where a turn about
+    that axis keeps voxels inside (more of the volume than the sphere keeps)."""
+    nz, ny, nx = shape
+    z = torch.arange(nz, device=device, dtype=torch.float32) - (nz - 1) / 2
+    n_in = nx if tilt_axis == "y" else ny
+    p = torch.arange(n_in, device=device, dtype=torch.float32) - (n_in - 1) / 2
+    disc = (z[:, None] ** 2 + p[None, :] ** 2) <= ((min(nz, n_in) - 1) / 2) ** 2 + 1e-6
+    return (disc[:, None, :] if tilt_axis == "y" else disc[:, :, None]).float().expand(nz, ny, nx)
 
 
 def rotate(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:

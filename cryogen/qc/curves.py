@@ -17,12 +17,16 @@ def plot_curves(history: list[dict[str, float]], path: str | Path) -> None:
     plt = pyplot()
     steps = [h["step"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for key in ("loss_fit", "loss_cycle"):
+    # terms weighted 0 are not computed (logged as 0): left out
+    shown = [k for k in ("loss_denoise", "loss_cycle", "loss_fit") if any(h.get(k, 0) > 0 for h in history)]
+    for key in shown:
         axes[0].plot(steps, [h[key] for h in history], label=key, lw=0.8)
-    axes[0].set_yscale("log")
-    axes[0].set_title("g: fit to E-step samples, proxy cycle")
+    if shown:
+        axes[0].set_yscale("log")
+    axes[0].set_title("g: turned recorrupted pairs (denoise), proxy cycle, fit")
     for key in ("loss_d", "loss_adv"):
-        axes[1].plot(steps, [h[key] for h in history], label=key, lw=0.8)
+        if any(h.get(key, 0) != 0 for h in history):
+            axes[1].plot(steps, [h[key] for h in history], label=key, lw=0.8)
     axes[1].set_title("adversarial losses")
     for key in ("d_acc_real", "d_acc_fake"):
         vals = np.array([h[key] for h in history])

@@ -66,6 +66,7 @@ def _stages(
     train_config: TrainConfig | None,
     start: float,
     halves: tuple[str | Path, str | Path] | None,
+    snapshot_every: int = 0,
 ) -> dict[str, float]:
     times: dict[str, float] = {}
     if std_path is not None and solve.samples == 0:
@@ -85,7 +86,7 @@ def _stages(
         cfg = replace(cfg, time_budget=max(budget, 10.0), steps=steps if steps is not None else 10**9)
     t = time.monotonic()
     prior = work / "prior.pt"
-    train([tiles], prior, cfg, device=device)
+    train([tiles], prior, cfg, device=device, snapshot_every=snapshot_every)
     times["train"] = time.monotonic() - t
     t = time.monotonic()
     recon = work / "recon.zarr"
@@ -118,9 +119,12 @@ def run_one(
     train_config: TrainConfig | None = None,
     keep_work: Path | None = None,
     halves: tuple[str | Path, str | Path] | None = None,
+    snapshot_every: int = 0,
 ) -> dict[str, float]:
     """Restore one tomogram; returns the seconds spent per stage. With `halves` (even, odd half
-    tomograms), the noise model is measured from their difference (see `tiling.chunk`)."""
+    tomograms), the noise model is measured from their difference (see `tiling.chunk`). With
+    `snapshot_every` (and `keep_work`), training keeps its prior every that many steps in the
+    work folder (`method.checkpoints.snapshot_dir`), for learning curves."""
     start = time.monotonic()
     output = Path(output)
     work = keep_work or output.with_name(f".{output.name}.work")
@@ -143,6 +147,7 @@ def run_one(
             train_config,
             start,
             halves,
+            snapshot_every,
         )
     except BaseException:
         if keep_work is None:  # nothing half-done is left beside the output
