@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 SEPARATION_WINDOW = 100
 MISMATCH_HINT = (
-    "the imaging model (wedge and noise) misses something in this data, so the learned energy says "
-    "little and training may diverge: check the tilt range and axis given to chunk (and its warnings), "
+    "the imaging model (wedge and noise) misses something in this data, so the learned energy (MAP "
+    "steps, the std map) says little: check the tilt range and axis given to chunk (and its warnings), "
     "and give even/odd halves for a measured noise model if you have them"
 )
 
