@@ -116,7 +116,7 @@ def tilt_axis_matrices(angles: torch.Tensor, tilt_axis: str) -> torch.Tensor:
     """Rotation matrices (B, 3, 3) turning volumes by `angles` (B,) degrees about the tilt axis
     ('y' or 'x'): the turns that move the missing wedge within the plane it lies in, so the
     turned data measure part of it. A turn by the tilt angle t takes what the tilt at angle a
-    measured to the tilt at a + t (`cryogen.model.imaging.turned_wedge_mask`)."""
+    measured to the tilt at a + t (`cryogen.model.imaging.wedge_mask(..., turn=t)`)."""
     rad = torch.deg2rad(angles.to(torch.float32))
     c, s = torch.cos(rad), torch.sin(rad)
     m = torch.zeros(len(angles), 3, 3)
