@@ -343,3 +343,22 @@ def test_turned_recorrupted_pairs_ask_g_to_fill_the_wedge():
     # not 0: the cylinder that the turn keeps has a hard edge, which leaks some of the wedge's
     # error into the compared region
     assert recorrupted_loss(oracle, *args, turns) < 0.5 * recorrupted_loss(passthrough, *args, turns)
+
+
+def test_learning_rate_follows_a_cosine_to_lr_final_over_steps_or_budget(tiles, tmp_path):
+    from cryogen.method.loop import run_progress
+    from cryogen.method.step import lr_factor
+
+    cfg = replace(TINY, steps=9, lr_final=0.1)
+    assert lr_factor(cfg, 0.0) == pytest.approx(1.0)
+    assert lr_factor(cfg, 0.5) == pytest.approx(0.55)
+    assert lr_factor(cfg, 1.0) == pytest.approx(0.1) == lr_factor(cfg, 2.0)
+    assert run_progress(cfg, 3, 0.0) == pytest.approx(1 / 3)
+    budgeted = replace(cfg, time_budget=10.0)
+    assert run_progress(budgeted, 3, 8.0) == pytest.approx(0.8)  # the nearer end wins
+    assert run_progress(budgeted, 9, 1.0) == 1.0
+    ck = train([tiles], tmp_path / "p.pt", cfg, device="cpu", progress=False)
+    lrs = [h["lr_g"] for h in ck["history"]]
+    assert lrs == pytest.approx([cfg.lr_g * lr_factor(cfg, s / 9) for s in range(9)])
+    const = train([tiles], tmp_path / "c.pt", replace(TINY, steps=3), device="cpu", progress=False)
+    assert [h["lr_g"] for h in const["history"]] == pytest.approx([TINY.lr_g] * 3)

@@ -22,6 +22,9 @@ class TrainConfig:
     patch: int = 32
     lr_g: float = 1e-3
     lr_d: float = 2e-4
+    # g's learning rate follows a cosine from lr_g down to lr_final x lr_g over the run (the step
+    # count, or the time budget when that comes first); 1: constant
+    lr_final: float = 1.0
     prior_weight: float = 0.01  # lambda of the E-step's posterior (see SolveConfig)
     langevin_steps: int = 1
     langevin_step: float = 0.05

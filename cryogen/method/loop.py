@@ -60,7 +60,9 @@ def write_curves(history: list[dict[str, float]], out: Path) -> tuple[Path, Path
     if not history:
         return csv_path, png_path
     with atomic_output(csv_path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0].keys()))
+        # every column any step logged (a run resumed from older code logs more than its first steps)
+        fields = list(dict.fromkeys(k for h in history for k in h))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(history)
     from ..qc.curves import plot_curves
@@ -124,6 +126,15 @@ def _roll_back(
     return state
 
 
+def run_progress(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    """How far through its run training is (0 to 1): by steps, or by the time budget when that
+    is the nearer end. The learning-rate schedule follows it."""
+    done = step / max(cfg.steps, 1)
+    if cfg.time_budget:
+        done = max(done, elapsed / cfg.time_budget)
+    return min(done, 1.0)
+
+
 class _Progress:
     """Training's progress bar: steps done against the step count, or, with a time budget,
     seconds spent against the budget (a budgeted run's step count is a bound it rarely reaches:
@@ -185,30 +196,36 @@ def train(
     start = time.monotonic()
     warned = False
     bar = _Progress(cfg, state.step, progress)
-    while state.step < cfg.steps:
-        if cfg.time_budget is not None and time.monotonic() - start > cfg.time_budget:
-            log.info("time budget reached at step %d", state.step)
-            break
-        losses = train_step(state, sampler, cfg, dev)
-        if diverged(losses, state.history):
-            state = _roll_back(state, good, losses, cfg, dev, out)
-            continue
-        losses["time_s"] = time.monotonic() - start
-        state.history.append(losses)
-        if not warned and d_separates(state.history):
-            warned = True
-            log.warning(
-                "from step %d the discriminator tells every real tile from its simulated observations: %s",
-                state.step - SEPARATION_WINDOW,
-                MISMATCH_HINT,
-            )
-        bar.update(state.step, losses["time_s"], losses)
-        if state.step % cfg.checkpoint_every == 0:
-            good = copy.deepcopy(checkpoint_dict(state, cfg, sources, tag))
-            save_checkpoint(ckpt, good)
-        if snapshot_every and state.step % snapshot_every == 0:
-            save_checkpoint(snapshot_dir(out) / f"step{state.step:07d}.pt", checkpoint_dict(state, cfg, sources, tag))
-    bar.close()
+    try:  # the bar ends its line, also when a step fails (a damaged tile): the error then reads alone
+        while state.step < cfg.steps:
+            if cfg.time_budget is not None and time.monotonic() - start > cfg.time_budget:
+                log.info("time budget reached at step %d", state.step)
+                break
+            if cfg.lr_final != 1.0:
+                set_lr(state, cfg, run_progress(cfg, state.step, time.monotonic() - start))
+            losses = train_step(state, sampler, cfg, dev)
+            if diverged(losses, state.history):
+                state = _roll_back(state, good, losses, cfg, dev, out)
+                continue
+            losses["time_s"] = time.monotonic() - start
+            state.history.append(losses)
+            if not warned and d_separates(state.history):
+                warned = True
+                log.warning(
+                    "from step %d the discriminator tells every real tile from its simulated observations: %s",
+                    state.step - SEPARATION_WINDOW,
+                    MISMATCH_HINT,
+                )
+            bar.update(state.step, losses["time_s"], losses)
+            if state.step % cfg.checkpoint_every == 0:
+                good = copy.deepcopy(checkpoint_dict(state, cfg, sources, tag))
+                save_checkpoint(ckpt, good)
+            if snapshot_every and state.step % snapshot_every == 0:
+                save_checkpoint(
+                    snapshot_dir(out) / f"step{state.step:07d}.pt", checkpoint_dict(state, cfg, sources, tag)
+                )
+    finally:
+        bar.close()
     final = checkpoint_dict(state, cfg, sources, tag)
     save_checkpoint(ckpt, final)
     save_checkpoint(out, final)

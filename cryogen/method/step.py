@@ -56,9 +56,16 @@ def new_state(cfg: TrainConfig, device: torch.device) -> State:
     return State(g, g_ema, d, opt_g, opt_d, torch.Generator().manual_seed(cfg.seed))
 
 
-def set_lr(state: State, cfg: TrainConfig) -> None:
+def lr_factor(cfg: TrainConfig, progress: float) -> float:
+    """g's learning rate, as a fraction of lr_g, at `progress` (0 to 1) through the run: a cosine
+    from 1 down to cfg.lr_final (1: constant)."""
+    p = min(max(progress, 0.0), 1.0)
+    return cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def set_lr(state: State, cfg: TrainConfig, progress: float = 0.0) -> None:
     for group in state.opt_g.param_groups:
-        group["lr"] = cfg.lr_g * state.lr_scale
+        group["lr"] = cfg.lr_g * state.lr_scale * lr_factor(cfg, progress)
     for group in state.opt_d.param_groups:
         group["lr"] = cfg.lr_d * state.lr_scale
 
@@ -176,6 +183,7 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
         "d_acc_real": float((score_real > 0).float().mean()),
         "d_acc_fake": float((score_fake < 0).float().mean()),
         "lr_scale": state.lr_scale,
+        "lr_g": state.opt_g.param_groups[0]["lr"],
     }
 
 
