@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: install demo lint test test-fast test-slow clean gpu-wheels gpu-check
+.PHONY: install demo lint test test-fast test-slow clean gpu-wheels gpu-check copick-venv
 
 $(BIN)/cryogen: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ demo: install
 # test: everything but the slow checks (minutes: it runs Snakemake); test-fast: the unit tests
 # alone (no Snakemake, Dask cluster, SLURM or killed processes), in under a minute.
 # lint: what CI checks before the tests: ruff (lint and format), mypy, and `snakemake --lint`
-# (through its test, which allows one finding: rules name no conda environment).
+# (through its test, which allows no finding).
 lint: install
 	$(BIN)/ruff check cryogen tests
 	$(BIN)/ruff format --check cryogen tests
@@ -46,6 +46,16 @@ test-slow: install
 
 clean:
 	rm -rf $(VENV) results resources .snakemake .pytest_cache
+
+# copick's own API, to check what `cryogen copick export` writes (tests/test_copick.py uses it
+# when present). A separate venv: copick 1.31 needs zarr<3, CryoGEN zarr>=3. Not part of `make test`.
+COPICK ?= copick==1.31.0
+VENV_COPICK ?= .venv-copick
+copick-venv: $(VENV_COPICK)/bin/copick
+$(VENV_COPICK)/bin/copick:
+	$(PYTHON) -m venv $(VENV_COPICK)
+	echo '*' > $(VENV_COPICK)/.gitignore
+	$(VENV_COPICK)/bin/pip install --quiet --disable-pip-version-check $(COPICK)
 
 # GPU figures (`cryogen benchmark --speed` on CUDA) on a machine that has torch with CUDA but
 # cannot reach a package index: `make gpu-wheels` here fetches, into .whl/, the wheels CryoGEN

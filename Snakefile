@@ -1,7 +1,7 @@
 # CryoGEN: restore every tomogram of a dataset (noise and missing wedge) under a learned prior.
 #
 #   snakemake --cores all                   # the demo, or the tomograms of config/tomograms.tsv
-#   snakemake --profile slurm               # on a SLURM cluster (see README.md, profiles/slurm)
+#   snakemake --profile slurm               # on a SLURM cluster (see README.md; the site: slurm/)
 #   snakemake --report report.html         # figures: slices, power spectra, training curves
 #
 # Stages (workflow/rules/*.smk): chunk (per tomogram) -> train (one prior per group) ->
@@ -21,12 +21,14 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/backproject.smk"
 include: "workflow/rules/chunk.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/stitch.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/copick.smk"
 
 
 localrules:
@@ -37,3 +39,4 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+        COPICK.targets(std_wanted()) if COPICK else [],  # workflow/rules/copick.smk

@@ -131,3 +131,21 @@ def test_dask_resumes_a_killed_serial_run(store_and_prior, tmp_path, one_torch_t
     )
     reconstruct(tiles, prior, tmp_path / "full.zarr", cfg, device="cpu", batch=2, seed=1, progress=False)
     assert np.array_equal(_arrays(tmp_path / "r.zarr")["tiles"], _arrays(tmp_path / "full.zarr")["tiles"])
+
+
+def test_one_batch_is_restored_in_process_without_a_cluster(store_and_prior, tmp_path, monkeypatch, one_torch_thread):
+    """A tomogram whose tiles fit one batch starts no Dask cluster (~6 s of a small tomogram's job)
+    and gives the serial result."""
+    import cryogen.restore.parallel as parallel
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a LocalCluster was started for one batch")
+
+    tiles, prior = store_and_prior
+    cfg = SolveConfig(map_steps=1)
+    reconstruct(tiles, prior, tmp_path / "serial.zarr", cfg, device="cpu", batch=9, seed=5, progress=False)
+    monkeypatch.setattr(parallel, "LocalCluster", no_cluster)
+    reconstruct_parallel(
+        tiles, prior, tmp_path / "one.zarr", cfg, device="cpu", batch=9, seed=5, workers=2, progress=False
+    )
+    assert np.array_equal(_arrays(tmp_path / "serial.zarr")["tiles"], _arrays(tmp_path / "one.zarr")["tiles"])

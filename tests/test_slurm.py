@@ -2,8 +2,9 @@
 
 The test starts a single-node SLURM on this machine (Debian's packages, installed when missing
 and CRYOGEN_SLURM_TEST=1 or CI=true; see slurm_harness.py), runs the demo workflow with tiny
-settings through the repository's own profile (found as ./slurm, the documented way), and checks
-that every job went through sbatch and completed, that train and reconstruct asked for a GPU,
+settings through the repository's own profile (./slurm, found by the bare `--profile slurm`), and
+checks that every job went through sbatch and completed, that each tomogram's stitch and report
+ran as one job (the workflow profile's group), that train and reconstruct asked for a GPU,
 that reconstruct ran its Dask cluster inside its SLURM job, and that the outputs are right.
 Where SLURM cannot start it skips, saying why; on CI (CI=true) that is a failure instead.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -19,7 +21,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from slurm_harness import SlurmCluster, SlurmUnavailable
-from test_workflow import Run, make_workspace
+from test_workflow import REPO, Run, make_workspace
 
 from cryogen.io.mrc import MrcReader
 
@@ -43,7 +45,7 @@ def slurm(tmp_path_factory):
 
 def test_demo_runs_through_sbatch(slurm, tmp_path):
     ws = make_workspace(tmp_path / "ws")
-    (ws / "slurm").symlink_to("profiles/slurm")  # how `--profile slurm` finds the repository's profile
+    shutil.copytree(REPO / "slurm", ws / "slurm")  # the repository root, where `--profile slurm` finds it
     cmd = [
         "timeout",
         "-k",
@@ -80,14 +82,16 @@ def test_demo_runs_through_sbatch(slurm, tmp_path):
     expected = Counter(simulate=2, chunk=2, train=1, reconstruct=2, stitch=2, report=2, all=1)
     assert run.jobs == expected, run
 
-    # every job but the local `all` went through sbatch, and SLURM ran it to completion
+    # every job but the local `all` went through sbatch, each tomogram's stitch and report as one
+    # job (group `tomogram`), and SLURM ran it to completion
     submitted = [line for line in run.log.splitlines() if "has been submitted with SLURM jobid" in line]
-    assert len(submitted) == sum(expected.values()) - 1, run
+    assert len(submitted) == sum(expected.values()) - 1 - 2, run
     jobs = [j for j in slurm.jobs() if j.get("WorkDir") == str(ws)]
     assert len(jobs) == len(submitted), (jobs, run)
     assert {j["JobState"] for j in jobs} == {"COMPLETED"}, jobs
     by_rule = Counter(j.get("Comment", "").split("_wildcards")[0].removeprefix("rule_") for j in jobs)
-    assert by_rule == Counter({k: v for k, v in expected.items() if k != "all"}), jobs
+    grouped = {"stitch", "report", "all"}
+    assert by_rule == Counter({k: v for k, v in expected.items() if k not in grouped}, tomogram_report_stitch=2), jobs
     for j in jobs:
         gpu = "gpu" in (j.get("TresPerJob", "") + j.get("TresPerNode", ""))
         assert gpu == j["Comment"].startswith(("rule_train", "rule_reconstruct")), j

@@ -10,6 +10,7 @@ import pytest
 
 from cryogen.errors import CryogenError
 from cryogen.workflow import Tomogram, demo_tomograms, load_dataset, load_schema, read_sheet
+from cryogen.workflow.sheet import backprojected
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "workflow/schemas/tomograms.schema.yaml")
@@ -165,3 +166,53 @@ def test_tilt_file_and_range_exclude_each_other_and_a_bad_file_stops_the_sheet(s
         CryogenError, match=rf"data row 1 \(a\): key tilt_file: {tlt}: line 3: 'abc' is not a tilt angle"
     ):
         read_sheet(sheet(head + f"a\ta.mrc\t\t\t{tlt}\n"), SCHEMA)
+
+
+def test_a_tilt_series_row_is_the_tomogram_backproject_makes(sheet, tmp_path):
+    """tilt_series instead of path: the row's tomogram and halves are backproject's outputs under
+    the results folder, so chunk gets them (with --halves) like any tomogram's."""
+    tlt = tmp_path / "a.tlt"
+    tlt.write_text("-60\n0\n60\n")
+    head = "name\tpath\ttilt_series\ttilt_file\tbinning\tthickness\n"
+    path = sheet(head + f"a\t\tdata/a.ali\t{tlt}\t2\t300\nb\t\tdata/b.ali\t{tlt}\t\t\n")
+    a, b = read_sheet(path, SCHEMA, "out/")
+    made = ("out/a/tomogram.mrc", "out/a/tomogram_even.mrc", "out/a/tomogram_odd.mrc")
+    assert (a.path, a.even, a.odd) == backprojected("out", "a") == made
+    assert (a.tilt_series, a.binning, a.thickness, b.binning, b.thickness) == ("data/a.ali", 2, 300, 1, None)
+    assert a.backproject_options() == "--binning 2 --thickness 300" and b.backproject_options() == "--binning 1"
+    assert a.chunk_options() == f"--tilt-file {tlt} --tilt-axis y --halves {made[1]} {made[2]}"
+    data = load_dataset({"tomograms": str(path), "demo": DEMO, "results": "res"}, SCHEMA)
+    assert data.tomograms["b"].path == "res/b/tomogram.mrc"
+    plain = Tomogram("c", "c.mrc", -60.0, 60.0)
+    assert (plain.tilt_series, plain.binning, plain.thickness) == (None, 1, None)
+
+
+def test_tilt_series_row_problems_name_row_and_column(sheet, tmp_path):
+    tlt = tmp_path / "a.tlt"
+    tlt.write_text("-60\n0\n60\n")
+    head = "name\tpath\ttilt_series\ttilt_file\ttilt_axis\teven\todd\tbinning\tthickness\n"
+    for row, message in (
+        (
+            f"a\ta.mrc\ta.ali\t{tlt}\t\t\t\t\t\n",
+            "give path (a tomogram) or tilt_series (an aligned tilt series), not both",
+        ),
+        (
+            f"a\t\t\t{tlt}\t\t\t\t\t\n",
+            "give path (a tomogram) or tilt_series (an aligned tilt series), neither is given",
+        ),
+        ("a\t\ta.ali\t\t\t\t\t\t\n", "'tilt_file' is a dependency of 'tilt_series'"),
+        (f"a\t\ta.ali\t{tlt}\tx\t\t\t\t\n", "an aligned tilt series has its tilt axis along y (IMOD), not x"),
+        (
+            f"a\t\ta.ali\t{tlt}\t\te.mrc\to.mrc\t\t\n",
+            "even/odd halves are made from the tilt series' alternating tilts",
+        ),
+        (f"a\ta.mrc\t\t{tlt}\t\t\t\t2\t\n", "'tilt_series' is a dependency of 'binning'"),
+        (f"a\ta.mrc\t\t{tlt}\t\t\t\t\t100\n", "'tilt_series' is a dependency of 'thickness'"),
+        (f"a\t\ta.ali\t{tlt}\t\t\t\t2.5\t\n", "key binning: '2.5' is not of type 'integer'"),
+        (f"a\t\ta.ali\t{tlt}\t\t\t\t\t0\n", "key thickness: 0 is less than the minimum of 1"),
+    ):
+        path = sheet(head + row)
+        with pytest.raises(CryogenError) as exc:
+            read_sheet(path, SCHEMA)
+        assert str(exc.value).startswith(f"tomogram sheet {path}, data row 1 (a): ") and message in str(exc.value)
+        assert "\n" not in str(exc.value)

@@ -28,6 +28,7 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
+    from ..bench.dataset import DatasetOptions
     from ..bench.quality import QualityOptions
     from ..bench.real import REAL_CROP, RealOptions
     from ..bench.speed import SpeedOptions
@@ -96,12 +97,38 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         help="with --real: also restore and measure the tomogram with the prior as it stood every STEPS "
         "training steps (WORKDIR/real/learning_curve.csv and .png)",
     )
+    d = DatasetOptions()
+    p.add_argument(
+        "--dataset",
+        type=int,
+        nargs="?",
+        const=d.count,
+        default=None,
+        metavar="N",
+        help=f"run the whole Snakemake workflow on N (default {d.count}) simulated "
+        f"{' x '.join(map(str, d.shape))} tomograms on this machine (training --steps, default {d.steps}; "
+        "snakemake --cores: --threads): wall time, per-tomogram overhead outside the networks, and the SLURM "
+        "profile's job count with and without groups; results in WORKDIR/dataset",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --dataset: only count the SLURM jobs (dry runs of Snakemake), run nothing",
+    )
+    p.add_argument(
+        "--workflow",
+        metavar="DIR",
+        default=None,
+        help="with --dataset: the CryoGEN checkout holding the Snakefile (default: the one CryoGEN runs from)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     add_device_args(p)
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.speed:
+    if args.dataset is not None:
+        _dataset(args)
+    elif args.speed:
         _speed(args)
     elif args.real:
         _real(args)
@@ -183,3 +210,25 @@ def _speed(args: argparse.Namespace) -> None:
     rows = run_speed(options, on_rows=_show(COLUMNS))
     print()
     print(format_table(rows, COLUMNS))
+
+
+def _dataset(args: argparse.Namespace) -> None:
+    from ..bench.dataset import COLUMNS, DatasetOptions, run_dataset
+    from ..bench.quality import machine
+    from .tables import format_table
+
+    options = DatasetOptions(
+        count=args.dataset,
+        steps=args.steps if args.steps is not None else DatasetOptions.steps,
+        cores=args.cpu_threads,
+        workdir=Path(args.workdir),
+        workflow=None if args.workflow is None else Path(args.workflow),
+        run=not args.dry_run,
+    )
+    print(f"command: cryogen {' '.join(sys.argv[1:])}")
+    print(f"machine: {machine()}", flush=True)
+    rows = run_dataset(options, on_rows=_show(COLUMNS))
+    print()
+    print(format_table(rows, COLUMNS))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -43,12 +43,14 @@ class VerbParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, arguments: Callable[[argparse.ArgumentParser], None] | None = None, **kw: Any):
         super().__init__(*args, **kw)
-        self._pending = arguments
+        # --threads is added even to a verb without arguments
+        self._pending: Callable[[argparse.ArgumentParser], None] | None = arguments or (lambda _: None)
 
     def _add_pending(self) -> None:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             pending(self)
+            add_threads_arg(self)  # every verb
 
     def parse_known_args(  # type: ignore[override]  # typeshed's overloads only narrow the namespace type
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -68,6 +70,18 @@ class VerbParser(argparse.ArgumentParser):
 def default_of(func: Callable[..., Any], name: str) -> Any:
     """The default of parameter `name` of library function `func`, for a CLI default that says the same."""
     return inspect.signature(func).parameters[name].default
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """--threads N: the CPU threads a verb may use (applied by cli.main before the verb runs)."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads to use (default: OMP_NUM_THREADS, else SLURM_CPUS_PER_TASK, else the CPUs this process "
+        "may run on, e.g. a SLURM job's; never more than those)",
+    )
 
 
 def at_least_one(flag: str, value: int) -> None:

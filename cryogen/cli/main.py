@@ -18,11 +18,40 @@ from collections.abc import Callable, Iterator, Sequence
 
 from .. import __version__
 from ..errors import CryogenError, settings_named_as_flags
-from . import benchmark, chunk, evaluate, export, info, reconstruct, report, run, simulate, stitch, train
+from ..runtime import resolve_threads, threads_in_use, use_threads
+from . import (
+    backproject,
+    benchmark,
+    chunk,
+    copick,
+    evaluate,
+    export,
+    info,
+    reconstruct,
+    report,
+    run,
+    simulate,
+    stitch,
+    train,
+)
 from .common import EPILOG, VerbParser
 
 #: in the order `cryogen --help` lists them
-VERBS = (simulate, evaluate, chunk, stitch, export, train, reconstruct, run, benchmark, report, info)
+VERBS = (
+    simulate,
+    evaluate,
+    backproject,
+    chunk,
+    stitch,
+    export,
+    copick,
+    train,
+    reconstruct,
+    run,
+    benchmark,
+    report,
+    info,
+)
 
 # verbs that run the networks; the others (chunk, stitch, export, ...) keep glibc's defaults,
 # which return freed memory at once and keep their peaks lower (measured: chunk 1.7x its 1x peak
@@ -44,8 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StageHandler(logging.StreamHandler):
+    """Writes the stage's messages; a `preface` (the CPU threads in use) goes out with the first of
+    them, or with `say_preface` at the end, so that bad input still gets a one-line error."""
+
+    preface: Callable[[], str] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.say_preface()
+        super().emit(record)
+
+    def say_preface(self) -> None:
+        if self.preface is not None:
+            preface, self.preface = self.preface, None
+            super().emit(logging.makeLogRecord({"msg": preface(), "levelno": logging.INFO, "levelname": "INFO"}))
+
+
 @contextlib.contextmanager
-def _stage_logging(verb: str) -> Iterator[None]:
+def _stage_logging(verb: str) -> Iterator[_StageHandler]:
     """What the stages log (progress milestones, resumes, warnings about the data) goes to stderr,
     one line each, prefixed like the errors; the handler lives only as long as the verb runs."""
 
@@ -54,7 +99,7 @@ def _stage_logging(verb: str) -> Iterator[None]:
             level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
             return f"cryogen {verb}: {level}{record.getMessage()}"
 
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StageHandler(sys.stderr)
     handler.setFormatter(_Format())
     logger = logging.getLogger("cryogen")
     old_level = logger.level
@@ -62,7 +107,7 @@ def _stage_logging(verb: str) -> Iterator[None]:
         logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     try:
-        yield
+        yield handler
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
@@ -92,9 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         tune_malloc()  # before torch allocates: 1.7x faster networks on the CPU (see cryogen.runtime)
     prefix = f"cryogen {args.verb}: error:"
-    with _stage_logging(args.verb), settings_named_as_flags():
+    with _stage_logging(args.verb) as stage, settings_named_as_flags():
         try:
+            threads = resolve_threads(args.threads)
+            use_threads(threads)  # before any torch work (see cryogen.runtime)
+            args.cpu_threads = threads.count
+            if args.verb in NETWORK_VERBS:
+                stage.preface = lambda: threads_in_use(threads)
             func(args)
+            stage.say_preface()
         except CryogenError as exc:
             print(f"{prefix} {exc}", file=sys.stderr)
             return 1

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import TYPE_CHECKING
 
 from .common import add_device_args, add_solve_args, at_least_one, default_of, solve_config
 
 if TYPE_CHECKING:
     from .common import Subparsers
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -57,6 +60,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     at_least_one("--batch", args.batch)
     solve = solve_config(args)
+    if args.scheduler is None and args.workers > args.cpu_threads:
+        # each local worker runs one torch thread: more workers than CPUs only compete for them
+        log.warning("--workers %d is more than the CPU threads given; using %d", args.workers, args.cpu_threads)
+        args.workers = args.cpu_threads
     if args.scheduler is None and args.workers <= 1:
         from ..restore.reconstruct import reconstruct
 

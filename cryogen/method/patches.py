@@ -47,7 +47,8 @@ def open_sources(paths: list[str | Path]) -> list[Source]:
     for p in paths:
         group, meta = open_store(p)
         array = zarr_array(group, TILE_ARRAY, p)
-        probe = read_tiles(array, 0, min(4, meta.n_tiles), p)
+        # no tile is read here where chunk stored the noise model; else one, to estimate it
+        probe = np.zeros((0,), np.float32) if meta.noise else read_tiles(array, 0, 1, p)
         noise = normalised_noise(meta, probe)
         sources.append(Source(Path(p), meta, array, meta.stats["mean"], meta.stats["std"], noise))
     tiles = {s.meta.tile for s in sources}
@@ -66,9 +67,14 @@ class Sampler(Protocol):
 
 class PatchSampler:
     """Draws batches of random patches; all randomness comes from the given torch generator, so
-    a run resumed with the saved generator state draws the same patches. Recently used tiles are
-    cached, a fixed number of them, so memory does not grow with the dataset: decompressing a
-    tile from Zarr costs about a millisecond, far less than a training step."""
+    a run resumed with the saved generator state draws the same patches.
+
+    Each batch comes from one tomogram, drawn uniformly: every tomogram of a prior's group is
+    seen equally often whatever its size, so a few large ones do not drown the others (a tile of
+    tomogram s is drawn with probability 1 / (n_sources * n_tiles[s])); within it, tiles and patch
+    corners are uniform. Tiles are read one at a time, when drawn, and the recently used ones are
+    cached, a fixed number of them, so memory does not grow with the dataset or the number of
+    tomograms: decompressing a tile from Zarr costs about a millisecond, far less than a step."""
 
     def __init__(self, sources: list[Source], patch: int, cache_tiles: int = 48) -> None:
         self.sources = sources

@@ -22,6 +22,7 @@ __all__ = ["STAGES", "code_version", "sources", "stage_digests"]
 # The modules whose code does each stage (the CLI verb of the same name calls into them).
 STAGES: dict[str, tuple[str, ...]] = {
     "simulate": ("cryogen.sim.simulate", "cryogen.io.mrc"),
+    "backproject": ("cryogen.backproject",),
     "chunk": ("cryogen.tiling",),
     "train": ("cryogen.method.loop",),
     "reconstruct": ("cryogen.restore.reconstruct", "cryogen.restore.parallel"),

@@ -1,7 +1,11 @@
 """The tomogram sheet (config/tomograms.tsv): its rows as Tomogram records, validated against
 workflow/schemas/tomograms.schema.yaml, the demo tomograms used when it lists none, and the
 groups that each train one prior. Problems raise CryogenError with one line that names the
-sheet, the data row and the column (common.smk re-raises it as a WorkflowError)."""
+sheet, the data row and the column (common.smk re-raises it as a WorkflowError).
+
+A row lists a tomogram (`path`) or an aligned tilt series (`tilt_series`, with its `tilt_file`);
+the record of a tilt-series row names as its tomogram and halves the files the backproject rule
+writes (`backprojected`), so every later stage treats it as a tomogram with even/odd halves."""
 
 from __future__ import annotations
 
@@ -14,10 +18,12 @@ from typing import Any
 from ..errors import CryogenError
 from ..io.tilts import read_tilt_angles
 from .config import Schema, validate
+from .copick import copick_tomograms
 
-__all__ = ["Dataset", "Tomogram", "demo_tomograms", "load_dataset", "read_sheet"]
+__all__ = ["Dataset", "Tomogram", "backprojected", "demo_tomograms", "load_dataset", "read_sheet"]
 
 _NUMBERS = ("tilt_min", "tilt_max", "voxel_size")
+_INTEGERS = ("binning", "thickness")
 _BOOLS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 
 
@@ -37,6 +43,9 @@ class Tomogram:
     train: bool = True
     truth: str | None = None
     tilt_file: str | None = None  # the tilt series' angles (IMOD, SerialEM, AreTomo), instead of the range
+    tilt_series: str | None = None  # an aligned tilt series that `path` (and the halves) are reconstructed from
+    binning: int = 1  # of the tilt series' images, for its reconstruction
+    thickness: int | None = None  # of the reconstruction, binned voxels (None: cryogen backproject's default)
 
     def tilt_options(self) -> str:
         """--tilt-range (or --tilt-file) and --tilt-axis for the verbs that take them (chunk, report)."""
@@ -57,6 +66,18 @@ class Tomogram:
             opts += f" --halves {shlex.quote(self.even)} {shlex.quote(self.odd)}"
         return opts
 
+    def backproject_options(self) -> str:
+        """`cryogen backproject` options beyond its files: binning and thickness."""
+        opts = f"--binning {self.binning}"
+        return opts if self.thickness is None else f"{opts} --thickness {self.thickness}"
+
+
+def backprojected(results: str, name: str) -> tuple[str, str, str]:
+    """The tomogram and its even and odd halves that the backproject rule writes for the tilt-series
+    row `name` (the rule passes its wildcard) under the `results` folder."""
+    folder = f"{results.rstrip('/')}/{name}"
+    return f"{folder}/tomogram.mrc", f"{folder}/tomogram_even.mrc", f"{folder}/tomogram_odd.mrc"
+
 
 def _cell(column: str, text: str) -> Any:
     """A sheet cell as the schema expects it; left as text where it does not convert, so that
@@ -66,14 +87,20 @@ def _cell(column: str, text: str) -> Any:
             return float(text)
         except ValueError:
             return text
+    if column in _INTEGERS:
+        try:
+            return int(text)
+        except ValueError:
+            return text
     if column == "train":
         return _BOOLS.get(text.lower(), text)
     return text
 
 
-def read_sheet(path: str | Path, schema: Schema) -> list[Tomogram]:
+def read_sheet(path: str | Path, schema: Schema, results: str = "results") -> list[Tomogram]:
     """The rows of the tab-separated sheet (blank lines and lines starting with # skipped),
-    each validated against `schema`; a sheet with no data row gives []."""
+    each validated against `schema`; a sheet with no data row gives []. A tilt-series row's
+    tomogram and halves are the files `backprojected` names under `results` (config key results)."""
     sheet = Path(path)
     if not sheet.is_file():
         raise CryogenError(f"tomogram sheet {sheet} not found (config key 'tomograms')")
@@ -93,8 +120,30 @@ def read_sheet(path: str | Path, schema: Schema) -> list[Tomogram]:
         label = f"tomogram sheet {sheet}, data row {row}{named}"
         validate(record, schema, label)
         _check_tilts(record, label)
+        if _check_source(record, label):
+            record["path"], record["even"], record["odd"] = backprojected(results, record["name"])
         rows.append(Tomogram(**record))
     return rows
+
+
+def _check_source(record: dict[str, Any], label: str) -> bool:
+    """Whether a validated row lists an aligned tilt series (else a tomogram): one of path and
+    tilt_series; a tilt series has its tilt axis along y and makes its own halves."""
+    if ("path" in record) == ("tilt_series" in record):
+        given = "not both" if "path" in record else "neither is given"
+        raise CryogenError(f"{label}: give path (a tomogram) or tilt_series (an aligned tilt series), {given}")
+    if "path" in record:
+        return False
+    if record["tilt_axis"] != "y":
+        raise CryogenError(
+            f"{label}: an aligned tilt series has its tilt axis along y (IMOD), not {record['tilt_axis']}: "
+            "leave tilt_axis empty"
+        )
+    if "even" in record:
+        raise CryogenError(
+            f"{label}: even/odd halves are made from the tilt series' alternating tilts: leave them empty"
+        )
+    return True
 
 
 def _check_tilts(record: dict[str, Any], label: str) -> None:
@@ -154,7 +203,8 @@ def load_dataset(config: dict[str, Any], schema: Schema) -> Dataset:
     """The tomograms of the sheet at config key tomograms (`schema`: its row schema), or the
     demo's when it lists none: names unique, every group with a tomogram to train on."""
     sheet = config["tomograms"]
-    rows = read_sheet(sheet, schema)
+    results = config.get("results", "results")  # where tilt-series rows' tomograms are made
+    rows = read_sheet(sheet, schema, results) + copick_tomograms(config)  # the runs of config key copick
     names = [t.name for t in rows]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:

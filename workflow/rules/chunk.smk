@@ -14,6 +14,12 @@ rule chunk:
     log:
         f"{RESULTS}/{{tomogram}}/logs/chunk.log",
     threads: 1
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=mem_mb_of("chunk"),
+        runtime=runtime_of("chunk"),
     shell:
-        "cryogen chunk {input.mrc:q} {output:q} --tile {params.tile} --overlap {params.overlap}"
+        THREADS
+        + "cryogen chunk {input.mrc:q} {output:q} --tile {params.tile} --overlap {params.overlap}"
         " {params.options} > {log:q} 2>&1"

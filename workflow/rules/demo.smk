@@ -16,7 +16,10 @@ rule simulate:
     log:
         f"{RESULTS}/{{tomogram}}/logs/simulate.log",
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
-        "cryogen simulate {output.obs:q} --truth {output.truth:q} --shape {params.shape}"
+        THREADS
+        + "cryogen simulate {output.obs:q} --truth {output.truth:q} --shape {params.shape}"
         " --tilt-range {params.tilt} --snr {params.snr} --seed {params.seed}"
         " --voxel-size {params.voxel_size} > {log:q} 2>&1"

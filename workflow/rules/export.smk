@@ -16,5 +16,11 @@ rule export:
     log:
         f"{RESULTS}/{{tomogram}}/logs/export.log",
     threads: 1
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=mem_mb_of("export"),
+        runtime=runtime_of("export"),
     shell:
-        "cryogen export {input.restored:q} {output.ome:q} --ome {params.std} --chunk {params.chunk} > {log:q} 2>&1"
+        THREADS
+        + "cryogen export {input.restored:q} {output.ome:q} --ome {params.std} --chunk {params.chunk} > {log:q} 2>&1"

@@ -23,8 +23,14 @@ rule reconstruct:
     benchmark:
         f"{RESULTS}/{{tomogram}}/logs/reconstruct_benchmark.tsv"
     threads: 4
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=mem_mb_of("reconstruct"),
+        runtime=runtime_of("reconstruct"),
     shell:
-        "OMP_NUM_THREADS={threads} cryogen reconstruct {input.tiles:q} --prior {input.prior:q} --out {output:q}"
+        THREADS
+        + "cryogen reconstruct {input.tiles:q} --prior {input.prior:q} --out {output:q}"
         " --map-steps {params.map_steps} --samples {params.samples} --prior-weight {params.prior_weight}"
         " --batch {params.batch} --seed {params.seed} --device $CRYOGEN_DEVICE"
         " --workers {threads} --memory-mb {resources.mem_mb} ${{CRYOGEN_SCHEDULER:+--scheduler \"$CRYOGEN_SCHEDULER\"}} > {log:q} 2>&1"

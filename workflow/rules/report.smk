@@ -28,6 +28,12 @@ rule report:
     log:
         f"{RESULTS}/{{tomogram}}/logs/report.log",
     threads: 1
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=mem_mb_of("report"),
+        runtime=runtime_of("report"),
     shell:
-        "cryogen report {input.before:q} {input.after:q} --slices {output.slices:q} --spectra {output.spectra:q}"
+        THREADS
+        + "cryogen report {input.before:q} {input.after:q} --slices {output.slices:q} --spectra {output.spectra:q}"
         " --summary {output.summary:q} {params.options} > {log:q} 2>&1"

@@ -14,6 +14,12 @@ rule stitch:
     log:
         f"{RESULTS}/{{tomogram}}/logs/stitch.log",
     threads: 1
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=mem_mb_of("stitch"),
+        runtime=runtime_of("stitch"),
     shell:
-        "(cryogen stitch {input:q} {output.restored:q}"
+        THREADS
+        + "(cryogen stitch {input:q} {output.restored:q}"
         " && if [ -n '{params.std}' ]; then cryogen stitch {input:q} {params.std:q} --std; fi) > {log:q} 2>&1"

@@ -27,7 +27,10 @@ rule train:
     benchmark:
         f"{RESULTS}/priors/{{group}}/train_benchmark.tsv"
     threads: 4
+    conda:
+        CONDA_ENV
     shell:
-        "OMP_NUM_THREADS={threads} cryogen train {input:q} --out {output.prior:q} {params.budget}"
+        THREADS
+        + "cryogen train {input:q} --out {output.prior:q} {params.budget}"
         " --batch {params.batch} --patch {params.patch} --seed {params.seed} --device $CRYOGEN_DEVICE"
         " --resume --tag {params.code} > {log:q} 2>&1"
