@@ -330,5 +330,6 @@ def test_chunk_warns_when_the_tilt_file_disagrees_with_the_spectrum(tmp_path, ru
     (tmp_path / "true.tlt").write_text("\n".join(str(a) for a in (*range(-45, 61, 3), 62)))
     code, _, err = run_cli("chunk", src, tmp_path / "off.zarr", "--tilt-file", tmp_path / "off.tlt", "--tile", 32)
     assert code == 0 and "warning: " in err and "not the configured -60 to 60" in err, err
+    assert "check the tilt file" in err, err
     code, _, err = run_cli("chunk", src, tmp_path / "ok.zarr", "--tilt-file", tmp_path / "true.tlt", "--tile", 32)
     assert code == 0 and "warning" not in err, err

@@ -115,7 +115,8 @@ class GeometryCheck:
             return (
                 f"{where}the missing wedge shows tilts from {lo:g} to {hi:g} degrees, not the configured "
                 f"{self.wedge.tilt_min:g} to {self.wedge.tilt_max:g}: pass {setting('tilt_range')} {lo:g} {hi:g} "
-                "(the sheet's tilt_min/tilt_max in the workflow)"
+                "(the sheet's tilt_min/tilt_max in the workflow), or check the tilt file if the range came from "
+                "one (tilts listed but not used in the reconstruction, or another tilt series')"
             )
         if not self.mismatch:
             return None
