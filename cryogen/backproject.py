@@ -34,20 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from mrcfile import utils as mrcutils
 from tqdm import tqdm
 
 from .errors import CryogenError, setting
-from .io.mrc import (
-    COMPLEX_MODES,
-    HEADER_BYTES,
-    REAL_MODES,
-    MrcInfo,
-    MrcReader,
-    MrcWriter,
-    _imod_unsigned_bytes,
-    _raw_header,
-)
+from .io.mrc import MrcReader, MrcWriter
 from .io.tilts import read_tilt_angles
 from .sim.projection import MAX_TILT, RECON_FILTERS, SlabProjector, weighted_backprojection
 
@@ -59,41 +49,9 @@ log = logging.getLogger(__name__)
 class TiltStackReader(MrcReader):
     """Streaming reads of an MRC image stack, (n_images, ny, nx): `read_block(0, n, y0, y1)` gives
     rows y0:y1 of every image. MrcReader refuses a stack as a tomogram (MRC2014 stacks say space
-    group 0, mz 1; IMOD's say mz = n); here it is what is wanted, so only the header's mode, size
-    and axis order are checked."""
+    group 0, mz 1; IMOD's say mz = n); here it is what is wanted."""
 
-    def _read_header(self) -> tuple[MrcInfo, int]:
-        p = self.path
-        h, size = _raw_header(p)
-        mode = int(h.mode)
-        if mode not in REAL_MODES:
-            kind = f"{COMPLEX_MODES[mode]}, complex numbers" if mode in COMPLEX_MODES else "unsupported"
-            raise CryogenError(f"MRC mode {mode} ({kind}) is not a stack of real-valued images", p)
-        nx, ny, nz = int(h.nx), int(h.ny), int(h.nz)
-        if min(nx, ny, nz) < 1:
-            raise CryogenError(f"invalid dimensions {nz} x {ny} x {nx} in the header", p)
-        if nz < 2:
-            raise CryogenError(f"holds one {ny} x {nx} image, not a tilt series (a stack of images)", p)
-        if (int(h.mapc), int(h.mapr), int(h.maps)) not in ((1, 2, 3), (0, 0, 0)):
-            raise CryogenError(f"axis order (mapc, mapr, maps) = ({h.mapc}, {h.mapr}, {h.maps}) is not (1, 2, 3)", p)
-        dtype = mrcutils.data_dtype_from_header(h)
-        if mode == 0 and _imod_unsigned_bytes(h):
-            dtype = np.dtype(np.uint8)
-        offset = HEADER_BYTES + int(h.nsymbt)
-        need = offset + nx * ny * nz * dtype.itemsize
-        if size < need:
-            raise CryogenError(
-                f"truncated MRC: header promises {need} bytes ({nz} images of {ny} x {nx}), file has {size}", p
-            )
-        pixel = float(h.cella.x) / int(h.mx) if int(h.mx) > 0 else 0.0
-        info = MrcInfo(
-            shape=(nz, ny, nx),
-            dtype=dtype,
-            mode=mode,
-            voxel_size=(pixel, pixel, pixel),  # the images' pixel; the z of a stack is no length
-            origin=(float(h.origin.x), float(h.origin.y), float(h.origin.z)),
-        )
-        return info, offset
+    stack = True
 
 
 @dataclass(frozen=True)

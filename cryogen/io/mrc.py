@@ -82,7 +82,11 @@ def _raw_header(p: Path) -> tuple[Any, int]:
 
 
 class MrcReader:
-    """Validated, streaming access to a 3-D MRC volume (also IMOD .rec)."""
+    """Validated, streaming access to a 3-D MRC volume (also IMOD .rec). A subclass with `stack`
+    True reads an image stack (a tilt series) instead: a space-group-0 stack is then what is
+    wanted, and the voxel size is the images' pixel (a stack's z is no length)."""
+
+    stack = False
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -95,8 +99,9 @@ class MrcReader:
         p = self.path
         h, size = _raw_header(p)
         mode = int(h.mode)
+        what = "stack of images" if self.stack else "tomogram"
         if mode in COMPLEX_MODES:
-            raise _fail(p, f"MRC mode {mode} ({COMPLEX_MODES[mode]}) holds complex numbers, not a real-valued tomogram")
+            raise _fail(p, f"MRC mode {mode} ({COMPLEX_MODES[mode]}) holds complex numbers, not a real-valued {what}")
         if mode not in REAL_MODES:
             raise _fail(
                 p, f"unsupported MRC mode {mode}; supported: " + ", ".join(f"{k} ({v})" for k, v in REAL_MODES.items())
@@ -104,9 +109,11 @@ class MrcReader:
         nx, ny, nz = int(h.nx), int(h.ny), int(h.nz)
         if min(nx, ny, nz) < 1:
             raise _fail(p, f"invalid dimensions {nz} x {ny} x {nx} in the header")
+        if nz == 1 and self.stack:
+            raise _fail(p, f"holds one {ny} x {nx} image, not a tilt series (a stack of images)")
         if nz == 1:
             raise _fail(p, f"is a 2-D image ({ny} x {nx}), not a 3-D tomogram")
-        if int(h.ispg) == 0 and int(h.mz) == 1:
+        if int(h.ispg) == 0 and int(h.mz) == 1 and not self.stack:
             raise _fail(p, f"is a stack of {nz} 2-D images (space group 0), not a 3-D tomogram")
         if (int(h.mapc), int(h.mapr), int(h.maps)) not in ((1, 2, 3), (0, 0, 0)):
             raise _fail(
@@ -128,6 +135,8 @@ class MrcReader:
             return float(cell) / n if n > 0 else 0.0
 
         voxel = (vs(h.cella.z, int(h.mz)), vs(h.cella.y, int(h.my)), vs(h.cella.x, int(h.mx)))
+        if self.stack:
+            voxel = (voxel[2],) * 3  # the images' pixel; the z of a stack is no length
         labels = [bytes(h.label[i]).decode("ascii", "replace").rstrip() for i in range(min(int(h.nlabl), 10))]
         stats = None
         if float(h.dmax) >= float(h.dmin):
