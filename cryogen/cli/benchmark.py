@@ -139,7 +139,6 @@ def run(args: argparse.Namespace) -> None:
 def _real(args: argparse.Namespace) -> None:
     from ..bench.quality import machine
     from ..bench.real import COLUMNS, RealOptions, run_real_benchmark
-    from .tables import format_table
 
     options = RealOptions(
         input=Path(args.real),
@@ -150,15 +149,30 @@ def _real(args: argparse.Namespace) -> None:
         seed=args.seed,
         curve_every=args.curve_every,
     )
-    print(f"command: cryogen {' '.join(sys.argv[1:])}")
-    print(f"machine: {machine()}", flush=True)
+    _say_command(machine())
     rows = run_real_benchmark(options)
-    print(format_table(rows, COLUMNS))
+    _print_rows(rows, COLUMNS, args.json, gap=False)
     print(f"figures: {options.workdir}/real_slices.png, real_spectra.png, real_tube.png")
     if options.curve_every:
         print(f"learning curve: {options.workdir}/learning_curve.csv, learning_curve.png")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+def _say_command(machine_line: str) -> None:
+    """The benchmark's first lines: how it was run, and on what."""
+    print(f"command: cryogen {' '.join(sys.argv[1:]) if len(sys.argv) > 1 else 'benchmark'}")
+    print(f"machine: {machine_line}", flush=True)
+
+
+def _print_rows(rows: list[dict], columns: list[str], json_path: str | None, gap: bool = True) -> None:
+    """The final table (after a blank line, below the rows shown as they came), and the rows as
+    JSON where --json asks for them."""
+    from .tables import format_table
+
+    if gap:
+        print()
+    print(format_table(rows, columns))
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=1))
 
 
 def _show(columns: list[str]) -> Callable[[list[dict]], None]:
@@ -171,7 +185,6 @@ def _show(columns: list[str]) -> Callable[[list[dict]], None]:
 def _quality(args: argparse.Namespace) -> None:
     from ..bench.quality import COLUMNS, QualityOptions, machine, run_benchmark
     from ..method.devices import pick_device
-    from .tables import format_table
 
     options = QualityOptions(
         shape=tuple(args.shape),
@@ -188,34 +201,24 @@ def _quality(args: argparse.Namespace) -> None:
         device=args.device,
     )
     device = pick_device(args.device)  # a missing GPU is an error before anything is printed
-    print(f"command: cryogen {' '.join(sys.argv[1:]) if len(sys.argv) > 1 else 'benchmark'}")
-    print(f"machine: {machine()}; device: {device}", flush=True)
-    rows = run_benchmark(options, on_rows=_show(COLUMNS))
-    print()
-    print(format_table(rows, COLUMNS))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    _say_command(f"{machine()}; device: {device}")
+    _print_rows(run_benchmark(options, on_rows=_show(COLUMNS)), COLUMNS, args.json)
 
 
 def _speed(args: argparse.Namespace) -> None:
     from ..bench.quality import machine
     from ..bench.speed import COLUMNS, SpeedOptions, devices, run_speed
-    from .tables import format_table
 
     options = SpeedOptions(
         workdir=Path(args.workdir), map_steps=args.map_steps, train_steps=args.train_steps, full_size=args.full_size
     )
-    print(f"command: cryogen {' '.join(sys.argv[1:])}")
-    print(f"machine: {machine()}; devices: {', '.join(devices())}", flush=True)
-    rows = run_speed(options, on_rows=_show(COLUMNS))
-    print()
-    print(format_table(rows, COLUMNS))
+    _say_command(f"{machine()}; devices: {', '.join(devices())}")
+    _print_rows(run_speed(options, on_rows=_show(COLUMNS)), COLUMNS, None)
 
 
 def _dataset(args: argparse.Namespace) -> None:
     from ..bench.dataset import COLUMNS, DatasetOptions, run_dataset
     from ..bench.quality import machine
-    from .tables import format_table
 
     options = DatasetOptions(
         count=args.dataset,
@@ -225,10 +228,5 @@ def _dataset(args: argparse.Namespace) -> None:
         workflow=None if args.workflow is None else Path(args.workflow),
         run=not args.dry_run,
     )
-    print(f"command: cryogen {' '.join(sys.argv[1:])}")
-    print(f"machine: {machine()}", flush=True)
-    rows = run_dataset(options, on_rows=_show(COLUMNS))
-    print()
-    print(format_table(rows, COLUMNS))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    _say_command(machine())
+    _print_rows(run_dataset(options, on_rows=_show(COLUMNS)), COLUMNS, args.json)
