@@ -41,8 +41,8 @@ from tqdm import tqdm
 
 from ..errors import CryogenError
 from .files import atomic_output
-from .mrc import MrcReader, MrcWriter, RunningStats, check_finite_block
-from .ome_zarr import AXES, CHUNK, NGFF_VERSION, _blocks, _create_levels, _omero, bin2
+from .mrc import MrcReader, MrcWriter, check_finite_block
+from .ome_zarr import AXES, CHUNK, NGFF_VERSION, _blocks, _create_levels, _omero, fill_levels
 
 __all__ = [
     "LEVELS",
@@ -317,36 +317,8 @@ def _write_pyramid(
     shapes = level_shapes(reader.shape, levels)
     group = zarr.open_group(str(target), mode="w", zarr_format=2)
     arrays = _create_levels(group, shapes, chunk)
-    stats = RunningStats()
-    plan = [_blocks(s, a.chunks) for s, a in zip(shapes, arrays, strict=True)]
-    with tqdm(
-        total=sum(map(len, plan)),
-        desc=f"export {provenance['type']}",
-        unit="block",
-        disable=not progress,
-        mininterval=2,
-    ) as bar:
-        for z0, z1, y0, y1 in plan[0]:
-            block = reader.read_block(z0, z1, y0, y1)
-            check_finite_block(block, reader.path, z0)
-            stats.update(block)
-            arrays[0][z0:z1, y0:y1, :] = block
-            bar.update()
-        if not allow_constant and stats.min == stats.max:
-            raise CryogenError("volume is constant: nothing to export", reader.path)
-        for level in range(1, levels):
-            fine, coarse = arrays[level - 1], arrays[level]
-            fz, fy, _ = shapes[level - 1]
-            step = max(1, coarse.chunks[0] // 8)  # reads of the finer level stay <= one output block
-            for z0, z1, y0, y1 in plan[level]:
-                out = np.empty((z1 - z0, y1 - y0, shapes[level][2]), dtype=np.float32)
-                for zs in range(z0, z1, step):
-                    ze = min(zs + step, z1)
-                    out[zs - z0 : ze - z0] = bin2(
-                        np.asarray(fine[2 * zs : min(2 * ze, fz), 2 * y0 : min(2 * y1, fy), :])
-                    )
-                coarse[z0:z1, y0:y1, :] = out
-                bar.update()
+    constant = None if allow_constant else "volume is constant: nothing to export"
+    stats = fill_levels(reader, arrays, shapes, f"export {provenance['type']}", progress, constant)
     group.attrs.update(
         {
             "multiscales": copick_multiscales(voxel_spacing, levels),

@@ -162,6 +162,43 @@ def _blocks(shape: tuple[int, ...], chunks: tuple[int, ...]) -> list[tuple[int, 
     ]
 
 
+def fill_levels(
+    reader: MrcReader,
+    levels: list[Any],
+    shapes: list[tuple[int, int, int]],
+    desc: str,
+    progress: bool,
+    constant_error: str | None,
+) -> RunningStats:
+    """Stream `reader` into the first of the pyramid's `levels` (checked finite) and average each
+    level into the next (2 x 2 x 2 means), a block of one output chunk at a time; return level
+    0's running statistics. `constant_error`: the error to raise on a constant volume (None: allowed)."""
+    stats = RunningStats()
+    plan = [_blocks(s, a.chunks) for s, a in zip(shapes, levels, strict=True)]
+    with tqdm(total=sum(map(len, plan)), desc=desc, unit="block", disable=not progress, mininterval=2) as bar:
+        for z0, z1, y0, y1 in plan[0]:
+            block = reader.read_block(z0, z1, y0, y1)
+            check_finite_block(block, reader.path, z0)
+            stats.update(block)
+            levels[0][z0:z1, y0:y1, :] = block
+            bar.update()
+        if constant_error is not None and stats.min == stats.max:
+            raise CryogenError(constant_error, reader.path)
+        for level in range(1, len(shapes)):
+            fine, coarse = levels[level - 1], levels[level]
+            fz, fy, _ = shapes[level - 1]
+            step = max(1, coarse.chunks[0] // 8)  # reads of the finer level stay <= one output block
+            for z0, z1, y0, y1 in plan[level]:
+                out = np.empty((z1 - z0, y1 - y0, shapes[level][2]), dtype=np.float32)
+                for zs in range(z0, z1, step):
+                    ze = min(zs + step, z1)
+                    src = np.asarray(fine[2 * zs : min(2 * ze, fz), 2 * y0 : min(2 * y1, fy), :], dtype=np.float32)
+                    out[zs - z0 : ze - z0] = bin2(src)
+                coarse[z0:z1, y0:y1, :] = out
+                bar.update()
+    return stats
+
+
 def _write_image(
     target: Path,
     reader: MrcReader,
@@ -178,32 +215,8 @@ def _write_image(
     shapes = pyramid_shapes(reader.shape, chunk)
     group = zarr.open_group(str(target), mode="w", zarr_format=2)
     levels = _create_levels(group, shapes, chunk)
-    stats = RunningStats()
-    blocks0 = _blocks(shapes[0], levels[0].chunks)
-    n_blocks = len(blocks0) + sum(len(_blocks(s, a.chunks)) for s, a in zip(shapes[1:], levels[1:], strict=False))
-    with tqdm(
-        total=n_blocks, desc=f"export {Path(reader.path).name}", unit="block", disable=not progress, mininterval=2
-    ) as bar:
-        for z0, z1, y0, y1 in blocks0:
-            block = reader.read_block(z0, z1, y0, y1)
-            check_finite_block(block, reader.path, z0)
-            stats.update(block)
-            levels[0][z0:z1, y0:y1, :] = block
-            bar.update()
-        if not allow_constant and stats.min == stats.max:
-            raise CryogenError("volume is constant: nothing to show", reader.path)
-        for level in range(1, len(shapes)):
-            fine, coarse = levels[level - 1], levels[level]
-            fz, fy, _ = shapes[level - 1]
-            step = max(1, coarse.chunks[0] // 8)  # reads of the finer level stay <= one output block
-            for z0, z1, y0, y1 in _blocks(shapes[level], coarse.chunks):
-                out = np.empty((z1 - z0, y1 - y0, shapes[level][2]), dtype=np.float32)
-                for zs in range(z0, z1, step):
-                    ze = min(zs + step, z1)
-                    src = np.asarray(fine[2 * zs : min(2 * ze, fz), 2 * y0 : min(2 * y1, fy), :], dtype=np.float32)
-                    out[zs - z0 : ze - z0] = bin2(src)
-                coarse[z0:z1, y0:y1, :] = out
-                bar.update()
+    constant = None if allow_constant else "volume is constant: nothing to show"
+    stats = fill_levels(reader, levels, shapes, f"export {Path(reader.path).name}", progress, constant)
     group.attrs.update(
         {
             "multiscales": multiscales(shapes, voxel_size, name),
