@@ -1,8 +1,13 @@
 """Cutting a tomogram into overlapping cubic tiles and blending them back without seams.
 
-Grid: along each axis of length n, tiles of size T start every T - overlap voxels; the last tile
-is shifted back to end exactly at n, so every voxel is covered for any n. An axis shorter than a
-tile gets one tile, centred, with the missing voxels filled by mirror reflection.
+Grid: along each axis of length n, tiles of size T start every T - overlap voxels from -margin;
+the last tile is shifted back to end exactly at n + margin, so every voxel is covered for any n.
+The margin (overlap // 2) keeps the volume's faces inside the outermost tiles: g is trained on
+patches whose faces across the tilt axis lie outside the compared cylinder (`recorrupted_loss`),
+so a tile's outermost voxels are the network's least trusted, and at the volume's border no
+neighbour would blend them away (they showed as a speckled first/last plane in z and x). An axis
+shorter than a tile plus its margins gets one tile, centred. Voxels beyond the volume are filled
+by mirror reflection.
 
 Blending: each tile has a separable window, flat in the middle and rising as sin^2 over the
 overlap at its faces. Along each axis the 1-D windows are divided by their sum, so they form a
@@ -34,14 +39,19 @@ from .qc.geometry import warn_geometry
 from .qc.warnings import check_volume
 
 
-def axis_starts(n: int, tile: int, overlap: int) -> tuple[int, ...]:
-    """Tile origins along one axis of length n."""
-    if n <= tile:
+def axis_starts(n: int, tile: int, overlap: int, margin: int = 0) -> tuple[int, ...]:
+    """Tile origins along one axis of length n, covering [-margin, n + margin)."""
+    if n + 2 * margin <= tile:
         return (-((tile - n) // 2),)
     stride = tile - overlap
-    starts = list(range(0, n - tile, stride))
-    starts.append(n - tile)
+    starts = list(range(-margin, n + margin - tile, stride))
+    starts.append(n + margin - tile)
     return tuple(starts)
+
+
+def grid_margin(overlap: int) -> int:
+    """Voxels of mirrored context beyond each face of the volume (see the module's docstring)."""
+    return overlap // 2
 
 
 def axis_window(tile: int, overlap: int) -> np.ndarray:
@@ -70,9 +80,11 @@ def axis_weights(n: int, tile: int, overlap: int, starts: tuple[int, ...]) -> li
     return weights
 
 
-def owned_ranges(n: int, starts: tuple[int, ...]) -> list[tuple[int, int]]:
-    """A partition of [0, n) into one range per tile (from its start to the next start)."""
-    bounds = [max(s, 0) for s in starts] + [n]
+def owned_ranges(n: int, tile: int, starts: tuple[int, ...]) -> list[tuple[int, int]]:
+    """A partition of [0, n) into one range per tile, each inside its tile: the voxels nearer its
+    centre than any other tile's (not simply start to next start: margins can put two starts below 0)."""
+    inner = [(a + b + tile) // 2 for a, b in zip(starts[:-1], starts[1:], strict=False)]  # between centres
+    bounds = [0, *[min(max(b, 0), n) for b in inner], n]
     return [(bounds[i], bounds[i + 1]) for i in range(len(starts))]
 
 
@@ -90,7 +102,8 @@ class TileGrid:
 
     @property
     def starts(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        return tuple(axis_starts(n, self.tile, self.overlap) for n in self.shape)  # type: ignore[return-value]
+        margin = grid_margin(self.overlap)
+        return tuple(axis_starts(n, self.tile, self.overlap, margin) for n in self.shape)  # type: ignore[return-value]
 
 
 def tile_index(grid_shape: tuple[int, int, int], iz: int, iy: int, ix: int) -> int:
@@ -177,7 +190,7 @@ def _write_tiles(
     of voxels) at a time, checking every block for NaN/Inf; returns the volume's statistics,
     accumulated over a partition of it (each voxel counts once)."""
     shape, tile, starts, gshape = meta.source_shape, meta.tile, meta.starts, meta.grid_shape
-    own = [owned_ranges(n, s) for n, s in zip(shape, starts, strict=False)]
+    own = [owned_ranges(n, tile, s) for n, s in zip(shape, starts, strict=False)]
     stats = RunningStats()
     rows = [(iz, iy) for iz in range(gshape[0]) for iy in range(gshape[1])]
     for iz, iy in tqdm(rows, desc=f"chunk {Path(path).name}", unit="row", disable=not progress, mininterval=2):
@@ -216,7 +229,7 @@ def stitch(
         [w.astype(np.float32) for w in axis_weights(n, tile, meta.overlap, s)]
         for n, s in zip(shape, starts, strict=False)
     ]
-    own = [owned_ranges(n, s) for n, s in zip(shape, starts, strict=False)]
+    own = [owned_ranges(n, tile, s) for n, s in zip(shape, starts, strict=False)]
     # merge consecutive y ranges into blocks of at most ~block_voxels voxels
     z_blocks = own[0]
     y_blocks: list[tuple[int, int]] = []

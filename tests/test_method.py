@@ -281,7 +281,9 @@ def test_data_unlike_the_imaging_model_is_named(tmp_path, caplog):
     simulated observations at once, and training says why instead of failing obscurely."""
     from scipy.ndimage import gaussian_filter
 
-    vol = gaussian_filter(np.random.default_rng(0).standard_normal((24, 48, 48)).astype(np.float32), 1.5)
+    # sigma 1 (not smoother): enough power inside the wedge that D separates within the run for
+    # any seed (at sigma 1.5 one seed in three stayed just under the warning's threshold)
+    vol = gaussian_filter(np.random.default_rng(0).standard_normal((24, 48, 48)).astype(np.float32), 1.0)
     write_mrc(tmp_path / "iso.mrc", vol, 10.0)
     chunk(
         tmp_path / "iso.mrc",
@@ -296,7 +298,7 @@ def test_data_unlike_the_imaging_model_is_named(tmp_path, caplog):
         train(
             [tmp_path / "iso.zarr"],
             tmp_path / "p.pt",
-            TrainConfig(steps=250, batch=2, patch=16, checkpoint_every=100),
+            TrainConfig(steps=300, batch=2, patch=16, checkpoint_every=100),
             device="cpu",
             progress=False,
         )

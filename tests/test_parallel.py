@@ -29,7 +29,7 @@ pytestmark = pytest.mark.workflow
 @pytest.fixture(scope="module")
 def store_and_prior(tmp_path_factory):
     d = tmp_path_factory.mktemp("dask")
-    sim = simulate((32, 64, 64), Wedge(-60, 60), snr=0.5, seed=4, voxel_size=10.0)  # 9 tiles of 32^3
+    sim = simulate((32, 64, 64), Wedge(-60, 60), snr=0.5, seed=4, voxel_size=10.0)  # 18 tiles of 32^3 (2 x 3 x 3)
     write_mrc(d / "obs.mrc", sim.observation, 10.0)
     chunk(d / "obs.mrc", d / "tiles.zarr", tile=32, overlap=8, wedge=Wedge(-60, 60), progress=False)
     cfg = TrainConfig(steps=2, batch=2, patch=16, net=NetConfig(g_channels=4, g_depth=2, d_channels=4, d_layers=3))
@@ -143,9 +143,9 @@ def test_one_batch_is_restored_in_process_without_a_cluster(store_and_prior, tmp
 
     tiles, prior = store_and_prior
     cfg = SolveConfig(map_steps=1)
-    reconstruct(tiles, prior, tmp_path / "serial.zarr", cfg, device="cpu", batch=9, seed=5, progress=False)
+    reconstruct(tiles, prior, tmp_path / "serial.zarr", cfg, device="cpu", batch=18, seed=5, progress=False)
     monkeypatch.setattr(parallel, "LocalCluster", no_cluster)
     reconstruct_parallel(
-        tiles, prior, tmp_path / "one.zarr", cfg, device="cpu", batch=9, seed=5, workers=2, progress=False
+        tiles, prior, tmp_path / "one.zarr", cfg, device="cpu", batch=18, seed=5, workers=2, progress=False
     )
     assert np.array_equal(_arrays(tmp_path / "serial.zarr")["tiles"], _arrays(tmp_path / "one.zarr")["tiles"])

@@ -17,8 +17,8 @@ from cryogen.model.imaging import Wedge
 from cryogen.tiling import chunk
 
 TILE = 16
-# 16^3 tiles with overlap 4: 1, 4 and 12 tiles
-SHAPES = {"small": (16, 16, 16), "middle": (16, 28, 28), "large": (16, 40, 52)}
+# 16^3 tiles with overlap 4 (a margin of 2 beyond every face): 1, 4 and 12 tiles
+SHAPES = {"small": (12, 12, 12), "middle": (12, 24, 24), "large": (12, 36, 48)}
 
 
 @pytest.fixture

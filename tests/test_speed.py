@@ -16,8 +16,9 @@ def test_throughput_parts_are_positive():
 
 
 def test_tiles_for_covers_the_volume():
-    assert tiles_for((64, 64, 64)) == 1
-    assert tiles_for((64, 112, 112)) == 4  # stride 48: two tiles per axis
+    assert tiles_for((48, 48, 48)) == 1  # with its 8-voxel margin beyond each face, one 64^3 tile
+    assert tiles_for((48, 96, 96)) == 4  # stride 48 from -8: two tiles per axis
+    assert tiles_for((64, 64, 64)) == 8
 
 
 def test_stage_runs_as_its_own_process_and_reports_peak_memory(tmp_path):

@@ -155,7 +155,7 @@ def test_demo_end_to_end_with_report(tmp_path):
         summary = json.loads((ws / f"results/{name}/report/summary.json").read_text())
         assert summary["shape_zyx"] == [32, 64, 64] and set(summary["metrics"]) == {"before", "after"}
         log = (ws / f"results/{name}/logs/reconstruct.log").read_text()
-        assert "local Dask cluster of 2 worker processes" in log and "9/9 tiles (100%" in log, log
+        assert "local Dask cluster of 2 worker processes" in log and "18/18 tiles (100%" in log, log
     assert (ws / "results/priors/dataset/prior_curves.png").read_bytes()[:4] == b"\x89PNG"
 
     again = snakemake(ws)
