@@ -23,6 +23,7 @@ tomogram's width, not on its size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def axis_weights(n: int, tile: int, overlap: int, starts: tuple[int, ...]) -> li
 def owned_ranges(n: int, tile: int, starts: tuple[int, ...]) -> list[tuple[int, int]]:
     """A partition of [0, n) into one range per tile, each inside its tile: the voxels nearer its
     centre than any other tile's (not simply start to next start: margins can put two starts below 0)."""
-    inner = [(a + b + tile) // 2 for a, b in zip(starts[:-1], starts[1:], strict=False)]  # between centres
+    inner = [(a + b + tile) // 2 for a, b in pairwise(starts)]  # between centres
     bounds = [0, *[min(max(b, 0), n) for b in inner], n]
     return [(bounds[i], bounds[i + 1]) for i in range(len(starts))]
 
