@@ -298,7 +298,7 @@ def test_data_unlike_the_imaging_model_is_named(tmp_path, caplog):
         train(
             [tmp_path / "iso.zarr"],
             tmp_path / "p.pt",
-            TrainConfig(steps=300, batch=2, patch=16, checkpoint_every=100),
+            TrainConfig(steps=300, batch=2, patch=16, checkpoint_every=100, d_every=1),  # D on every step
             device="cpu",
             progress=False,
         )
@@ -364,3 +364,26 @@ def test_learning_rate_follows_a_cosine_to_lr_final_over_steps_or_budget(tiles, 
     assert lrs == pytest.approx([cfg.lr_g * lr_factor(cfg, s / 9) for s in range(9)])
     const = train([tiles], tmp_path / "c.pt", replace(TINY, steps=3), device="cpu", progress=False)
     assert [h["lr_g"] for h in const["history"]] == pytest.approx([TINY.lr_g] * 3)
+
+
+@pytest.mark.parametrize("adv_weight", [0.0, 0.1])
+def test_d_trains_every_d_every_th_step_unless_g_trains_against_it(tiles, adv_weight):
+    """D is the energy of MAP and the std map; while g does not train against it, updating it on
+    every 4th step saves a quarter of the step. g still learns on every step, the history keeps
+    one row per step (D's latest figures carried), and with an adversarial term D trains always."""
+    from cryogen.method import step as stepmod
+    from cryogen.method.patches import PatchSampler, open_sources
+
+    cfg = replace(TINY, d_every=4, adv_weight=adv_weight)
+    state = stepmod.new_state(cfg, torch.device("cpu"))
+    sampler = PatchSampler(open_sources([tiles]), cfg.patch)
+    d_moved, g_moved = [], []
+    for _ in range(8):
+        d0 = [p.detach().clone() for p in state.d.parameters()]
+        g0 = [p.detach().clone() for p in state.g.parameters()]
+        row = stepmod.train_step(state, sampler, cfg, torch.device("cpu"))
+        d_moved.append(any(not torch.equal(a, b) for a, b in zip(d0, state.d.parameters(), strict=True)))
+        g_moved.append(any(not torch.equal(a, b) for a, b in zip(g0, state.g.parameters(), strict=True)))
+        assert {"loss_d", "d_acc_real", "d_acc_fake"} <= set(row)
+    assert all(g_moved)
+    assert d_moved == ([True] * 8 if adv_weight else [True, False, False, False] * 2)

@@ -42,6 +42,8 @@ class TrainConfig:
     denoise_turn: float = 90.0
     recorrupt: float = 1.0  # alpha of the recorrupted pairs y + alpha n / y - n / alpha (1: measured best of 0.5, 1)
     adv_weight: float = 0.0
+    # with adv_weight 0, D (the energy of MAP and the std map) trains on every d_every-th step only
+    d_every: int = 4
     ema: float = 0.99
     checkpoint_every: int = 50
     seed: int = 0
