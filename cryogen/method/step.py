@@ -138,6 +138,7 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
     with torch.set_grad_enabled(bool(cfg.fit_weight or cfg.adv_weight)):
         x_g = g(y) if need_x_g else None  # also D's fake below
     if cfg.fit_weight:
+        assert x_g is not None  # need_x_g
         loss_fit = F.mse_loss(x_g, x_e)
     if cfg.cycle_weight:
         rot = random_cube_indices(cfg.batch, gen)
@@ -169,6 +170,7 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
 
     # D-step (on other steps D's latest figures are carried, so the history keeps one row per step)
     if train_d:
+        assert fake is not None  # made above whenever D trains
         d.requires_grad_(True)
         score_real = d(y)
         score_fake = d(fake.detach())
