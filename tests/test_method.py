@@ -61,9 +61,10 @@ def test_training_losses_are_finite_and_curves_written(tiles, tmp_path, options)
     assert (tmp_path / "p_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resumed_run_equals_uninterrupted(tiles, tmp_path):
+@pytest.mark.parametrize("cut", [4, 2])  # with d_every 4: killed after a step where D trained, and after one where not
+def test_resumed_run_equals_uninterrupted(tiles, tmp_path, cut):
     full = train([tiles], tmp_path / "full.pt", replace(TINY, steps=5), device="cpu", progress=False)
-    train([tiles], tmp_path / "cut.pt", replace(TINY, steps=4), device="cpu", progress=False)  # "killed" after step 4
+    train([tiles], tmp_path / "cut.pt", replace(TINY, steps=cut), device="cpu", progress=False)  # "killed" there
     resumed = train([tiles], tmp_path / "cut.pt", replace(TINY, steps=5), device="cpu", resume=True, progress=False)
     assert resumed["step"] == 5
     assert torch.equal(_weights(full), _weights(resumed))
@@ -382,6 +383,7 @@ def test_d_trains_every_d_every_th_step_unless_g_trains_against_it(tiles, adv_we
         d0 = [p.detach().clone() for p in state.d.parameters()]
         g0 = [p.detach().clone() for p in state.g.parameters()]
         row = stepmod.train_step(state, sampler, cfg, torch.device("cpu"))
+        state.history.append(row)  # as the training loop does: D's figures are carried from it
         d_moved.append(any(not torch.equal(a, b) for a, b in zip(d0, state.d.parameters(), strict=True)))
         g_moved.append(any(not torch.equal(a, b) for a, b in zip(g0, state.g.parameters(), strict=True)))
         assert {"loss_d", "d_acc_real", "d_acc_fake"} <= set(row)

@@ -44,7 +44,6 @@ class State:
     lr_scale: float = 1.0
     rollbacks: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-    last_d: dict[str, float] = field(default_factory=dict)  # D's figures at its latest step
 
 
 def new_state(cfg: TrainConfig, device: torch.device) -> State:
@@ -132,13 +131,13 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
     # D trains on every step while g trains against it, else every d_every-th step: it then only
     # serves the energy (MAP, the std map) and the separation check, and g(y) for its fake costs
     # a forward pass of g (with D's own passes, a quarter of a step)
-    train_d = bool(cfg.adv_weight) or state.step % max(cfg.d_every, 1) == 0 or not state.last_d
-    need_x_g = bool(cfg.fit_weight or cfg.adv_weight) or train_d
+    # (a function of the step alone, so a resumed run trains D on the same steps as an uninterrupted one)
+    train_d = bool(cfg.adv_weight) or state.step % max(cfg.d_every, 1) == 0 or not state.history
     # M-step
     with torch.set_grad_enabled(bool(cfg.fit_weight or cfg.adv_weight)):
-        x_g = g(y) if need_x_g else None  # also D's fake below
+        x_g = g(y) if cfg.fit_weight or train_d else None  # also D's fake below
     if cfg.fit_weight:
-        assert x_g is not None  # need_x_g
+        assert x_g is not None
         loss_fit = F.mse_loss(x_g, x_e)
     if cfg.cycle_weight:
         rot = random_cube_indices(cfg.batch, gen)
@@ -151,7 +150,8 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
         turns = random_turns(cfg.batch, cfg.denoise_turn, gen) if cfg.denoise_turn else None
         loss_denoise = recorrupted_loss(g, y, wedge, noise, cfg.recorrupt, gen, turns)
     fake = None
-    if x_g is not None and (train_d or cfg.adv_weight):
+    if train_d:  # always when adv_weight
+        assert x_g is not None
         rot_adv = random_cube_indices(cfg.batch, gen)
         d.requires_grad_(False)
         fake = observe(x_g, wedge, noise, rot_adv, gen)
@@ -168,9 +168,9 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
         loss_g.backward()
         state.opt_g.step()
 
-    # D-step (on other steps D's latest figures are carried, so the history keeps one row per step)
+    # D-step (on other steps the history's last figures of D are carried: one row per step)
     if train_d:
-        assert fake is not None  # made above whenever D trains
+        assert fake is not None
         d.requires_grad_(True)
         score_real = d(y)
         score_fake = d(fake.detach())
@@ -178,11 +178,13 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
         state.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         state.opt_d.step()
-        state.last_d = {
+        d_figures = {
             "loss_d": loss_d.item(),
             "d_acc_real": float((score_real > 0).float().mean()),
             "d_acc_fake": float((score_fake < 0).float().mean()),
         }
+    else:
+        d_figures = {key: state.history[-1][key] for key in ("loss_d", "d_acc_real", "d_acc_fake")}
 
     with torch.no_grad():
         for pe, p in zip(g_ema.parameters(), g.parameters(), strict=False):
@@ -195,7 +197,7 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
         "loss_cycle": loss_cycle.item(),
         "loss_denoise": loss_denoise.item(),
         "loss_adv": loss_adv.item(),
-        **state.last_d,
+        **d_figures,
         "lr_scale": state.lr_scale,
         "lr_g": state.opt_g.param_groups[0]["lr"],
     }
