@@ -109,9 +109,9 @@ class MrcReader:
         nx, ny, nz = int(h.nx), int(h.ny), int(h.nz)
         if min(nx, ny, nz) < 1:
             raise _fail(p, f"invalid dimensions {nz} x {ny} x {nx} in the header")
-        if nz == 1 and self.stack:
-            raise _fail(p, f"holds one {ny} x {nx} image, not a tilt series (a stack of images)")
         if nz == 1:
+            if self.stack:
+                raise _fail(p, f"holds one {ny} x {nx} image, not a tilt series (a stack of images)")
             raise _fail(p, f"is a 2-D image ({ny} x {nx}), not a 3-D tomogram")
         if int(h.ispg) == 0 and int(h.mz) == 1 and not self.stack:
             raise _fail(p, f"is a stack of {nz} 2-D images (space group 0), not a 3-D tomogram")
