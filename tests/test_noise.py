@@ -143,6 +143,25 @@ def test_data_alone_follows_the_noise_into_the_corners():
         assert model.sigma**2 == pytest.approx(model.variance(shape, wedge))
 
 
+def test_data_alone_measures_the_mean_power_of_noise_that_lies_on_tilt_planes():
+    """A back-projected tomogram's noise lies on its tilts' central planes, which a crop resolves
+    at high |k|: a mixture of strong and weak coefficients. The model's level is their mean power
+    (what a training patch, where the planes blur together, sees), not the median / ln 2 of the
+    mixture (0.73 x the mean on a tilt-series phantom; 0.50 x here)."""
+    wedge = Wedge(-60, 60, "y")
+    shape = (64, 64, 64)
+    rng = np.random.default_rng(31)
+    spec = np.fft.rfftn(_white(shape, 32))
+    on_plane = rng.random(spec.shape) < 1 / 3
+    spec *= np.sqrt(np.where(on_plane, 2.4, 0.3))  # mean power 1, in a third of the coefficients 8x the rest
+    noise = apply_wedge_np(np.fft.irfftn(spec, s=shape, axes=(0, 1, 2)).astype(np.float32), wedge)
+    model = estimate_from_data(_signal(shape, wedge, 33) + noise, wedge)
+    f = np.asarray(model.shell_freqs)
+    band = (f >= 0.4) & (f <= 0.5)
+    np.testing.assert_allclose(np.asarray(model.measured_psd)[band], 1.0, rtol=0.08)
+    assert model.variance(shape, wedge) == pytest.approx(float(noise.var()), rel=0.08)
+
+
 def test_data_alone_underestimates_low_passed_noise_and_warns():
     """The documented limitation: noise low-passed near Nyquist (binned data) fools the
     flat-spectrum assumption; check_noise says to use halves."""

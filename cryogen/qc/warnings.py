@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 CROP = 64  # edge of the crops the noise is estimated on, voxels
 NEARLY_CONSTANT = 1e-4  # std below this fraction of the values' magnitude: no signal
 NO_SIGNAL = 0.95  # noise variance above this fraction of the total: no signal
-SIGMA_NEAR_ZERO = 0.01  # noise variance below this fraction of the total: estimate unreliable
+SIGMA_NEAR_ZERO = 0.05  # noise variance below this fraction of the total: estimate unreliable (SNR above ~20)
 SIGMA_SPREAD = 1.5  # ratio of the two halves' sigma estimates above which the estimate is unstable
 
 
