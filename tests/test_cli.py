@@ -121,6 +121,15 @@ def test_bad_tilt_range(tmp_path, run_cli, write_volume, lo, hi, msg):
     assert only(tmp_path, src.name)
 
 
+@pytest.mark.parametrize("flips", [0, 9])
+def test_flips_outside_one_to_eight_are_one_line(tmp_path, run_cli, flips):
+    code, _, err = run_cli(
+        "reconstruct", tmp_path / "t.zarr", "--prior", tmp_path / "p.pt", "--out", tmp_path / "r.zarr", "--flips", flips
+    )
+    assert_one_line_error(code, err, "--flips", "between 1 and 8")
+    assert not any(tmp_path.iterdir())
+
+
 def test_zero_voxel_size_needs_override(tmp_path, run_cli, write_volume):
     src = write_volume(voxel_size=0.0)
     code, _, err = run_cli("chunk", src, tmp_path / "t.zarr", "--tilt-range", -60, 60)

@@ -9,7 +9,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from cryogen.errors import CryogenError
-from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor, observe, wedge_mask
+from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor, observe, wedge_flips, wedge_mask
 from cryogen.model.rotations import (
     cube_inverse,
     cube_rotation_matrices,
@@ -42,6 +42,22 @@ def test_wedge_operator_is_idempotent_and_self_adjoint(wedge, shape):
     assert abs(lhs - rhs) <= 1e-10 * (x.norm() * y.norm())
     # a projection never increases the norm and removes something for a proper wedge
     assert ax.norm() < x.norm()
+
+
+@pytest.mark.parametrize("wedge", WEDGES)
+def test_wedge_flips_commute_with_the_wedge_and_no_others_do(wedge):
+    """A flip(x) = flip(A x) for every flip wedge_flips lists (8 for a symmetric tilt range, 4
+    otherwise), and fails for each of the 8 axis flips it leaves out."""
+    x = _rand((16, 18, 20), 3)
+    kept = wedge_flips(wedge)
+    assert kept[0] == () and len(kept) == (8 if wedge.tilt_min == -wedge.tilt_max else 4)
+    everything = [tuple(d for d, on in zip((-3, -2, -1), bits, strict=True) if on) for bits in np.ndindex(2, 2, 2)]
+    assert sorted(kept) == sorted(set(kept)) and set(kept) <= set(everything)
+    for dims in everything:
+        flipped = apply_wedge(x.flip(dims), wedge) if dims else apply_wedge(x, wedge)
+        back = flipped.flip(dims) if dims else flipped
+        err = float((back - apply_wedge(x, wedge)).abs().max())
+        assert (err < 1e-10) == (dims in kept), (dims, err)
 
 
 def test_operator_float32_precision():

@@ -17,7 +17,7 @@ from cryogen.io.store import open_store
 from cryogen.method.checkpoints import load_checkpoint
 from cryogen.method.config import RETIRED, TrainConfig
 from cryogen.method.loop import train
-from cryogen.method.solver import SolveConfig, langevin, map_estimate, posterior_std
+from cryogen.method.solver import SolveConfig, langevin, map_estimate, posterior_std, warm_start
 from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor
 from cryogen.model.nets import NetConfig, build
 from cryogen.model.noise import NoiseModel
@@ -152,6 +152,27 @@ def _problem(seed=0):
     gen = torch.Generator().manual_seed(seed)
     y = apply_wedge(truth, wedge) + apply_wedge(0.3 * torch.randn(truth.shape, generator=gen), wedge)
     return wedge, g, d, y, noise, gen
+
+
+def test_warm_start_averages_g_over_the_wedge_flips():
+    """One flip is g(y); more are the mean of g on flipped inputs flipped back, so an operator that
+    commutes with them (A itself) is unchanged and one that does not (a shift) is averaged."""
+    wedge = Wedge(-60, 60)
+    y = torch.randn(2, 12, 12, 12, generator=torch.Generator().manual_seed(0))
+
+    def shift(v):
+        return torch.roll(v, 1, dims=-1)
+
+    assert torch.equal(warm_start(shift, y, wedge, 1), shift(y))
+    assert torch.allclose(warm_start(lambda v: apply_wedge(v, wedge), y, wedge, 8), apply_wedge(y, wedge), atol=1e-5)
+    two = warm_start(shift, y, wedge, 2)  # identity and the flip of the tilt axis (y): a roll along x commutes
+    assert torch.allclose(two, shift(y))
+    four = warm_start(shift, y, wedge, 4)  # the half turn flips x: the roll goes the other way for half of them
+    assert torch.allclose(four, (shift(y) + torch.roll(y, -1, dims=-1)) / 2, atol=1e-6)
+    # an asymmetric range keeps 4 flips, whatever is asked
+    assert torch.allclose(warm_start(shift, y, Wedge(-54, 62), 8), four, atol=1e-6)
+    with pytest.raises(ValueError, match="flips"):
+        warm_start(shift, y, wedge, 0)
 
 
 def test_map_objective_decreases():

@@ -84,13 +84,15 @@ def test_memory_is_flat_where_the_stage_streams_and_grows_with_the_slab_where_it
     assert sizing.mem_mb("report", deeper, truth=True) > sizing.mem_mb("report", deep, truth=True)
 
 
-def test_runtime_grows_with_voxels_and_with_the_solver_steps():
+def test_runtime_grows_with_voxels_the_solver_steps_and_the_flips():
     huge = (600, 4000, 4000)
     for rule in sizing.COSTS:
         assert sizing.runtime(rule, huge) > sizing.runtime(rule, WIDE) >= sizing.MIN_RUNTIME, rule
     steps = sizing.solve_steps(map_steps=10, samples=2)
     assert steps == 10 + 2 * sizing.SAMPLE_STEPS
     assert sizing.runtime("reconstruct", huge, steps_per_tile=steps) > sizing.runtime("reconstruct", huge)
+    # each flip of the warm start is one more pass of g per tile
+    assert sizing.runtime("reconstruct", huge, flips=4) > 3 * sizing.runtime("reconstruct", huge)
 
 
 def test_sample_steps_match_the_solver():
@@ -156,7 +158,8 @@ def test_slurm_dry_run_groups_jobs_and_sizes_them(tmp_path, write_volume):
     expected = sizing.mem_mb("reconstruct", SMALL, workers=threads, tile=tile, batch=batch)
     assert int(recon["mem_mb"]) == expected, grouped
     steps = sizing.solve_steps(cfg["reconstruct"]["map_steps"], cfg["reconstruct"]["samples"])
-    assert int(recon["runtime"]) == sizing.runtime("reconstruct", SMALL, steps_per_tile=steps), grouped
+    flips = cfg["reconstruct"]["flips"]
+    assert int(recon["runtime"]) == sizing.runtime("reconstruct", SMALL, steps_per_tile=steps, flips=flips), grouped
     [export, *_] = resources_of(grouped.log, "export")
     assert int(export["mem_mb"]) == sizing.mem_mb("export", SMALL, tile=tile, export_chunk=chunk), grouped
     forced = snakemake(ws, "--profile", "slurm", "-n", "--set-resources", "reconstruct:mem_mb=1234")

@@ -67,6 +67,7 @@ class QualityOptions:
     steps: int | None = None  # fixed training steps instead of the time budget
     map_steps: int = 10
     prior_weight: float = SolveConfig.prior_weight
+    flips: int = SolveConfig.flips  # g(y) averaged over wedge-preserving flips (1: g once)
     samples: int = 4  # posterior samples per tile: the std maps of the g(y) and MAP rows, and their calibration
     workdir: Path = Path("bench")  # the simulated data and everything made from it
     device: str = "auto"
@@ -98,7 +99,9 @@ def run_benchmark(options: QualityOptions, on_rows: Callable[[list[dict]], None]
     work = Path(options.workdir)
     work.mkdir(parents=True, exist_ok=True)
     device = str(pick_device(options.device))
-    solve = SolveConfig(map_steps=options.map_steps, prior_weight=options.prior_weight, samples=options.samples)
+    solve = SolveConfig(
+        map_steps=options.map_steps, prior_weight=options.prior_weight, samples=options.samples, flips=options.flips
+    )
     rows: list[dict] = []
     for model in options.models:
         for seed in options.seeds:

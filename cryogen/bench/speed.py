@@ -373,12 +373,21 @@ def device_rows(dev: str, map_steps: int, train_steps: int) -> Rows:
         rows.append(
             row(f"one MAP step [{dev}]", t["map_step_tile_s"] * 1e3, "ms per tile", f"{target_tiles} tiles in {target}")
         )
-    full = target_tiles * (t["g_tile_s"] + map_steps * t["map_step_tile_s"])
+    flips = SolveConfig.flips  # the default warm start: one pass of g per flip
+    full = target_tiles * (flips * t["g_tile_s"] + map_steps * t["map_step_tile_s"])
     rows.append(
-        row(f"{target} reconstruct, g + {map_steps} MAP [{dev}]", full / 60, "min", "extrapolated, compute only")
+        row(
+            f"{target} reconstruct, g x {flips} flips + {map_steps} MAP [{dev}]",
+            full / 60,
+            "min",
+            "extrapolated, compute only",
+        )
     )
-    g_only = target_tiles * t["g_tile_s"] / 60
-    rows.append(row(f"{target} reconstruct, g only [{dev}]", g_only, "min", "extrapolated, compute only"))
+    for n, note in ((flips, "the default"), (1, "--flips 1")):
+        g_only = target_tiles * n * t["g_tile_s"] / 60
+        rows.append(
+            row(f"{target} reconstruct, g x {n} flips [{dev}]", g_only, "min", f"extrapolated, compute only; {note}")
+        )
     rate = train_rate(dev, steps=train_steps)
     steps = TrainConfig.steps
     rows.append(row(f"train [{dev}]", rate, "steps/s", f"default prior ({steps} steps): {steps / rate / 60:.1f} min"))

@@ -58,6 +58,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--map-steps", type=int, default=q.map_steps)
     p.add_argument("--prior-weight", type=float, default=q.prior_weight)
     p.add_argument("--samples", type=int, default=q.samples)
+    p.add_argument("--flips", type=int, default=q.flips, help="g(y) averaged over this many wedge-preserving flips")
     p.add_argument(
         "--workdir", default=str(q.workdir), help=f"folder for the simulated data and results (default {q.workdir}/)"
     )
@@ -197,6 +198,7 @@ def _quality(args: argparse.Namespace) -> None:
         map_steps=args.map_steps,
         prior_weight=args.prior_weight,
         samples=args.samples,
+        flips=args.flips,
         workdir=Path(args.workdir),
         device=args.device,
     )

@@ -215,6 +215,13 @@ def add_solve_args(p: argparse.ArgumentParser) -> None:
         f"(default {s.prior_weight:g})",
     )
     p.add_argument(
+        "--flips",
+        type=int,
+        default=s.flips,
+        help=f"average g(y) over this many axis flips that keep the missing wedge in place (1-8; 4 for an "
+        f"asymmetric tilt range; default {s.flips}; each costs one network pass)",
+    )
+    p.add_argument(
         "--data-term",
         choices=("penalty", "discrepancy"),
         default=s.data_term,
@@ -229,8 +236,14 @@ def solve_config(args: argparse.Namespace) -> SolveConfig:
 
     if args.map_steps < 0 or args.samples < 0:
         raise CryogenError("--map-steps and --samples must not be negative")
+    if not 1 <= args.flips <= 8:
+        raise CryogenError(f"--flips must be between 1 and 8, not {args.flips}")
     return SolveConfig(
-        map_steps=args.map_steps, samples=args.samples, prior_weight=args.prior_weight, data_term=args.data_term
+        map_steps=args.map_steps,
+        samples=args.samples,
+        prior_weight=args.prior_weight,
+        data_term=args.data_term,
+        flips=args.flips,
     )
 
 

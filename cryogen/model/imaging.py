@@ -155,6 +155,19 @@ def apply_wedge(x: torch.Tensor, wedge: Wedge) -> torch.Tensor:
     return torch.fft.irfftn(spectrum, s=x.shape[-3:], dim=FFT_DIMS)
 
 
+def wedge_flips(wedge: Wedge) -> list[tuple[int, ...]]:
+    """The axis flips (dims of a (..., Z, Y, X) tensor, identity first) that map the wedge onto
+    itself, so A flip(x) = flip(A x): flipping the tilt axis, or the beam and the in-plane axis
+    together (a half turn about the tilt axis), always; the beam or the in-plane axis alone only
+    when the tilt range is symmetric (the flip negates every tilt)."""
+    axis = -2 if wedge.tilt_axis == "y" else -1
+    inplane = -1 if axis == -2 else -2
+    flips = [(), (axis,), (-3, inplane), (-3, -2, -1)]
+    if wedge.tilt_min == -wedge.tilt_max:
+        flips += [(-3,), (inplane,), tuple(sorted((-3, axis))), tuple(sorted((axis, inplane)))]
+    return flips
+
+
 def apply_wedge_np(x: np.ndarray, wedge: Wedge) -> np.ndarray:
     """A x for a numpy volume, (..., Z, Y, X) (same code path as the torch operator); float32."""
     import torch

@@ -17,7 +17,7 @@ from ..method.config import TrainConfig
 from ..method.devices import pick_device
 from ..method.loop import train
 from ..method.patches import normalised_noise
-from ..method.solver import SolveConfig, map_estimate
+from ..method.solver import SolveConfig, map_estimate, warm_start
 from ..model.imaging import Wedge
 from ..model.nets import build, place
 from ..tiling import chunk, stitch
@@ -41,7 +41,7 @@ def estimate_reconstruct_seconds(
     noise = normalised_noise(meta, y[:1].cpu().numpy())
     t0 = time.perf_counter()
     with torch.no_grad():
-        x0 = g(y)
+        x0 = warm_start(g, y, meta.wedge, solve.flips)
     map_estimate(x0, y, d, meta.wedge, noise, solve)
     per_batch = time.perf_counter() - t0
     if solve.samples:

@@ -30,7 +30,7 @@ from ..method.checkpoints import load_checkpoint
 from ..method.config import TrainConfig
 from ..method.devices import pick_device
 from ..method.patches import normalised_noise
-from ..method.solver import SolveConfig, map_estimate, posterior_std
+from ..method.solver import SolveConfig, map_estimate, posterior_std, warm_start
 from ..model.nets import build, place
 from .partial import DONE_ARRAY, discard_if_empty, file_digest, finish, open_partial, partial_path
 
@@ -105,7 +105,7 @@ class TileRestorer:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + idx[0])
         y = y.to(self.dev)
         with torch.inference_mode():
-            x0 = self.g(y)
+            x0 = warm_start(self.g, y, self.meta.wedge, self.cfg.flips)
         if self.cfg.map_steps == 0 and self.cfg.samples == 0:
             return {TILE_ARRAY: (x0 * std + mean).cpu().numpy()}
         x0 = x0.clone()  # out of inference mode: the MAP steps and samples take gradients

@@ -104,12 +104,15 @@ def mem_mb(
     return math.ceil(need / 100) * 100 * max(1, attempt)
 
 
-def runtime(rule: str, shape: tuple[int, int, int] | None, attempt: int = 1, steps_per_tile: int = 0) -> int:
+def runtime(
+    rule: str, shape: tuple[int, int, int] | None, attempt: int = 1, steps_per_tile: int = 0, flips: int = 1
+) -> int:
     """Minutes to request for `rule` on a tomogram of `shape` (None: `TYPICAL_SHAPE`).
-    `steps_per_tile`: reconstruct's MAP and Langevin steps after the warm start (`solve_steps`)."""
+    `steps_per_tile`: reconstruct's MAP and Langevin steps after the warm start (`solve_steps`);
+    `flips`: network passes of the warm start (config reconstruct.flips)."""
     cost = COSTS[rule]
     mvoxels = math.prod(shape or TYPICAL_SHAPE) / 1e6
-    seconds = cost.start_s + cost.s_per_mvoxel * mvoxels * (1 + STEP_COST * steps_per_tile)
+    seconds = cost.start_s + cost.s_per_mvoxel * mvoxels * (flips + STEP_COST * steps_per_tile)
     return max(MIN_RUNTIME, math.ceil(seconds * TIME_MARGIN / 60)) * max(1, attempt)
 
 

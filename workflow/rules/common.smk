@@ -126,7 +126,9 @@ def mem_mb_of(stage):
 def runtime_of(stage):
     def runtime(wildcards, attempt):
         steps = sizing.solve_steps(config["reconstruct"]["map_steps"], config["reconstruct"]["samples"])
-        return sizing.runtime(stage, tomogram_shape(wildcards), attempt, steps if stage == "reconstruct" else 0)
+        recon = stage == "reconstruct"
+        flips = config["reconstruct"]["flips"] if recon else 1
+        return sizing.runtime(stage, tomogram_shape(wildcards), attempt, steps if recon else 0, flips)
 
     return runtime
 

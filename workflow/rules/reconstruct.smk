@@ -15,6 +15,7 @@ rule reconstruct:
         map_steps=config["reconstruct"]["map_steps"],
         samples=config["reconstruct"]["samples"],
         prior_weight=config["reconstruct"]["prior_weight"],
+        flips=config["reconstruct"]["flips"],
         batch=config["reconstruct"]["batch"],
         seed=config["reconstruct"]["seed"],
         code=CODE["reconstruct"],
@@ -32,5 +33,6 @@ rule reconstruct:
         THREADS
         + "cryogen reconstruct {input.tiles:q} --prior {input.prior:q} --out {output:q}"
         " --map-steps {params.map_steps} --samples {params.samples} --prior-weight {params.prior_weight}"
+        " --flips {params.flips}"
         " --batch {params.batch} --seed {params.seed} --device $CRYOGEN_DEVICE"
         " --workers {threads} --memory-mb {resources.mem_mb} ${{CRYOGEN_SCHEDULER:+--scheduler \"$CRYOGEN_SCHEDULER\"}} > {log:q} 2>&1"
