@@ -127,6 +127,8 @@ def test_flips_outside_one_to_eight_are_one_line(tmp_path, run_cli, flips):
         "reconstruct", tmp_path / "t.zarr", "--prior", tmp_path / "p.pt", "--out", tmp_path / "r.zarr", "--flips", flips
     )
     assert_one_line_error(code, err, "--flips", "between 1 and 8")
+    code, _, err = run_cli("benchmark", "--workdir", tmp_path / "bench", "--flips", flips)
+    assert_one_line_error(code, err, "--flips", "between 1 and 8")
     assert not any(tmp_path.iterdir())
 
 

@@ -185,8 +185,11 @@ def _show(columns: list[str]) -> Callable[[list[dict]], None]:
 
 def _quality(args: argparse.Namespace) -> None:
     from ..bench.quality import COLUMNS, QualityOptions, machine, run_benchmark
+    from ..errors import CryogenError
     from ..method.devices import pick_device
 
+    if not 1 <= args.flips <= 8:
+        raise CryogenError(f"--flips must be between 1 and 8, not {args.flips}")
     options = QualityOptions(
         shape=tuple(args.shape),
         seeds=tuple(args.seeds),

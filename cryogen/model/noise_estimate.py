@@ -59,7 +59,6 @@ NOISE_BAND = (0.4, 0.5)  # where the data-alone estimator assumes the signal is 
 #: Radial bins of the directional factor measured on half differences (cycles/voxel): the
 #: corners beyond 0.5 (directions near the axes absent) form one.
 HALVES_RADII = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, K_MAX + 1e-9])
-_LN2 = math.log(2.0)
 #: The robust level of a region's power: the mean of all but its top TRIM_FRACTION, over what
 #: that trimmed mean is for exponential (pure noise) coefficients, 1 - q (1 - ln q) / (1 - q)
 #: with q = TRIM_FRACTION. Not the median / ln 2: a back-projected tomogram's noise lies on the
@@ -263,7 +262,7 @@ def _radial_from_data(
     power: np.ndarray, radius: np.ndarray, mask: np.ndarray, band: np.ndarray, n_shells: int
 ) -> tuple[tuple[float, ...], float]:
     """The data-alone radial model: measured_psd (the band's level, then the corners' own) and
-    missing_psd, from medians / ln 2 of `power` (see the module docstring)."""
+    missing_psd, from trimmed means of `power` (see the module docstring)."""
     level = _robust_level(power[band & mask])
     sel = band & ~mask
     missing = _robust_level(power[sel]) if sel.any() else 0.0
