@@ -292,7 +292,7 @@ def full_size(
             f"{label} chunk + reconstruct + stitch [{device}]",
             total / 60,
             "min",
-            "measured end to end, g(y) only (the default)",
+            "measured end to end, g(y) over the default flips",
         )
     )
     for p in (d / "t.zarr", d / "r.zarr", d / "out.mrc"):  # keep in.mrc for the next run; the rest is 5 GB
@@ -420,7 +420,7 @@ def stage_rows(
     recon_args = ["reconstruct", str(d / "t.zarr"), "--prior", str(prior), "--out", str(d / "r.zarr")]
     wall, peaks["reconstruct"] = run_stage([*recon_args, "--device", device], threads)
     note = f"{wall:.1f} s, {voxels / wall / 1e6:.2f} Mvoxel/s with start-up"
-    rows.append(row(f"reconstruct {scale}x (g alone, the default)", peaks["reconstruct"], "MB peak", note))
+    rows.append(row(f"reconstruct {scale}x (g(y), the default)", peaks["reconstruct"], "MB peak", note))
     if scale == max(SCALES):
         rows += where_time_goes(d, prior, device, wall, train_steps)
     wall, peaks["stitch"] = run_stage(["stitch", str(d / "r.zarr"), str(d / "out.mrc")], threads)
