@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import add_device_args
+from .common import add_device_args, check_flips
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -185,11 +185,9 @@ def _show(columns: list[str]) -> Callable[[list[dict]], None]:
 
 def _quality(args: argparse.Namespace) -> None:
     from ..bench.quality import COLUMNS, QualityOptions, machine, run_benchmark
-    from ..errors import CryogenError
     from ..method.devices import pick_device
 
-    if not 1 <= args.flips <= 8:
-        raise CryogenError(f"--flips must be between 1 and 8, not {args.flips}")
+    check_flips(args.flips)
     options = QualityOptions(
         shape=tuple(args.shape),
         seeds=tuple(args.seeds),

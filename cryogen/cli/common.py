@@ -231,13 +231,18 @@ def add_solve_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def check_flips(flips: int) -> None:
+    """--flips names how many of the (at most 8) wedge-preserving flips g(y) is averaged over."""
+    if not 1 <= flips <= 8:
+        raise CryogenError(f"--flips must be between 1 and 8, not {flips}")
+
+
 def solve_config(args: argparse.Namespace) -> SolveConfig:
     from ..method.solver import SolveConfig
 
     if args.map_steps < 0 or args.samples < 0:
         raise CryogenError("--map-steps and --samples must not be negative")
-    if not 1 <= args.flips <= 8:
-        raise CryogenError(f"--flips must be between 1 and 8, not {args.flips}")
+    check_flips(args.flips)
     return SolveConfig(
         map_steps=args.map_steps,
         samples=args.samples,
