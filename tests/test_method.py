@@ -369,6 +369,42 @@ def test_turned_recorrupted_pairs_ask_g_to_fill_the_wedge():
     assert recorrupted_loss(oracle, *args, turns) < 0.5 * recorrupted_loss(passthrough, *args, turns)
 
 
+def test_fill_weight_weighs_the_turned_loss_where_it_lies_in_the_input_wedge():
+    """TrainConfig.fill_weight w scales the part of the turned loss that lies in the input's
+    missing wedge: the loss is L_measured + w L_wedge, so it grows linearly in w (not as w^2), and
+    without a turn, where the compared region is the measured one, w changes nothing."""
+    from cryogen.method.step import recorrupted_loss
+
+    gen = torch.Generator().manual_seed(0)
+    wedge = Wedge(-60, 60)
+    x = torch.nn.functional.avg_pool3d(torch.randn(2, 1, 24, 24, 24, generator=gen), 3, 1, 1)[:, 0]
+    y = apply_wedge(x, wedge)
+    noise = NoiseModel.white(0.1)
+
+    def loss(weight: float, turns: torch.Tensor) -> float:
+        return float(
+            recorrupted_loss(lambda v: v, y, wedge, noise, 1.0, torch.Generator().manual_seed(1), turns, weight)
+        )
+
+    turns = torch.tensor([45.0, -60.0])
+    one, three, five = loss(1.0, turns), loss(3.0, turns), loss(5.0, turns)
+    assert three > 1.2 * one
+    assert five - one == pytest.approx(2 * (three - one), rel=1e-3)
+    still = torch.zeros(2)
+    assert loss(5.0, still) == pytest.approx(loss(1.0, still), rel=1e-5)
+
+
+def test_fill_weight_must_be_positive_and_old_priors_read_as_unweighted():
+    from cryogen.method.loop import check_settings
+
+    with pytest.raises(CryogenError, match="fill_weight must be positive, not 0"):
+        check_settings(replace(TrainConfig(), fill_weight=0.0))
+    old = TrainConfig().to_dict()
+    del old["fill_weight"]  # a prior saved before the weight existed trained with the loss unweighted
+    assert TrainConfig.from_dict(old).fill_weight == 1.0
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+
+
 def test_learning_rate_follows_a_cosine_to_lr_final_over_steps_or_budget(tiles, tmp_path):
     from cryogen.method.loop import run_progress
     from cryogen.method.step import lr_factor

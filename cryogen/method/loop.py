@@ -77,6 +77,8 @@ def check_settings(cfg: TrainConfig) -> None:
         raise CryogenError(f"batch size must be at least 1, not {cfg.batch}")
     if cfg.patch < 1 or cfg.patch % 2**cfg.net.g_depth:
         raise CryogenError(f"patch size {cfg.patch} must be a positive multiple of {2**cfg.net.g_depth}")
+    if not cfg.fill_weight > 0:
+        raise CryogenError(f"fill_weight must be positive, not {cfg.fill_weight}")
 
 
 def _initial_state(

@@ -78,6 +78,7 @@ def recorrupted_loss(
     alpha: float,
     generator: torch.Generator,
     turns: torch.Tensor | None = None,
+    fill_weight: float = 1.0,
 ) -> torch.Tensor:
     """Denoising without clean targets (recorrupted-to-recorrupted) on patches y, (B, P, P, P):
     with n fresh noise of the data's own spectrum, y + alpha n and y - n / alpha carry independent
@@ -90,7 +91,9 @@ def recorrupted_loss(
     wedge, so the real data, with their real noise, teach g to fill the wedge, and the turns
     between the cube's quarter turns keep enough of the input measured to infer it from (at a
     quarter turn of a +-60 degree range only 60 of its 120 degrees remain). Input and target are
-    interpolated alike, so g learns no sharpening."""
+    interpolated alike, so g learns no sharpening. `fill_weight` w makes the errors inside the
+    input's missing wedge (where g fills) cost w times those in its measured region (where it
+    denoises): the loss is L_measured + w L_wedge."""
     n = noise.sample(tuple(y.shape), wedge, generator=generator, device=y.device)
     source, target = y + alpha * n, y - n / alpha
     if turns is None:
@@ -102,6 +105,9 @@ def recorrupted_loss(
     inside = cylinder_support((nz, ny, nx), wedge.tilt_axis, y.device)
     diff = torch.fft.rfftn((g(source) - target) * inside, dim=FFT_DIMS)
     masks = torch.stack([mask_tensor(y.shape, wedge, y.device, float(t)) for t in turns.tolist()])
+    if fill_weight != 1.0:  # the part of the turned data that lies in the input's missing wedge
+        measured = mask_tensor(y.shape, wedge, y.device)
+        masks = masks * (1.0 + (math.sqrt(fill_weight) - 1.0) * (1.0 - measured))
     return torch.fft.irfftn(diff * masks, s=y.shape[-3:], dim=FFT_DIMS).pow(2).mean()
 
 
@@ -148,7 +154,7 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
             loss_cycle = F.mse_loss(g(y_proxy), rotate(x_e, rot))
     if cfg.denoise_weight:
         turns = random_turns(cfg.batch, cfg.denoise_turn, gen) if cfg.denoise_turn else None
-        loss_denoise = recorrupted_loss(g, y, wedge, noise, cfg.recorrupt, gen, turns)
+        loss_denoise = recorrupted_loss(g, y, wedge, noise, cfg.recorrupt, gen, turns, cfg.fill_weight)
     fake = None
     if train_d:  # always when adv_weight
         assert x_g is not None
