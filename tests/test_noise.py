@@ -491,6 +491,26 @@ def test_directional_factor_keeps_sigma_and_the_radial_profile():
     assert float(n.double().var()) == pytest.approx(model.variance((24, 40, 33), wedge), rel=0.03)
 
 
+def test_directional_factor_in_blocks_equals_one_pass(monkeypatch):
+    """The factor is interpolated in blocks of points (to bound chunk's memory): blocks that do
+    not divide the point count give exactly the values of a single pass."""
+    import cryogen.model.noise_directional as nd
+
+    wedge = Wedge(-55, 62, "y")
+    model = estimate_from_data(apply_wedge_np(_coloured(SHAPE, _anisotropic_psd(SHAPE), 9), wedge), wedge)
+    assert model.directional is not None
+    shape = (24, 40, 33)
+    monkeypatch.setattr(nd, "INTERP_BLOCK", 10**9)
+    nd._evaluate.cache_clear()
+    whole = model.directional.evaluate(shape, wedge)
+    monkeypatch.setattr(nd, "INTERP_BLOCK", 997)
+    nd._evaluate.cache_clear()
+    blocks = model.directional.evaluate(shape, wedge)
+    nd._evaluate.cache_clear()
+    assert not np.allclose(whole, 1.0)
+    np.testing.assert_array_equal(blocks, whole)
+
+
 def test_directional_factor_round_trips_and_old_dicts_load():
     wedge = Wedge(-60, 60, "y")
     noise = apply_wedge_np(_coloured((32, 32, 32), _anisotropic_psd((32, 32, 32)), 8), wedge)
