@@ -22,6 +22,7 @@ tomogram's width, not on its size.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
+from .deconvolve import Deconvolution, deconvolve
 from .errors import CryogenError, setting
 from .io.files import atomic_output
 from .io.mrc import MrcReader, MrcWriter, RunningStats, check_finite_block
@@ -130,6 +132,7 @@ def chunk(
     progress: bool = True,
     check_geometry: bool = True,
     halves: tuple[str | Path, str | Path] | None = None,
+    deconvolution: Deconvolution | None = None,
 ) -> TileMeta:
     """Stream an MRC tomogram into a tile store at `out_path` (written atomically).
 
@@ -137,17 +140,63 @@ def chunk(
     partition of the volume, so each voxel counts once. With `check_geometry`, a central crop's
     power spectrum is compared with the configured wedge and a warning is logged if the tilt
     axis or the beam direction looks different (see `cryogen.qc.geometry`); it never stops chunk.
+    With `deconvolution`, the tomogram (and its halves) are first CTF-deconvolved into temporary
+    files beside the output (`cryogen.deconvolve`), and the tiles and the noise model are those
+    of the deconvolved volume; the store records what was done.
     """
-    with MrcReader(mrc_path) as reader:
+    if deconvolution is None:
+        return _chunk(mrc_path, mrc_path, out_path, tile, overlap, wedge, voxel_size, progress, check_geometry, halves)
+    with MrcReader(mrc_path) as reader:  # bad input stops before the deconvolution's work
+        TileGrid(reader.info.shape, tile, overlap)
+        vsize = _voxel_size(reader.info.voxel_size, voxel_size, mrc_path)
+    if halves is not None:
+        check_halves(mrc_path, halves)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.deconvolve-", dir=out.parent) as tmp:
+        sources = [Path(mrc_path), *(Path(h) for h in halves or ())]
+        done = [Path(tmp) / f"{i}.mrc" for i in range(len(sources))]
+        for src, dst in zip(sources, done, strict=True):
+            deconvolve(src, dst, deconvolution, voxel_size=vsize[2], progress=progress)
+        return _chunk(
+            done[0],
+            mrc_path,
+            out_path,
+            tile,
+            overlap,
+            wedge,
+            vsize[2],
+            progress,
+            check_geometry,
+            (done[1], done[2]) if halves is not None else None,
+            deconvolution.as_dict(),
+        )
+
+
+def _chunk(
+    read_path: str | Path,
+    source: str | Path,
+    out_path: str | Path,
+    tile: int,
+    overlap: int,
+    wedge: Wedge,
+    voxel_size: float | None,
+    progress: bool,
+    check_geometry: bool,
+    halves: tuple[str | Path, str | Path] | None,
+    deconvolution: dict | None = None,
+) -> TileMeta:
+    """`chunk` of the volume at `read_path`, recorded as coming from `source`."""
+    with MrcReader(read_path) as reader:
         info = reader.info
         grid = TileGrid(info.shape, tile, overlap)
-        vsize = _voxel_size(info.voxel_size, voxel_size, mrc_path)
+        vsize = _voxel_size(info.voxel_size, voxel_size, source)
         if halves is not None:
-            check_halves(mrc_path, halves)
+            check_halves(read_path, halves)
         if check_geometry:
             warn_geometry(reader, wedge)
         meta = TileMeta(
-            source=str(mrc_path),
+            source=str(source),
             source_shape=info.shape,
             tile=tile,
             overlap=overlap,
@@ -156,15 +205,16 @@ def chunk(
             origin=info.origin,
             wedge=wedge,
             labels=info.labels,
+            deconvolution=deconvolution,
         )
         with atomic_output(out_path) as tmp:
             group = create_store(tmp, meta)
-            stats = _write_tiles(reader, mrc_path, zarr_array(group, TILE_ARRAY, tmp), meta, progress)
+            stats = _write_tiles(reader, source, zarr_array(group, TILE_ARRAY, tmp), meta, progress)
             if stats.min == stats.max:
-                raise CryogenError("volume is constant: there is nothing to restore", mrc_path)
+                raise CryogenError("volume is constant: there is nothing to restore", source)
             meta.stats = {"mean": stats.mean, "std": stats.std, "min": stats.min, "max": stats.max}
             # the noise model, from the even/odd halves when given, for training and MAP
-            noise = estimate_for_tomogram(mrc_path, wedge, halves)
+            noise = estimate_for_tomogram(read_path, wedge, halves)
             meta.noise = noise.to_dict()
             group.attrs["cryogen"] = meta.to_json()
         check_volume(reader, wedge, meta.stats, noise)  # warnings only: no signal, unstable sigma, noise model

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..deconvolve import Deconvolution, deconvolve
 from ..errors import CryogenError
 from ..io.files import atomic_output
 from ..io.mrc import read_mrc, write_mrc
@@ -72,6 +73,7 @@ class RealOptions:
     tube_wall_nm: float = 4.0
     filament_angle: float | None = None  # degrees from y towards x; None: estimated on the input
     curve_every: int = 0  # > 0: also measure the result every that many training steps (learning curve)
+    deconvolution: Deconvolution | None = None  # CTF deconvolution first (`cryogen run --defocus`)
 
 
 CURVE_COLUMNS = ["step", "time_s", "tube_ratio", "wedge_fill", "consistency"]
@@ -131,6 +133,14 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
         raise CryogenError("the voxel size is unknown: give it", options.input)
     observed = work / "input.mrc"
     write_mrc(observed, volume, voxel)
+    raw_tube = None
+    if options.deconvolution is not None:  # measured against what was restored: the deconvolved input
+        raw_tube = filament_isotropy(
+            volume, options.tube_radius_nm * 10.0 / voxel, options.filament_angle, options.tube_wall_nm * 10.0 / voxel
+        )
+        deconvolve(work / "input.mrc", work / "input_deconvolved.mrc", options.deconvolution, voxel, progress=False)
+        observed = work / "input_deconvolved.mrc"
+        volume, _ = read_mrc(observed)
     if options.tilt_range is None:
         wedge = wedge_from_spectrum(observed, options.tilt_axis)
     else:
@@ -158,18 +168,21 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
 
     radius = options.tube_radius_nm * 10.0 / voxel
     wall_vox = options.tube_wall_nm * 10.0 / voxel
-    tube_in = filament_isotropy(volume, radius, options.filament_angle, wall_vox)
+    tube_in = filament_isotropy(volume, radius, raw_tube.axis_angle if raw_tube else options.filament_angle, wall_vox)
     # the result's tube: the same direction and the same sign as the input's
     tube_out = filament_isotropy(restored, radius, tube_in.axis_angle, wall_vox, tube_in.polarity)
     rows = [_row("input", tube_in, wedge_fill(volume, wedge)), _row("restored", tube_out, wedge_fill(restored, wedge))]
     rows[0]["consistency"] = 1.0
+    if raw_tube is not None:
+        rows[0]["volume"] = "input, deconvolved"
+        rows.insert(0, _row("input", raw_tube, wedge_fill(read_mrc(work / "input.mrc")[0], wedge)))
     consistency = data_consistency(restored, volume, wedge, voxel)
-    rows[1]["consistency"] = consistency.mean
-    rows[1]["consistency_fsc_0.5_angstrom"] = consistency.fsc_05_angstrom
+    rows[-1]["consistency"] = consistency.mean
+    rows[-1]["consistency_fsc_0.5_angstrom"] = consistency.fsc_05_angstrom
     curves = restored_path.with_name(restored_path.stem + "_prior_curves.csv")
     if curves.exists():
-        rows[1]["d_separation"], rows[1]["train_steps"] = d_separation(curves)
-    rows[1]["wall_s"] = wall
+        rows[-1]["d_separation"], rows[-1]["train_steps"] = d_separation(curves)
+    rows[-1]["wall_s"] = wall
 
     name = f"{Path(options.input).name}, tilt {wedge.tilt_min:g}..{wedge.tilt_max:g} about {wedge.tilt_axis}"
     report_figures(

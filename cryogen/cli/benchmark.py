@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import add_device_args, check_flips
+from .common import add_ctf_args, add_device_args, check_flips, deconvolution_of
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -123,6 +123,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         help="with --dataset: the CryoGEN checkout holding the Snakefile (default: the one CryoGEN runs from)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    add_ctf_args(p)  # with --real: deconvolve the tomogram by its CTF first, as run --defocus
     add_device_args(p)
 
 
@@ -149,6 +150,7 @@ def _real(args: argparse.Namespace) -> None:
         device=args.device,
         seed=args.seed,
         curve_every=args.curve_every,
+        deconvolution=deconvolution_of(args),
     )
     _say_command(machine())
     rows = run_real_benchmark(options)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CryogenError
 
 if TYPE_CHECKING:
+    from ..deconvolve import Deconvolution
     from ..method.solver import SolveConfig
     from ..model.imaging import Wedge
 
@@ -102,6 +103,48 @@ def add_halves_arg(p: argparse.ArgumentParser) -> None:
         help="even/odd half tomograms (e.g. from even and odd tilts or frames): the noise level and spectrum are "
         "measured from their difference instead of assumed flat",
     )
+
+
+def add_ctf_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """--defocus and the microscope's optics: CTF deconvolution of the input (`cryogen.deconvolve`)."""
+    from ..deconvolve import Deconvolution
+
+    d = Deconvolution()
+    c = d.ctf
+    g = p.add_argument_group("CTF deconvolution (give the low frequencies the microscope took away back first)")
+    g.add_argument(
+        "--defocus",
+        type=float,
+        required=required,
+        default=None,
+        metavar="UM",
+        help="the tilt series' defocus in um (underfocus positive; e.g. the mean of CTFFIND's per tilt): deconvolve "
+        "the tomogram by its CTF up to the CTF's first peak (a Wiener filter, as IsoNet's) before restoring it"
+        + ("" if required else " (default: no deconvolution)"),
+    )
+    g.add_argument(
+        "--amplitude-contrast", type=float, default=c.amplitude_contrast, help=f"(default {c.amplitude_contrast:g})"
+    )
+    g.add_argument("--voltage", type=float, default=c.voltage_kv, metavar="KV", help=f"(default {c.voltage_kv:g})")
+    g.add_argument(
+        "--cs", type=float, default=c.cs_mm, metavar="MM", help=f"spherical aberration (default {c.cs_mm:g})"
+    )
+    g.add_argument(
+        "--wiener",
+        type=float,
+        default=d.wiener,
+        help=f"the Wiener term, 1/SNR: smaller gives back more of the low frequencies and their noise (default {d.wiener:g})",
+    )
+
+
+def deconvolution_of(args: argparse.Namespace) -> Deconvolution | None:
+    """The CTF deconvolution the command line asks for, or None without --defocus."""
+    from ..deconvolve import Deconvolution
+    from ..sim.ctf import CTF
+
+    if args.defocus is None:
+        return None
+    return Deconvolution(CTF(args.defocus, args.amplitude_contrast, args.voltage, args.cs), args.wiener)
 
 
 def add_wedge_args(p: argparse.ArgumentParser, required: bool, auto: bool = False) -> None:

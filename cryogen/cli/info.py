@@ -87,6 +87,7 @@ def zarr_info(path: str) -> dict[str, Any]:
         "tiles": {"size": meta.tile, "overlap": meta.overlap, "grid_zyx": list(meta.grid_shape), "count": meta.n_tiles},
         "arrays": {name: list(array.shape) for name, array in group.arrays()},
         "noise": meta.noise,
+        "ctf_deconvolution": meta.deconvolution,
         "source": meta.source,
     }
 

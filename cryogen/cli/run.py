@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 from .common import (
     EPILOG,
+    add_ctf_args,
     add_device_args,
     add_halves_arg,
     add_solve_args,
     add_train_args,
     add_wedge_args,
+    deconvolution_of,
     default_of,
     solve_config,
     wedge_of,
@@ -46,6 +48,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, default=overlap, help=f"tile overlap in voxels (default {overlap})")
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in angstrom, overriding the MRC header")
     add_halves_arg(p)
+    add_ctf_args(p)
     add_train_args(p)
     add_solve_args(p)
     add_device_args(p)
@@ -70,5 +73,6 @@ def run(args: argparse.Namespace) -> None:
         voxel_size=args.voxel_size,
         halves=None if args.halves is None else (args.halves[0], args.halves[1]),
         train_config=TrainConfig(seed=args.seed, batch=args.batch, patch=args.patch),
+        deconvolution=deconvolution_of(args),
     )
     print(f"wrote {args.output}" + (f" and {args.std}" if args.std else ""))

@@ -40,6 +40,7 @@ class TileMeta:
     stats: dict[str, float] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
     noise: dict[str, Any] | None = None
+    deconvolution: dict[str, Any] | None = None  # the CTF deconvolution chunk applied (`cryogen.deconvolve`)
     kind: str = "tiles"
     format_version: int = FORMAT_VERSION
 

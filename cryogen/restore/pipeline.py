@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..deconvolve import Deconvolution
 from ..io.store import TILE_ARRAY, open_store, read_tiles, zarr_array
 from ..method.config import TrainConfig
 from ..method.devices import pick_device
@@ -67,13 +68,23 @@ def _stages(
     start: float,
     halves: tuple[str | Path, str | Path] | None,
     snapshot_every: int = 0,
+    deconvolution: Deconvolution | None = None,
 ) -> dict[str, float]:
     times: dict[str, float] = {}
     if std_path is not None and solve.samples == 0:
         solve = replace(solve, samples=8)
     tiles = work / "tiles.zarr"
     t = time.monotonic()
-    chunk(input_path, tiles, tile=tile, overlap=overlap, wedge=wedge, voxel_size=voxel_size, halves=halves)
+    chunk(
+        input_path,
+        tiles,
+        tile=tile,
+        overlap=overlap,
+        wedge=wedge,
+        voxel_size=voxel_size,
+        halves=halves,
+        deconvolution=deconvolution,
+    )
     times["chunk"] = time.monotonic() - t
     cfg = train_config or TrainConfig(seed=seed)
     if steps is not None:
@@ -120,11 +131,13 @@ def run_one(
     keep_work: Path | None = None,
     halves: tuple[str | Path, str | Path] | None = None,
     snapshot_every: int = 0,
+    deconvolution: Deconvolution | None = None,
 ) -> dict[str, float]:
     """Restore one tomogram; returns the seconds spent per stage. With `halves` (even, odd half
     tomograms), the noise model is measured from their difference (see `tiling.chunk`). With
     `snapshot_every` (and `keep_work`), training keeps its prior every that many steps in the
-    work folder (`method.checkpoints.snapshot_dir`), for learning curves."""
+    work folder (`method.checkpoints.snapshot_dir`), for learning curves. With `deconvolution`,
+    chunk CTF-deconvolves the tomogram (and halves) first (`cryogen.deconvolve`)."""
     start = time.monotonic()
     output = Path(output)
     work = keep_work or output.with_name(f".{output.name}.work")
@@ -148,6 +161,7 @@ def run_one(
             start,
             halves,
             snapshot_every,
+            deconvolution,
         )
     except BaseException:
         if keep_work is None:  # nothing half-done is left beside the output

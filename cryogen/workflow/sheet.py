@@ -22,7 +22,7 @@ from .copick import copick_tomograms
 
 __all__ = ["Dataset", "Tomogram", "backprojected", "demo_tomograms", "load_dataset", "read_sheet"]
 
-_NUMBERS = ("tilt_min", "tilt_max", "voxel_size")
+_NUMBERS = ("tilt_min", "tilt_max", "voxel_size", "defocus")
 _INTEGERS = ("binning", "thickness")
 _BOOLS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 
@@ -46,6 +46,7 @@ class Tomogram:
     tilt_series: str | None = None  # an aligned tilt series that `path` (and the halves) are reconstructed from
     binning: int = 1  # of the tilt series' images, for its reconstruction
     thickness: int | None = None  # of the reconstruction, binned voxels (None: cryogen backproject's default)
+    defocus: float | None = None  # um: chunk CTF-deconvolves the tomogram first (`cryogen.deconvolve`)
 
     def tilt_options(self) -> str:
         """--tilt-range (or --tilt-file) and --tilt-axis for the verbs that take them (chunk, report)."""
@@ -57,13 +58,26 @@ class Tomogram:
             tilt = f"--tilt-range {self.tilt_min:g} {self.tilt_max:g}"
         return f"{tilt} --tilt-axis {self.tilt_axis}"
 
-    def chunk_options(self) -> str:
-        """`cryogen chunk` options beyond tile and overlap: geometry, voxel size, half tomograms."""
+    def chunk_options(self, ctf: dict[str, Any] | None = None) -> str:
+        """`cryogen chunk` options beyond tile and overlap: geometry, voxel size, half tomograms, and
+        with a defocus the CTF deconvolution, its optics from `ctf` (config key ctf)."""
         opts = self.tilt_options()
         if self.voxel_size is not None:
             opts += f" --voxel-size {self.voxel_size:g}"
         if self.even and self.odd:
             opts += f" --halves {shlex.quote(self.even)} {shlex.quote(self.odd)}"
+        if self.defocus is not None:
+            optics = ctf or {}
+            opts += f" --defocus {self.defocus:g}" + "".join(
+                f" --{flag} {optics[key]:g}"
+                for key, flag in (
+                    ("amplitude_contrast", "amplitude-contrast"),
+                    ("voltage_kv", "voltage"),
+                    ("cs_mm", "cs"),
+                    ("wiener", "wiener"),
+                )
+                if key in optics
+            )
         return opts
 
     def backproject_options(self) -> str:

@@ -73,7 +73,7 @@ def chunk_inputs(wildcards):
 
 
 def chunk_options(wildcards):
-    return tomo(wildcards).chunk_options()
+    return tomo(wildcards).chunk_options(config["ctf"])
 
 
 def backproject_inputs(wildcards):

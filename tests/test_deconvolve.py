@@ -1,0 +1,208 @@
+"""cryogen.deconvolve: CTF deconvolution of a tomogram before restoring it. The filter (a Wiener
+filter up to the CTF's first peak, flat beyond), the block-by-block filtering against one filter
+over the whole mirror-padded volume, the low frequencies given back on a volume through a known
+CTF, the file written streamed with its header kept and atomically, bad input in one line, chunk
+and run with a defocus (the store records it, the tiles are the deconvolved volume's, nothing
+left behind), and the workflow's sheet column."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import scipy.fft
+from scipy.ndimage import gaussian_filter
+
+from cryogen.deconvolve import Deconvolution, _radius_grid, deconvolve, deconvolve_volume, kernel_radius
+from cryogen.errors import CryogenError
+from cryogen.io.mrc import MrcReader, read_mrc
+from cryogen.io.store import TILE_ARRAY, open_store, read_tiles, zarr_array
+from cryogen.model.imaging import Wedge
+from cryogen.sim.ctf import CTF, ctf_curve
+from cryogen.tiling import chunk
+from cryogen.workflow import Tomogram
+
+VOXEL = 10.5
+DECONV = Deconvolution(CTF(defocus_um=3.0))
+
+
+def specimen(shape=(40, 70, 90), seed=0) -> np.ndarray:
+    """Smooth structure plus white noise, float32."""
+    rng = np.random.default_rng(seed)
+    return (gaussian_filter(rng.standard_normal(shape), 3) * 15 + rng.standard_normal(shape)).astype(np.float32)
+
+
+def whole_volume(volume: np.ndarray, deconv: Deconvolution, voxel: float, pad: int = 96) -> np.ndarray:
+    """The reference: one Fourier filter over the whole volume mirror-padded by `pad`."""
+    p = np.pad(volume.astype(np.float64), pad, mode="symmetric")
+    out = scipy.fft.irfftn(scipy.fft.rfftn(p) * deconv.transfer(_radius_grid(p.shape, voxel)), s=p.shape)
+    return out[pad:-pad, pad:-pad, pad:-pad]
+
+
+def test_the_filter_is_wiener_up_to_the_ctf_peak_and_flat_beyond():
+    d = DECONV
+    peak = d.first_peak()
+    k = np.linspace(0, 2 * peak, 401)
+    c = ctf_curve(k, d.ctf)
+    assert c[np.argmin(np.abs(k - peak))] == pytest.approx(1.0, abs=1e-6)  # the CTF's first maximum
+    assert np.all(np.diff(c[k <= peak]) > 0)  # rises to it
+    h = d.transfer(k)
+    below = k <= peak
+    np.testing.assert_allclose(h[below], c[below] / (c[below] ** 2 + d.wiener), rtol=1e-12)
+    np.testing.assert_allclose(h[~below], 1.0 / (1.0 + d.wiener), rtol=1e-9)  # flat: H at the peak
+    a = d.ctf.amplitude_contrast
+    assert h[0] == pytest.approx(a / (a * a + d.wiener))  # the mean gains ~2.8x, as the lowest frequencies
+    # the whole point: the lowest frequencies come back, up to 1 / (2 sqrt(w))
+    assert h.max() == pytest.approx(1 / (2 * np.sqrt(d.wiener)), rel=1e-3)
+    # whether the images were phase-flipped does not change it: one sign below the first peak
+    flipped = Deconvolution(CTF(defocus_um=3.0, phase_flip=False))
+    np.testing.assert_allclose(flipped.transfer(k), h)
+
+
+@pytest.mark.parametrize("voxel, defocus", [(VOXEL, 3.0), (5.0, 3.0), (20.0, 6.0)])
+def test_blocks_equal_one_filter_over_the_whole_volume(voxel, defocus):
+    d = Deconvolution(CTF(defocus_um=defocus))
+    v = specimen()
+    ref = whole_volume(v, d, voxel)
+    got = deconvolve_volume(v, d, voxel, block=32)  # 2 x 3 x 3 blocks: seams would show
+    assert np.abs(got - ref).max() < 2e-3 * ref.std()
+    assert kernel_radius(d, voxel) < 48
+
+
+def test_a_long_kernel_is_cut_at_the_largest_margin_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert kernel_radius(Deconvolution(CTF(defocus_um=5.0)), 1.5) == 64
+    assert "cut there" in caplog.text
+
+
+def test_the_low_frequencies_the_ctf_took_come_back():
+    v = specimen((48, 64, 64), seed=1)
+    # a tomogram through the same CTF (radial in 3-D), then deconvolved
+    k = _radius_grid(v.shape, VOXEL)
+    through = scipy.fft.irfftn(scipy.fft.rfftn(v) * ctf_curve(k, DECONV.ctf), s=v.shape).astype(np.float32)
+    back = deconvolve_volume(through, DECONV, VOXEL)
+    low = k < 0.5 * DECONV.first_peak()
+
+    def low_power(a):
+        return float(np.sum(np.abs(scipy.fft.rfftn(a)[low]) ** 2))
+
+    def cc(a):
+        return float(np.corrcoef(a.ravel(), v.ravel())[0, 1])
+
+    assert low_power(through) < 0.05 * low_power(v)  # what the microscope took (3 % left)
+    assert 0.3 < low_power(back) / low_power(v) < 1.0  # ten times that back (a Wiener filter: not all)
+    assert cc(back) > cc(through) + 0.02
+
+
+def test_the_file_is_streamed_with_its_header_kept(tmp_path, write_volume, monkeypatch):
+    v = specimen((40, 70, 90))
+    src = write_volume("tomo.mrc", data=v, voxel_size=VOXEL, origin=(1.0, 2.0, 3.0))
+    reads = []
+    original = MrcReader.read_block
+
+    def spy(self, z0, z1, y0=0, y1=None):
+        reads.append((z1 - z0, (y1 if y1 is not None else self.shape[1]) - y0))
+        return original(self, z0, z1, y0, y1)
+
+    monkeypatch.setattr(MrcReader, "read_block", spy)
+    margin = deconvolve(src, tmp_path / "out.mrc", DECONV, block=16, progress=False)
+    assert max(z for z, _ in reads) <= 16 + 2 * margin and max(y for _, y in reads) <= 16 + 2 * margin
+    out, info = read_mrc(tmp_path / "out.mrc")
+    assert info.voxel_size == pytest.approx((VOXEL,) * 3) and info.origin == (1.0, 2.0, 3.0)
+    assert info.labels[-1].startswith("cryogen deconvolve: defocus 3 um")
+    np.testing.assert_allclose(out, deconvolve_volume(v, DECONV, VOXEL, block=16), atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mrc", "tomo.mrc"]
+
+
+def test_bad_input_one_line_and_no_output(tmp_path, write_volume):
+    v = specimen((20, 30, 40))
+    v[5, 6, 7] = np.nan
+    bad = write_volume("nan.mrc", data=v, voxel_size=VOXEL)
+    with pytest.raises(CryogenError, match=r"nan\.mrc.*NaN"):
+        deconvolve(bad, tmp_path / "out.mrc", DECONV, progress=False)
+    unknown = write_volume("zero.mrc", voxel_size=0.0)
+    with pytest.raises(CryogenError, match="voxel size in the header is 0"):
+        deconvolve(unknown, tmp_path / "out.mrc", DECONV, progress=False)
+    with pytest.raises(CryogenError, match="different file"):
+        deconvolve(bad, bad, DECONV)
+    assert not (tmp_path / "out.mrc").exists() and not list(tmp_path.glob(".*"))
+    with pytest.raises(CryogenError, match="defocus"):
+        CTF(defocus_um=-1.0)
+    with pytest.raises(CryogenError, match="Wiener"):
+        Deconvolution(CTF(), wiener=0.0)
+
+
+def test_chunk_with_a_defocus_tiles_the_deconvolved_volume(tmp_path, write_volume):
+    v = specimen((40, 70, 90))
+    src = write_volume("tomo.mrc", data=v, voxel_size=VOXEL)
+    halves = (
+        write_volume("even.mrc", data=v + 0.1, voxel_size=VOXEL),
+        write_volume("odd.mrc", data=v - 0.1, voxel_size=VOXEL),
+    )
+    out = tmp_path / "t.zarr"
+    meta = chunk(src, out, tile=32, overlap=8, wedge=Wedge(), progress=False, halves=halves, deconvolution=DECONV)
+    assert meta.source == str(src) and Deconvolution.from_dict(meta.deconvolution) == DECONV
+    deconvolve(src, tmp_path / "d.mrc", DECONV, progress=False)
+    plain = chunk(tmp_path / "d.mrc", tmp_path / "p.zarr", tile=32, overlap=8, wedge=Wedge(), progress=False)
+    g1, m1 = open_store(out)
+    g2, _ = open_store(tmp_path / "p.zarr")
+    np.testing.assert_array_equal(
+        read_tiles(zarr_array(g1, TILE_ARRAY, out), 0, m1.n_tiles, out),
+        read_tiles(zarr_array(g2, TILE_ARRAY, out), 0, m1.n_tiles, out),
+    )
+    assert m1.deconvolution == DECONV.as_dict() and plain.deconvolution is None
+    assert meta.stats == pytest.approx(plain.stats)
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"tomo.mrc", "even.mrc", "odd.mrc", "t.zarr", "d.mrc", "p.zarr"}
+    assert not leftovers
+
+
+def test_chunk_with_a_defocus_leaves_nothing_when_it_fails(tmp_path, write_volume):
+    v = specimen((20, 30, 40))
+    v[-1, -1, -1] = np.inf
+    src = write_volume("tomo.mrc", data=v, voxel_size=VOXEL)
+    with pytest.raises(CryogenError, match=r"tomo\.mrc.*Inf"):
+        chunk(src, tmp_path / "t.zarr", tile=16, overlap=4, progress=False, deconvolution=DECONV)
+    assert [p.name for p in tmp_path.iterdir()] == ["tomo.mrc"]
+
+
+def test_cli_deconvolve_and_chunk_defocus(tmp_path, write_volume, run_cli):
+    src = write_volume("tomo.mrc", data=specimen((24, 40, 40)), voxel_size=VOXEL)
+    code, out, _ = run_cli("deconvolve", src, tmp_path / "d.mrc", "--defocus", "2.5", "--wiener", "0.05")
+    assert code == 0 and "first peak" in out
+    assert read_mrc(tmp_path / "d.mrc")[1].labels[-1].startswith("cryogen deconvolve: defocus 2.5 um")
+    code, _, err = run_cli("deconvolve", src, tmp_path / "e.mrc", "--defocus", "-2")
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "defocus" in err
+    assert not (tmp_path / "e.mrc").exists()
+    with pytest.raises(SystemExit) as exc:  # argparse: the flag is required here
+        run_cli("deconvolve", src, tmp_path / "e.mrc")
+    assert exc.value.code != 0
+    code, _, _ = run_cli(
+        "chunk",
+        src,
+        tmp_path / "t.zarr",
+        "--tilt-range",
+        "-60",
+        "60",
+        "--tile",
+        "16",
+        "--overlap",
+        "4",
+        "--defocus",
+        "2.5",
+    )
+    assert code == 0
+    assert open_store(tmp_path / "t.zarr")[1].deconvolution["defocus_um"] == 2.5
+    code, out, _ = run_cli("info", tmp_path / "t.zarr", "--json")
+    assert code == 0 and json.loads(out)["ctf_deconvolution"]["wiener"] == 0.02
+
+
+def test_the_sheet_column_gives_chunk_its_defocus_and_the_optics():
+    row = Tomogram("a", "a.mrc", -60.0, 60.0, defocus=3.5)
+    assert row.chunk_options() == "--tilt-range -60 60 --tilt-axis y --defocus 3.5"
+    optics = {"amplitude_contrast": 0.1, "voltage_kv": 200, "cs_mm": 2.0, "wiener": 0.05}
+    assert row.chunk_options(optics).endswith(
+        "--defocus 3.5 --amplitude-contrast 0.1 --voltage 200 --cs 2 --wiener 0.05"
+    )
+    assert Tomogram("b", "b.mrc", -60.0, 60.0).chunk_options(optics) == "--tilt-range -60 60 --tilt-axis y"
