@@ -32,6 +32,9 @@ _API = {
     "write_ome_zarr": "cryogen.io.ome_zarr",
     "chunk": "cryogen.tiling",
     "stitch": "cryogen.tiling",
+    "CTF": "cryogen.sim.ctf",
+    "Deconvolution": "cryogen.deconvolve",
+    "deconvolve": "cryogen.deconvolve",
     "TrainConfig": "cryogen.method.config",
     "train": "cryogen.method.loop",
     "SolveConfig": "cryogen.method.solver",
@@ -47,7 +50,9 @@ _API = {
 }
 
 __all__ = [
+    "CTF",
     "CryogenError",
+    "Deconvolution",
     "NetConfig",
     "NoiseModel",
     "SolveConfig",
@@ -58,6 +63,7 @@ __all__ = [
     "Wedge",
     "__version__",
     "chunk",
+    "deconvolve",
     "evaluate",
     "read_mrc",
     "read_tilt_angles",
@@ -74,6 +80,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors; at run time __getattr__ loads
+    from .deconvolve import Deconvolution, deconvolve
     from .errors import CryogenError
     from .io.mrc import read_mrc, write_mrc
     from .io.ome_zarr import write_ome_zarr
@@ -90,6 +97,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors; at run ti
     from .restore.parallel import reconstruct_parallel
     from .restore.pipeline import run_one
     from .restore.reconstruct import reconstruct
+    from .sim.ctf import CTF
     from .sim.simulate import simulate
     from .sim.tilt_series import TiltScheme, simulate_tilt_series
     from .tiling import chunk, stitch
