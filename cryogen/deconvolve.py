@@ -6,26 +6,25 @@ frequencies carry the outlines of membranes and filaments. Phase flipping (what 
 do) corrects the CTF's sign, not this loss. Measured on a simulated tube with every imaging effect
 of a real tomogram (README, "All of them at once is the real crop"): without the CTF the wedge
 fills (top/bottom-to-side ratio 0.95), with it the fill stalls (0.63, as on the real crop), and
-deconvolving the input by its known CTF first brings much of it back (this filter: ratio 0.74,
-cc 0.54 -> 0.64, wedge recovery 0.22 -> 0.30; truth 0.94).
+deconvolving the input by its known CTF first brings much of it back (README, "CTF
+deconvolution in the product").
 
 The filter is IsoNet's kind of Wiener filter, H(k) = C(k) / (C(k)^2 + w), with the CTF C of
-`cryogen.sim.ctf` and a constant Wiener term w (1 / SNR: smaller gives back more and amplifies
-more noise), up to the CTF's first peak; beyond it H stays at its value there (~1). Below its
-first peak the CTF has one sign, so the filter is the same whether or not the images were
-phase-flipped, and no noise is amplified around the CTF's zeros (a phase-flipped CTF's division
-there boosted what is mostly noise, lowered the result's consistency with its input from 0.99 to
-0.87 on the simulated tube, and made the kernel too long to stream: README). H is radial in 3-D:
-by the Fourier slice theorem an image frequency of every tilt lands at the same |k| in the
-tomogram's spectrum (one defocus for all tilts, as the simulator and most pipelines assume).
-Nothing is normalised: where the CTF passes fully, H is ~1; below, up to 1 / (2 sqrt(w)).
+`cryogen.sim.ctf` (|C| for phase-flipped tomograms, the signed C otherwise, which then also
+corrects the sign between the zeros) and a constant Wiener term w (1 / SNR: smaller gives back
+more and amplifies more noise). H is radial in 3-D: by the Fourier slice theorem an image
+frequency of every tilt lands at the same |k| in the tomogram's spectrum (one defocus for all
+tilts, as the simulator and most pipelines assume). Nothing is normalised: where the CTF passes
+fully, H is ~1; where it passes little, up to 1 / (2 sqrt(w)).
 
-Streaming: the filter's kernel is short (its radius, `kernel_radius`, is measured from H itself:
-the distance holding all but `KERNEL_TAIL` of its absolute weight), so the volume is filtered in
-cubic blocks, each read with that margin around it (mirrored beyond the volume's faces, as the
-tiles are) and Fourier-filtered on its own; memory depends on the block and the width, never on
-the number of z planes. `deconvolve_volume` does the same on an array in memory; a test checks
-that both agree with one filter over the whole mirror-padded volume.
+Streaming: H's kernel is cut to a radius R (`Deconvolution.kernel_radius`: the low-frequency
+boost's extent plus the CTF's delocalisation) by a smooth radial window, so the filtering is an
+exact convolution of support R. The volume is then filtered in cubic blocks, each read with a
+margin R around it (mirrored beyond the volume's faces, as the tiles are) and convolved by FFT
+on its own: the same result as one filter over the whole volume (a test checks it), with memory
+that depends on the block and the width, never on the number of z planes. The cut smooths H over
+~1 / R cycles per voxel, rounding the kinks of a phase-flipped CTF's zeros (each shell's mean is
+kept; a test checks it).
 """
 
 from __future__ import annotations
@@ -46,22 +45,21 @@ from .errors import CryogenError
 from .io.mrc import MrcReader, MrcWriter, check_finite_block
 from .sim.ctf import CTF, ctf_curve, electron_wavelength
 
-__all__ = ["BLOCK", "KERNEL_TAIL", "Deconvolution", "deconvolve", "deconvolve_volume", "kernel_radius"]
+__all__ = ["BLOCK", "Deconvolution", "deconvolve", "deconvolve_volume"]
 
 log = logging.getLogger(__name__)
 
 #: the edge of the cubic blocks filtered at a time (voxels, before the margin)
 BLOCK = 96
-#: the share of the kernel's absolute weight a margin may leave out
-KERNEL_TAIL = 1e-2
-#: the largest margin used; a longer kernel (fine voxels and high defocus) is cut there, with a warning
-MAX_MARGIN = 64
+#: the kernel's radius (and the blocks' margin) stays within these (voxels); a filter that would
+#: need more (fine voxels and high defocus) is smoothed more, with a warning
+MIN_RADIUS, MAX_RADIUS = 16, 64
 
 
 @dataclass(frozen=True)
 class Deconvolution:
-    """The CTF the tomogram went through and the Wiener term of the filter that undoes it
-    (`ctf.phase_flip` does not change the filter: see the module's docstring)."""
+    """The CTF the tomogram went through (`ctf.phase_flip`: whether its images were phase-flipped)
+    and the Wiener term of the filter that undoes it."""
 
     ctf: CTF = field(default_factory=CTF)
     wiener: float = 0.02
@@ -82,9 +80,40 @@ class Deconvolution:
         return math.sqrt(k2)
 
     def transfer(self, k: np.ndarray) -> np.ndarray:
-        """H at spatial frequencies `k` (1/A); beyond the CTF's first peak, H's value there."""
-        c = ctf_curve(np.minimum(np.asarray(k, dtype=np.float64), self.first_peak()), self.ctf)
+        """The Wiener filter H at spatial frequencies `k` (1/A), before its kernel is cut (`kernel`)."""
+        c = ctf_curve(k, self.ctf)
         return c / (c * c + self.wiener)
+
+    def kernel_radius(self, voxel_size: float) -> int:
+        """The radius (voxels) the kernel is cut at: four periods of the first peak's frequency for
+        the low-frequency boost, plus twice the CTF's delocalisation at Nyquist (lambda dz k, the
+        distance the CTF moves detail); within MIN_RADIUS..MAX_RADIUS."""
+        lam = electron_wavelength(self.ctf.voltage_kv)
+        boost = 4.0 / (self.first_peak() * voxel_size)
+        delocalisation = lam * self.ctf.defocus_um * 1e4 * (0.5 / voxel_size) / voxel_size
+        radius = math.ceil(boost + 2.0 * delocalisation)
+        if radius > MAX_RADIUS:
+            log.warning(
+                "the CTF filter at %g A voxels and %g um defocus would need a %d-voxel kernel; cut at %d (smoother)",
+                voxel_size, self.ctf.defocus_um, radius, MAX_RADIUS,
+            )  # fmt: skip
+        return min(max(radius, MIN_RADIUS), MAX_RADIUS)
+
+    def kernel(self, voxel_size: float) -> np.ndarray:
+        """The filter in real space, (2R + 1)^3 voxels centred, R = `kernel_radius`: H's kernel
+        times a radial window, flat to R / 2 and falling as cos^2 to zero at R. Cut this way the
+        filtering is an exact convolution of support R, so blocks with a margin R give the same
+        result as one filter over the whole volume; in Fourier space the cut smooths H over ~1 / R
+        cycles per voxel (rounding the kinks of a phase-flipped CTF's zeros)."""
+        r_max = self.kernel_radius(voxel_size)
+        n = scipy.fft.next_fast_len(4 * r_max, real=True)
+        h = np.fft.fftshift(scipy.fft.irfftn(self.transfer(_radius_grid((n, n, n), voxel_size)), s=(n, n, n)))
+        c = n // 2
+        h = h[c - r_max : c + r_max + 1, c - r_max : c + r_max + 1, c - r_max : c + r_max + 1]
+        d = np.arange(-r_max, r_max + 1, dtype=np.float64)
+        r = np.sqrt(d[:, None, None] ** 2 + d[None, :, None] ** 2 + d[None, None, :] ** 2)
+        t = np.clip((r - 0.5 * r_max) / (0.5 * r_max), 0.0, 1.0)
+        return h * np.cos(0.5 * np.pi * t) ** 2
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self.ctf), "wiener": self.wiener}
@@ -113,28 +142,6 @@ def _radius_grid(shape: tuple[int, int, int], voxel_size: float) -> np.ndarray:
     return np.sqrt(kz**2 + ky**2 + kx**2) / voxel_size
 
 
-def kernel_radius(deconv: Deconvolution, voxel_size: float, tail: float = KERNEL_TAIL) -> int:
-    """The margin (voxels) that holds all but `tail` of the filter's absolute real-space weight,
-    measured on a (2 MAX_MARGIN)^3 grid; at most MAX_MARGIN, with a warning when cut there."""
-    n = 2 * MAX_MARGIN
-    h = scipy.fft.irfftn(deconv.transfer(_radius_grid((n, n, n), voxel_size)), s=(n, n, n))
-    weight = np.abs(np.fft.fftshift(h))
-    c = np.arange(n) - n // 2
-    r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
-    order = np.argsort(r, axis=None)
-    outside = 1.0 - np.cumsum(weight.ravel()[order]) / weight.sum()
-    radii = r.ravel()[order]
-    below = np.nonzero(outside <= tail)[0]
-    radius = math.ceil(float(radii[below[0]])) if len(below) else MAX_MARGIN + 1
-    if radius > MAX_MARGIN:
-        log.warning(
-            "the CTF filter's kernel reaches beyond %d voxels (%g A voxels, defocus %g um); cut there",
-            MAX_MARGIN, voxel_size, deconv.ctf.defocus_um,
-        )  # fmt: skip
-        return MAX_MARGIN
-    return max(radius, 1)
-
-
 def _mirror(index: np.ndarray, n: int) -> np.ndarray:
     """Indices beyond [0, n) reflected back, edge voxel repeated (numpy's 'symmetric' padding)."""
     j = np.mod(index, 2 * n)
@@ -142,19 +149,28 @@ def _mirror(index: np.ndarray, n: int) -> np.ndarray:
 
 
 class _BlockFilter:
-    """Fourier-filters (block + 2 margin)-sized pieces with one precomputed H per piece shape."""
+    """Convolves (block + 2 margin)-sized pieces with the compact kernel by FFT, one kernel
+    spectrum per FFT size; the margin is the kernel's radius, so the centre is exact."""
 
-    def __init__(self, deconv: Deconvolution, voxel_size: float, margin: int) -> None:
-        self.deconv, self.voxel_size, self.margin = deconv, voxel_size, margin
-        self._h: dict[tuple[int, int, int], np.ndarray] = {}
+    def __init__(self, deconv: Deconvolution, voxel_size: float) -> None:
+        self.kernel = deconv.kernel(voxel_size)
+        self.margin = (self.kernel.shape[0] - 1) // 2
+        self._h: dict[tuple[int, ...], np.ndarray] = {}
+
+    def _spectrum(self, size: tuple[int, ...]) -> np.ndarray:
+        if size not in self._h:
+            k, m = self.kernel, self.margin
+            full = np.zeros(size, dtype=np.float64)
+            full[: k.shape[0], : k.shape[1], : k.shape[2]] = k
+            full = np.roll(full, (-m, -m, -m), axis=(0, 1, 2))  # the kernel's centre at the origin
+            self._h[size] = scipy.fft.rfftn(full).astype(np.complex64)
+        return self._h[size]
 
     def __call__(self, piece: np.ndarray) -> np.ndarray:
         """The filtered centre of `piece` (its margin cut off)."""
         size = tuple(scipy.fft.next_fast_len(s, real=True) for s in piece.shape)
-        if size not in self._h:
-            self._h[size] = self.deconv.transfer(_radius_grid(size, self.voxel_size)).astype(np.complex64)
         spectrum = scipy.fft.rfftn(piece, s=size, workers=-1)
-        spectrum *= self._h[size]
+        spectrum *= self._spectrum(size)
         out = scipy.fft.irfftn(spectrum, s=size, workers=-1)
         m = self.margin
         nz, ny, nx = piece.shape
@@ -189,7 +205,7 @@ def _filter_slab(
 def deconvolve_volume(volume: np.ndarray, deconv: Deconvolution, voxel_size: float, block: int = BLOCK) -> np.ndarray:
     """`volume` (z, y, x) filtered block by block as `deconvolve` does a file; float32."""
     shape = volume.shape
-    filt = _BlockFilter(deconv, voxel_size, kernel_radius(deconv, voxel_size))
+    filt = _BlockFilter(deconv, voxel_size)
 
     def read(z0: int, z1: int, y0: int, y1: int) -> np.ndarray:
         return np.asarray(volume[z0:z1, y0:y1], dtype=np.float32)
@@ -224,8 +240,7 @@ def deconvolve(
             voxel_size = info.voxel_size[2]
         if not (voxel_size > 0 and math.isfinite(voxel_size)):
             raise CryogenError(f"voxel size must be positive, not {voxel_size}")
-        margin = kernel_radius(deconv, voxel_size)
-        filt = _BlockFilter(deconv, voxel_size, margin)
+        filt = _BlockFilter(deconv, voxel_size)
         shape = info.shape
 
         def read(z0: int, z1: int, y0: int, y1: int) -> np.ndarray:
@@ -240,4 +255,4 @@ def deconvolve(
                 pieces, desc=f"deconvolve {in_path.name}", unit="block", disable=not progress, mininterval=2
             ):
                 writer.write_block(z[0], y[0], _filter_slab(read, shape, z, y, filt, block))
-    return margin
+    return filt.margin

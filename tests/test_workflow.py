@@ -371,6 +371,25 @@ def test_new_package_code_reruns_the_stages_it_affects(base, tmp_path, module, e
         assert "Nothing to be done" in again.log, again
 
 
+def test_a_defocus_rechunks_its_tomogram_and_the_optics_touch_no_other(base, tmp_path):
+    """The sheet's defocus column reaches `cryogen chunk --defocus` with config key ctf's optics;
+    new optics change nothing while no row gives a defocus; a row that gains one is re-chunked
+    (and its group retrained), the other row's tiles are kept."""
+    ws = copy_of(base, tmp_path)
+    set_config(ws, "ctf", wiener=0.05)
+    dry = snakemake(ws, *FAST, "-n")
+    assert dry.code == 0 and "Nothing to be done" in dry.log, dry
+    (ws / "config/tomograms.tsv").write_text(
+        SHEET_HEADER.rstrip("\n") + "\tdefocus\n"
+        "a\tdata/a.mrc\t-60\t60\ty\tg1\tyes\t3\nb\tdata/b.mrc\t-60\t60\ty\tg1\tyes\t\n"
+    )
+    dry = snakemake(ws, *FAST, "-n", "-p")
+    assert dry.code == 0, dry
+    assert dry.jobs == Counter(chunk=1, train=1, reconstruct=2, stitch=2, report=2, all=1), dry
+    assert ("chunk", "tomogram=a") in dry.ran, dry
+    assert "--defocus 3 --amplitude-contrast 0.07 --voltage 300 --cs 2.7 --wiener 0.05" in dry.log, dry
+
+
 def test_sheet_halves(tmp_path):
     """even/odd halves go together, and they reach `cryogen chunk --halves`."""
     ws = make_workspace(tmp_path / "ws")

@@ -15,8 +15,7 @@ def add_parser(sub: Subparsers) -> None:
     sub.add_parser(
         "deconvolve",
         help="deconvolve a tomogram by its CTF (what chunk and run --defocus do first)",
-        description="Deconvolve an MRC tomogram by the CTF of its tilt series up to the CTF's first peak (a Wiener "
-        "filter, as IsoNet's), giving back the low frequencies the microscope took away: the outlines of "
+        description="Deconvolve an MRC tomogram by the CTF of its tilt series (a Wiener filter, as IsoNet's), giving back the low frequencies the microscope took away: the outlines of "
         "membranes and filaments. chunk and run do this themselves with --defocus; this verb writes the result "
         "to look at. Streams: memory does not grow with the tomogram.",
         arguments=_arguments,
@@ -36,7 +35,4 @@ def run(args: argparse.Namespace) -> None:
     deconv = deconvolution_of(args)
     assert deconv is not None  # --defocus is required here
     margin = deconvolve(args.input, args.output, deconv, voxel_size=args.voxel_size)
-    peak = deconv.first_peak()
-    print(
-        f"wrote {args.output} (CTF corrected up to {1 / peak:.1f} A, its first peak; blocks overlap by {margin} voxels)"
-    )
+    print(f"wrote {args.output} (the filter's kernel has a radius of {margin} voxels)")
