@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from scipy.ndimage import gaussian_filter
 
 from cryogen.deconvolve import Deconvolution, _radius_grid, deconvolve, deconvolve_volume
 from cryogen.errors import CryogenError
-from cryogen.io.mrc import MrcReader, read_mrc
+from cryogen.io.mrc import MrcReader, read_mrc, write_mrc
 from cryogen.io.store import TILE_ARRAY, open_store, read_tiles, zarr_array
 from cryogen.model.imaging import Wedge
 from cryogen.sim.ctf import CTF, ctf_curve
@@ -160,6 +161,23 @@ def test_the_file_is_streamed_with_its_header_kept(tmp_path, write_volume, monke
     assert info.labels[-1].startswith("cryogen deconvolve: defocus 3 um")
     np.testing.assert_allclose(out, deconvolve_volume(v, DECONV, VOXEL, block=16), atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mrc", "tomo.mrc"]
+
+
+def _peak_bytes(tmp_path, nz: int) -> int:
+    src = tmp_path / f"z{nz}.mrc"
+    write_mrc(src, np.tile(specimen((16, 48, 48)), (nz // 16, 1, 1)), VOXEL)
+    tracemalloc.start()
+    try:
+        deconvolve(src, tmp_path / f"d{nz}.mrc", DECONV, block=16, progress=False)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_does_not_grow_with_the_z_planes(tmp_path):
+    """8 times the planes, the same peak: holding the volume would add 2 MB here."""
+    small, large = _peak_bytes(tmp_path, 32), _peak_bytes(tmp_path, 256)
+    assert large < small + 0.05 * (4 * 256 * 48 * 48), (small, large)
 
 
 def test_bad_input_one_line_and_no_output(tmp_path, write_volume):
