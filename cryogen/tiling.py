@@ -156,8 +156,9 @@ def chunk(
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.deconvolve-", dir=out.parent) as tmp:
         sources = [Path(mrc_path), *(Path(h) for h in halves or ())]
         done = [Path(tmp) / f"{i}.mrc" for i in range(len(sources))]
-        for src, dst in zip(sources, done, strict=True):
-            deconvolve(src, dst, deconvolution, voxel_size=vsize[2], progress=progress)
+        for i, (src, dst) in enumerate(zip(sources, done, strict=True)):
+            # the tomogram keeps its header's voxel size (unless overridden); the halves' are not read
+            deconvolve(src, dst, deconvolution, voxel_size=vsize[2] if i or voxel_size else None, progress=progress)
         return _chunk(
             done[0],
             mrc_path,
@@ -165,7 +166,7 @@ def chunk(
             tile,
             overlap,
             wedge,
-            vsize[2],
+            voxel_size,
             progress,
             check_geometry,
             (done[1], done[2]) if halves is not None else None,

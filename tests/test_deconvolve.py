@@ -200,7 +200,7 @@ def test_bad_input_one_line_and_no_output(tmp_path, write_volume):
 
 def test_chunk_with_a_defocus_tiles_the_deconvolved_volume(tmp_path, write_volume):
     v = specimen((40, 70, 90))
-    src = write_volume("tomo.mrc", data=v, voxel_size=VOXEL)
+    src = write_volume("tomo.mrc", data=v, voxel_size=(11.0, VOXEL, VOXEL))  # z as the header says
     halves = (
         write_volume("even.mrc", data=v + 0.1, voxel_size=VOXEL),
         write_volume("odd.mrc", data=v - 0.1, voxel_size=VOXEL),
@@ -218,6 +218,7 @@ def test_chunk_with_a_defocus_tiles_the_deconvolved_volume(tmp_path, write_volum
     )
     assert m1.deconvolution == DECONV.as_dict() and plain.deconvolution is None
     assert meta.stats == pytest.approx(plain.stats)
+    assert meta.voxel_size == plain.voxel_size == pytest.approx((11.0, VOXEL, VOXEL))
     leftovers = {p.name for p in tmp_path.iterdir()} - {"tomo.mrc", "even.mrc", "odd.mrc", "t.zarr", "d.mrc", "p.zarr"}
     assert not leftovers
 
