@@ -10,9 +10,15 @@ deconvolving the input by its known CTF first brings much of it back (README, "C
 deconvolution in the product").
 
 The filter is IsoNet's kind of Wiener filter, H(k) = C(k) / (C(k)^2 + w), with the CTF C of
-`cryogen.sim.ctf` (|C| for phase-flipped tomograms, the signed C otherwise, which then also
-corrects the sign between the zeros) and a constant Wiener term w (1 / SNR: smaller gives back
-more and amplifies more noise). H is radial in 3-D: by the Fourier slice theorem an image
+`cryogen.sim.ctf` and a constant Wiener term w (1 / SNR: smaller gives back more and amplifies
+more noise), up to the CTF's first peak; beyond it H keeps its value there (~1). Below its first
+peak the CTF has one sign, so the filter is the same whether or not the images were
+phase-flipped. Why not the whole Wiener filter, which fills more of the simulated tube's wedge:
+beyond the peak it boosts the noise around the CTF's zeros by up to 3.5x, the data-alone noise
+model (flat in each region, measured at 0.4-0.5 cycles/voxel) then over-estimates the noise
+below, and g learns to invert the sign of the data there (the re-wedged result's FSC with its
+input fell to -0.8 at 0.25-0.38 cycles/voxel, on the simulated tube and the real crop alike:
+README). H is radial in 3-D: by the Fourier slice theorem an image
 frequency of every tilt lands at the same |k| in the tomogram's spectrum (one defocus for all
 tilts, as the simulator and most pipelines assume). Nothing is normalised: where the CTF passes
 fully, H is ~1; where it passes little, up to 1 / (2 sqrt(w)).
@@ -23,8 +29,7 @@ exact convolution of support R. The volume is then filtered in cubic blocks, eac
 margin R around it (mirrored beyond the volume's faces, as the tiles are) and convolved by FFT
 on its own: the same result as one filter over the whole volume (a test checks it), with memory
 that depends on the block and the width, never on the number of z planes. The cut smooths H over
-~1 / R cycles per voxel, rounding the kinks of a phase-flipped CTF's zeros (each shell's mean is
-kept; a test checks it).
+~1 / R cycles per voxel (each shell's mean is kept; a test checks it).
 """
 
 from __future__ import annotations
@@ -58,8 +63,8 @@ MIN_RADIUS, MAX_RADIUS = 16, 64
 
 @dataclass(frozen=True)
 class Deconvolution:
-    """The CTF the tomogram went through (`ctf.phase_flip`: whether its images were phase-flipped)
-    and the Wiener term of the filter that undoes it."""
+    """The CTF the tomogram went through and the Wiener term of the filter that undoes it
+    (`ctf.phase_flip` does not change the filter: see the module's docstring)."""
 
     ctf: CTF = field(default_factory=CTF)
     wiener: float = 0.02
@@ -80,8 +85,9 @@ class Deconvolution:
         return math.sqrt(k2)
 
     def transfer(self, k: np.ndarray) -> np.ndarray:
-        """The Wiener filter H at spatial frequencies `k` (1/A), before its kernel is cut (`kernel`)."""
-        c = ctf_curve(k, self.ctf)
+        """H at spatial frequencies `k` (1/A), before its kernel is cut (`kernel`): the Wiener
+        filter up to the CTF's first peak, its value there (~1) beyond."""
+        c = ctf_curve(np.minimum(np.asarray(k, dtype=np.float64), self.first_peak()), self.ctf)
         return c / (c * c + self.wiener)
 
     def kernel_radius(self, voxel_size: float) -> int:

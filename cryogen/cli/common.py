@@ -119,7 +119,7 @@ def add_ctf_args(p: argparse.ArgumentParser, required: bool = False) -> None:
         default=None,
         metavar="UM",
         help="the tilt series' defocus in um (underfocus positive; e.g. the mean of CTFFIND's per tilt): deconvolve "
-        "the tomogram by its CTF (a Wiener filter, as IsoNet's) before restoring it"
+        "the tomogram by its CTF up to the CTF's first peak (a Wiener filter, as IsoNet's) before restoring it"
         + ("" if required else " (default: no deconvolution)"),
     )
     g.add_argument(
@@ -128,11 +128,6 @@ def add_ctf_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     g.add_argument("--voltage", type=float, default=c.voltage_kv, metavar="KV", help=f"(default {c.voltage_kv:g})")
     g.add_argument(
         "--cs", type=float, default=c.cs_mm, metavar="MM", help=f"spherical aberration (default {c.cs_mm:g})"
-    )
-    g.add_argument(
-        "--no-phase-flip",
-        action="store_true",
-        help="the tomogram's images were not phase-flipped: the filter also corrects the CTF's sign beyond its first zero",
     )
     g.add_argument(
         "--wiener",
@@ -149,8 +144,7 @@ def deconvolution_of(args: argparse.Namespace) -> Deconvolution | None:
 
     if args.defocus is None:
         return None
-    ctf = CTF(args.defocus, args.amplitude_contrast, args.voltage, args.cs, phase_flip=not args.no_phase_flip)
-    return Deconvolution(ctf, args.wiener)
+    return Deconvolution(CTF(args.defocus, args.amplitude_contrast, args.voltage, args.cs), args.wiener)
 
 
 def add_wedge_args(p: argparse.ArgumentParser, required: bool, auto: bool = False) -> None:

@@ -15,7 +15,8 @@ def add_parser(sub: Subparsers) -> None:
     sub.add_parser(
         "deconvolve",
         help="deconvolve a tomogram by its CTF (what chunk and run --defocus do first)",
-        description="Deconvolve an MRC tomogram by the CTF of its tilt series (a Wiener filter, as IsoNet's), giving back the low frequencies the microscope took away: the outlines of "
+        description="Deconvolve an MRC tomogram by the CTF of its tilt series up to the CTF's first peak (a Wiener "
+        "filter, as IsoNet's), giving back the low frequencies the microscope took away: the outlines of "
         "membranes and filaments. chunk and run do this themselves with --defocus; this verb writes the result "
         "to look at. Streams: memory does not grow with the tomogram.",
         arguments=_arguments,

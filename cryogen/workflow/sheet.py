@@ -78,8 +78,6 @@ class Tomogram:
                 )
                 if key in optics
             )
-            if optics.get("phase_flipped") is False:
-                opts += " --no-phase-flip"
         return opts
 
     def backproject_options(self) -> str:
