@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from .errors import CryogenError
 from .io.mrc import MrcReader, MrcWriter, check_finite_block
+from .model.imaging import frequency_radius
 from .sim.ctf import CTF, ctf_curve, electron_wavelength
 
 __all__ = ["BLOCK", "Deconvolution", "deconvolve", "deconvolve_volume"]
@@ -113,7 +114,7 @@ class Deconvolution:
         cycles per voxel (rounding the kinks of a phase-flipped CTF's zeros)."""
         r_max = self.kernel_radius(voxel_size)
         n = scipy.fft.next_fast_len(4 * r_max, real=True)
-        h = np.fft.fftshift(scipy.fft.irfftn(self.transfer(_radius_grid((n, n, n), voxel_size)), s=(n, n, n)))
+        h = np.fft.fftshift(scipy.fft.irfftn(self.transfer(frequency_radius((n, n, n)) / voxel_size), s=(n, n, n)))
         c = n // 2
         h = h[c - r_max : c + r_max + 1, c - r_max : c + r_max + 1, c - r_max : c + r_max + 1]
         d = np.arange(-r_max, r_max + 1, dtype=np.float64)
@@ -133,19 +134,10 @@ class Deconvolution:
     def label(self) -> str:
         """One MRC header label (80 characters at most) saying what was done."""
         c = self.ctf
-        flip = "flipped" if c.phase_flip else "not flipped"
         return (
             f"cryogen deconvolve: defocus {c.defocus_um:g} um, ac {c.amplitude_contrast:g}, "
-            f"{c.voltage_kv:g} kV, Cs {c.cs_mm:g}, {flip}, wiener {self.wiener:g}"
+            f"{c.voltage_kv:g} kV, Cs {c.cs_mm:g}, wiener {self.wiener:g}"
         )[:80]
-
-
-def _radius_grid(shape: tuple[int, int, int], voxel_size: float) -> np.ndarray:
-    """|k| in 1/A on the rfftn layout of `shape` (cubic voxels)."""
-    kz = np.fft.fftfreq(shape[0])[:, None, None]
-    ky = np.fft.fftfreq(shape[1])[None, :, None]
-    kx = np.fft.rfftfreq(shape[2])[None, None, :]
-    return np.sqrt(kz**2 + ky**2 + kx**2) / voxel_size
 
 
 def _mirror(index: np.ndarray, n: int) -> np.ndarray:

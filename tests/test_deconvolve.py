@@ -18,11 +18,11 @@ import scipy.fft
 import scipy.signal
 from scipy.ndimage import gaussian_filter
 
-from cryogen.deconvolve import Deconvolution, _radius_grid, deconvolve, deconvolve_volume
+from cryogen.deconvolve import Deconvolution, deconvolve, deconvolve_volume
 from cryogen.errors import CryogenError
 from cryogen.io.mrc import MrcReader, read_mrc, write_mrc
 from cryogen.io.store import TILE_ARRAY, open_store, read_tiles, zarr_array
-from cryogen.model.imaging import Wedge
+from cryogen.model.imaging import Wedge, frequency_radius
 from cryogen.sim.ctf import CTF, ctf_curve
 from cryogen.sim.tilt_series import TiltScheme, simulate_tilt_series
 from cryogen.tiling import chunk
@@ -79,7 +79,7 @@ def test_the_cut_kernel_keeps_the_filter_shell_by_shell(voxel, defocus):
     full[: kernel.shape[0], : kernel.shape[1], : kernel.shape[2]] = kernel
     r = (kernel.shape[0] - 1) // 2
     got = scipy.fft.rfftn(np.roll(full, (-r, -r, -r), axis=(0, 1, 2))).real
-    k = _radius_grid((n, n, n), 1.0)
+    k = frequency_radius((n, n, n))
     edges = np.arange(0, 0.5, 0.025)
     want = shell_means(d.transfer(k / voxel), k, edges)
     assert np.abs(shell_means(got, k, edges) - want).max() < 0.1 * want.max()
@@ -104,7 +104,7 @@ def test_a_long_kernel_is_cut_at_the_largest_radius_with_a_warning(caplog):
 def test_the_low_frequencies_the_ctf_took_come_back():
     v = specimen((48, 64, 64), seed=1)
     # a tomogram through the same CTF (radial in 3-D), then deconvolved
-    k = _radius_grid(v.shape, VOXEL)
+    k = frequency_radius(v.shape) / VOXEL
     through = scipy.fft.irfftn(scipy.fft.rfftn(v) * ctf_curve(k, DECONV.ctf), s=v.shape).astype(np.float32)
     back = deconvolve_volume(through, DECONV, VOXEL)
     low = k < 0.5 * DECONV.first_peak()
@@ -128,7 +128,7 @@ def test_it_undoes_the_simulated_microscopes_ctf():
     perfect = simulate_tilt_series(shape, tilts, snr=100.0, seed=2).observation
     through = simulate_tilt_series(shape, tilts, snr=100.0, seed=2, ctf=DECONV.ctf).observation
     back = deconvolve_volume(through, DECONV, 10.0)
-    k = _radius_grid(shape, 10.0)
+    k = frequency_radius(shape) / 10.0
     low = (k > 0) & (k < 0.5 * DECONV.first_peak())
 
     def low_power(a):

@@ -133,12 +133,12 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
         raise CryogenError("the voxel size is unknown: give it", options.input)
     observed = work / "input.mrc"
     write_mrc(observed, volume, voxel)
-    raw_tube = None
+    radius = options.tube_radius_nm * 10.0 / voxel
+    wall_vox = options.tube_wall_nm * 10.0 / voxel
+    raw, raw_tube = volume, None
     if options.deconvolution is not None:  # measured against what was restored: the deconvolved input
-        raw_tube = filament_isotropy(
-            volume, options.tube_radius_nm * 10.0 / voxel, options.filament_angle, options.tube_wall_nm * 10.0 / voxel
-        )
-        deconvolve(work / "input.mrc", work / "input_deconvolved.mrc", options.deconvolution, voxel, progress=False)
+        raw_tube = filament_isotropy(raw, radius, options.filament_angle, wall_vox)
+        deconvolve(observed, work / "input_deconvolved.mrc", options.deconvolution, voxel, progress=False)
         observed = work / "input_deconvolved.mrc"
         volume, _ = read_mrc(observed)
     if options.tilt_range is None:
@@ -166,8 +166,6 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
     wall = time.monotonic() - t0
     restored, _ = read_mrc(restored_path)
 
-    radius = options.tube_radius_nm * 10.0 / voxel
-    wall_vox = options.tube_wall_nm * 10.0 / voxel
     tube_in = filament_isotropy(volume, radius, raw_tube.axis_angle if raw_tube else options.filament_angle, wall_vox)
     # the result's tube: the same direction and the same sign as the input's
     tube_out = filament_isotropy(restored, radius, tube_in.axis_angle, wall_vox, tube_in.polarity)
@@ -175,7 +173,7 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
     rows[0]["consistency"] = 1.0
     if raw_tube is not None:
         rows[0]["volume"] = "input, deconvolved"
-        rows.insert(0, _row("input", raw_tube, wedge_fill(read_mrc(work / "input.mrc")[0], wedge)))
+        rows.insert(0, _row("input", raw_tube, wedge_fill(raw, wedge)))
     consistency = data_consistency(restored, volume, wedge, voxel)
     rows[-1]["consistency"] = consistency.mean
     rows[-1]["consistency_fsc_0.5_angstrom"] = consistency.fsc_05_angstrom
