@@ -77,3 +77,32 @@ def test_real_benchmark_learning_curve_measures_every_kept_prior(tmp_path):
     assert all(np.isfinite(float(r[k])) for r in curve for k in ("tube_ratio", "wedge_fill", "consistency"))
     assert (tmp_path / "work" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "work" / "run").exists()  # the kept priors and tiles are cleaned up
+
+
+def test_real_benchmark_with_a_defocus_measures_the_deconvolved_input_too(tmp_path):
+    """With a CTF deconvolution the rows are the input, the deconvolved input (what was restored)
+    and the result, whose consistency and training steps are its own."""
+    from cryogen.bench.real import RealOptions, run_real_benchmark
+    from cryogen.deconvolve import Deconvolution
+    from cryogen.io.mrc import write_mrc
+    from cryogen.sim.ctf import CTF
+
+    rng = np.random.default_rng(0)
+    write_mrc(tmp_path / "tube.mrc", tube() + 0.3 * rng.standard_normal(tube().shape).astype(np.float32), 11.0)
+    options = RealOptions(
+        input=tmp_path / "tube.mrc",
+        workdir=tmp_path / "work",
+        voxel_size=11.0,
+        steps=2,
+        tilt_range=(-60.0, 60.0),
+        tile=32,
+        overlap=8,
+        device="cpu",
+        deconvolution=Deconvolution(CTF(defocus_um=3.0)),
+    )
+    rows = run_real_benchmark(options)
+    assert [r["volume"] for r in rows] == ["input", "input, deconvolved", "restored"]
+    assert rows[1]["consistency"] == 1.0 and rows[0]["consistency"] is None
+    assert rows[2]["train_steps"] == 2 and 0 < rows[2]["consistency"] <= 1
+    assert rows[1]["tube_top_bottom"] != pytest.approx(rows[0]["tube_top_bottom"])
+    assert (tmp_path / "work" / "input_deconvolved.mrc").exists()
