@@ -122,6 +122,26 @@ class Deconvolution:
         t = np.clip((r - 0.5 * r_max) / (0.5 * r_max), 0.0, 1.0)
         return h * np.cos(0.5 * np.pi * t) ** 2
 
+    def kernel_transfer(self, voxel_size: float) -> Callable[[np.ndarray], np.ndarray]:
+        """H as the cut kernel (`kernel`) really applies it: a function of |k| (cycles/voxel), its
+        spectrum's mean per radial shell of width 1 / (4R + 2), interpolated. What the noise
+        model is carried through (`NoiseModel.filtered`)."""
+        k = self.kernel(voxel_size)
+        n = 2 * k.shape[0]
+        full = np.zeros((n, n, n))
+        full[: k.shape[0], : k.shape[1], : k.shape[2]] = k
+        r = (k.shape[0] - 1) // 2
+        spectrum = scipy.fft.rfftn(np.roll(full, (-r, -r, -r), axis=(0, 1, 2))).real  # even kernel: real
+        radius = frequency_radius((n, n, n))
+        shell = np.rint(radius * n).astype(np.int64).ravel()
+        means = np.bincount(shell, weights=spectrum.ravel()) / np.maximum(np.bincount(shell), 1)
+        freqs = np.arange(means.size) / n
+
+        def transfer(radius: np.ndarray) -> np.ndarray:
+            return np.interp(radius, freqs, means)
+
+        return transfer
+
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self.ctf), "wiener": self.wiener}
 

@@ -104,5 +104,6 @@ def test_real_benchmark_with_a_defocus_measures_the_deconvolved_input_too(tmp_pa
     assert [r["volume"] for r in rows] == ["input", "input, deconvolved", "restored"]
     assert rows[1]["consistency"] == 1.0 and rows[0]["consistency"] is None
     assert rows[2]["train_steps"] == 2 and 0 < rows[2]["consistency"] <= 1
+    assert -1 <= rows[2]["consistency_min"] <= rows[2]["consistency"]
     assert rows[1]["tube_top_bottom"] != pytest.approx(rows[0]["tube_top_bottom"])
     assert (tmp_path / "work" / "input_deconvolved.mrc").exists()

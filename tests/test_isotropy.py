@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cryogen.model.imaging import Wedge, apply_wedge_np
+from cryogen.model.imaging import Wedge, apply_wedge_np, frequency_radius
 from cryogen.qc.isotropy import data_consistency, filament_axis, filament_isotropy, wedge_fill
 
 SHAPE = (48, 64, 64)
@@ -60,6 +60,21 @@ def test_data_consistency(clean):
     assert data_consistency(clean, apply_wedge_np(clean, WEDGE), WEDGE).mean == pytest.approx(1.0, abs=1e-4)
     other = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
     assert data_consistency(other, clean, WEDGE).mean < 0.2
+
+
+def test_data_consistency_minimum_finds_an_inverted_band():
+    """A result that inverts the data's sign in one band above the mean's (0.28-0.34 cycles/voxel)
+    keeps a mean of 1 but shows the band in its minimum; an untouched result's minimum is 1."""
+    observed = np.random.default_rng(1).standard_normal(SHAPE).astype(np.float32)
+    same = data_consistency(observed, observed, WEDGE)
+    assert same.minimum == pytest.approx(1.0)
+    spectrum = np.fft.rfftn(observed)
+    radius = frequency_radius(SHAPE)
+    spectrum[(radius >= 0.28) & (radius <= 0.34)] *= -1
+    inverted = np.fft.irfftn(spectrum, s=SHAPE).astype(np.float32)
+    result = data_consistency(inverted, observed, WEDGE)
+    assert result.mean == pytest.approx(1.0, abs=1e-3)
+    assert result.minimum < -0.9 and 0.28 <= result.minimum_at <= 0.34
 
 
 def test_wedge_fill(clean):

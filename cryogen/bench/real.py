@@ -45,6 +45,7 @@ COLUMNS = [
     "tube_side",
     "wedge_fill",
     "consistency",
+    "consistency_min",
     "consistency_fsc_0.5_angstrom",
     "d_separation",
     "train_steps",
@@ -115,6 +116,7 @@ def _row(name: str, tube: TubeProfile, fill: float, wall_s: float | None = None)
         "tube_side": tube.side,
         "wedge_fill": fill,
         "consistency": None,
+        "consistency_min": None,
         "consistency_fsc_0.5_angstrom": None,
         "d_separation": None,
         "train_steps": None,
@@ -176,6 +178,7 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
         rows.insert(0, _row("input", raw_tube, wedge_fill(raw, wedge)))
     consistency = data_consistency(restored, volume, wedge, voxel)
     rows[-1]["consistency"] = consistency.mean
+    rows[-1]["consistency_min"] = consistency.minimum
     rows[-1]["consistency_fsc_0.5_angstrom"] = consistency.fsc_05_angstrom
     curves = restored_path.with_name(restored_path.stem + "_prior_curves.csv")
     if curves.exists():

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -170,6 +171,45 @@ class NoiseModel:
             data_psd=tuple(v * f2 for v in self.data_psd),
             data_missing_psd=tuple(v * f2 for v in self.data_missing_psd),
         )
+
+    def filtered(
+        self, power_gain: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], wedge: Wedge
+    ) -> NoiseModel:
+        """The model of the noise after a radial linear filter (a CTF deconvolution) whose power
+        transfer |H|^2 at |k| (cycles/voxel) is `power_gain`: each measured shell's PSD times
+        |H|^2 averaged over that shell's measured coefficients on the grid of `shape`, the missing
+        level times its average over the missing coefficients; sigma is what the result implies
+        for `shape`. Why: a filter that boosts some frequencies more than others makes the noise
+        anything but flat, so the data-alone estimate (flat per region) must be made on the
+        unfiltered data and carried through the filter, not made on the filtered data. The
+        diagnostics (data_*) describe the unfiltered observation and are dropped."""
+        shape3 = _shape3(shape)
+        radius = frequency_radius(shape3)
+        gain = np.asarray(power_gain(radius), dtype=np.float64)
+        if gain.shape != radius.shape or not np.isfinite(gain).all() or gain.min() < 0:
+            raise CryogenError("noise model: a filter's power gain must be finite and >= 0 on the grid")
+        mask = wedge_mask(shape3, wedge)
+        weights = np.broadcast_to(rfft_weights(shape3[2]), radius.shape)
+        freqs = np.asarray(self.shell_freqs)
+        # each shell_freqs point stands for the coefficients nearer to it than to its neighbours
+        edges = np.concatenate([[-np.inf], 0.5 * (freqs[1:] + freqs[:-1]), [np.inf]])
+        shell = np.searchsorted(edges, radius, side="right") - 1
+        sel = mask & (radius > 0)
+        sums = np.bincount(shell[sel], weights=(gain * weights)[sel], minlength=len(freqs))
+        counts = np.bincount(shell[sel], weights=weights[sel], minlength=len(freqs))
+        full = counts > 0
+        shell_gain = np.interp(freqs, freqs[full], sums[full] / counts[full]) if full.any() else np.ones(len(freqs))
+        missing_gain = float((gain * weights)[~mask].sum() / weights[~mask].sum()) if (~mask).any() else 1.0
+        out = replace(
+            self,
+            sigma=0.0,
+            measured_psd=tuple(float(v) for v in np.asarray(self.measured_psd) * shell_gain),
+            missing_psd=self.missing_psd * missing_gain,
+            data_variance=None,
+            data_psd=(),
+            data_missing_psd=(),
+        )
+        return replace(out, sigma=math.sqrt(out.variance(shape3, wedge)))
 
     # -- the PSD on a grid ------------------------------------------------------------------
 

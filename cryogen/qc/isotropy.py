@@ -44,13 +44,18 @@ FILL_BAND = (0.05, BAND_MAX)  # cycles/voxel: above the specimen's overall shape
 @dataclass
 class Consistency:
     """The FSC between A x and A y: shell centres (cycles/voxel), per-shell FSC, its mean over
-    0 < |k| <= BAND_MAX, and where it first falls below 0.5 (cycles/voxel and angstrom)."""
+    0 < |k| <= BAND_MAX, and where it first falls below 0.5 (cycles/voxel and angstrom). Also
+    its minimum up to Nyquist (0.5 cycles/voxel) and where: the mean hides shells whose sign the
+    result inverts (a mean of 0.88 came with -0.8 at 0.25-0.38 cycles/voxel: README); a denoised
+    result's FSC falls towards 0 where the input is all noise, but does not go negative."""
 
     freqs: np.ndarray
     fsc: np.ndarray
     mean: float
     fsc_05: float
     fsc_05_angstrom: float | None
+    minimum: float = 1.0
+    minimum_at: float = 0.0
 
 
 def data_consistency(
@@ -64,7 +69,9 @@ def data_consistency(
     band = freqs <= BAND_MAX
     crossing = float(_crossing(freqs, fsc, 0.5))
     angstrom = None if not voxel_size else float(voxel_size) / crossing
-    return Consistency(freqs, fsc, float(fsc[band].mean()), crossing, angstrom)
+    inside = np.flatnonzero((freqs > 0) & (freqs <= 0.5))
+    worst = int(inside[np.argmin(fsc[inside])])
+    return Consistency(freqs, fsc, float(fsc[band].mean()), crossing, angstrom, float(fsc[worst]), float(freqs[worst]))
 
 
 # ------------------------------------------------------------------------------ wedge fill
