@@ -13,12 +13,14 @@ The filter is IsoNet's kind of Wiener filter, H(k) = C(k) / (C(k)^2 + w), with t
 `cryogen.sim.ctf` and a constant Wiener term w (1 / SNR: smaller gives back more and amplifies
 more noise), up to the CTF's first peak; beyond it H keeps its value there (~1). Below its first
 peak the CTF has one sign, so the filter is the same whether or not the images were
-phase-flipped. Why not the whole Wiener filter, which fills more of the simulated tube's wedge:
-beyond the peak it boosts the noise around the CTF's zeros by up to 3.5x, the data-alone noise
-model (flat in each region, measured at 0.4-0.5 cycles/voxel) then over-estimates the noise
-below, and g learns to invert the sign of the data there (the re-wedged result's FSC with its
-input fell to -0.8 at 0.25-0.38 cycles/voxel, on the simulated tube and the real crop alike:
-README). H is radial in 3-D: by the Fourier slice theorem an image
+phase-flipped. `whole` gives the Wiener filter at every frequency (IsoNet's form), which
+needs to know whether the images were phase-flipped (`ctf.phase_flip`); it boosts the noise
+around the CTF's zeros by up to 3.5x. Either way the filter leaves the noise far from flat, so
+chunk carries the raw tomogram's noise model through the filter (`kernel_transfer`,
+`NoiseModel.filtered`) instead of estimating it on the filtered data: estimated flat there, it
+was over-estimated below the noise band and g learned to invert the data's sign at 0.25-0.38
+cycles/voxel (README). With the model carried through, the default form filled more of the
+simulated tube's wedge than the whole filter (README). H is radial in 3-D: by the Fourier slice theorem an image
 frequency of every tilt lands at the same |k| in the tomogram's spectrum (one defocus for all
 tilts, as the simulator and most pipelines assume). Nothing is normalised: where the CTF passes
 fully, H is ~1; where it passes little, up to 1 / (2 sqrt(w)).
@@ -47,7 +49,7 @@ import scipy.fft
 from tqdm import tqdm
 
 from .errors import CryogenError
-from .io.mrc import MrcReader, MrcWriter, check_finite_block
+from .io.mrc import MrcReader, MrcWriter, check_finite_block, voxel_size_of
 from .model.imaging import frequency_radius
 from .sim.ctf import CTF, ctf_curve, electron_wavelength
 
@@ -69,11 +71,16 @@ class Deconvolution:
 
     ctf: CTF = field(default_factory=CTF)
     wiener: float = 0.02
+    #: the Wiener filter at every frequency (IsoNet's), not only up to the CTF's first peak: then
+    #: `ctf.phase_flip` must say whether the tilt series was phase-flipped
+    whole: bool = False
 
     def __post_init__(self) -> None:
         w = self.wiener
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and 0 < w <= 10):
             raise CryogenError(f"the Wiener term must be a number in (0, 10], not {w!r}")
+        if not isinstance(self.whole, bool):
+            raise CryogenError(f"whole must be True or False, not {self.whole!r}")
 
     def first_peak(self) -> float:
         """The spatial frequency (1/A) of the CTF's first maximum, where it first passes ~fully."""
@@ -87,8 +94,9 @@ class Deconvolution:
 
     def transfer(self, k: np.ndarray) -> np.ndarray:
         """H at spatial frequencies `k` (1/A), before its kernel is cut (`kernel`): the Wiener
-        filter up to the CTF's first peak, its value there (~1) beyond."""
-        c = ctf_curve(np.minimum(np.asarray(k, dtype=np.float64), self.first_peak()), self.ctf)
+        filter up to the CTF's first peak, its value there (~1) beyond; or, `whole`, everywhere."""
+        k = np.asarray(k, dtype=np.float64)
+        c = ctf_curve(k if self.whole else np.minimum(k, self.first_peak()), self.ctf)
         return c / (c * c + self.wiener)
 
     def kernel_radius(self, voxel_size: float) -> int:
@@ -143,20 +151,22 @@ class Deconvolution:
         return transfer
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self.ctf), "wiener": self.wiener}
+        return {**asdict(self.ctf), "wiener": self.wiener, "whole": self.whole}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Deconvolution:
         d = dict(d)
         wiener = d.pop("wiener")
-        return cls(CTF(**d), wiener)
+        whole = d.pop("whole", False)  # stores written before the option: up to the first peak
+        return cls(CTF(**d), wiener, whole)
 
     def label(self) -> str:
         """One MRC header label (80 characters at most) saying what was done."""
         c = self.ctf
         return (
-            f"cryogen deconvolve: defocus {c.defocus_um:g} um, ac {c.amplitude_contrast:g}, "
-            f"{c.voltage_kv:g} kV, Cs {c.cs_mm:g}, wiener {self.wiener:g}"
+            f"cryogen deconvolve: {c.defocus_um:g} um, ac {c.amplitude_contrast:g}, "
+            f"{c.voltage_kv:g} kV, Cs {c.cs_mm:g}, w {self.wiener:g}"
+            + ("" if not self.whole else f", whole{'' if c.phase_flip else ' unflipped'}")
         )[:80]
 
 
@@ -251,14 +261,8 @@ def deconvolve(
         raise CryogenError("the output must be a different file from the input", out_path)
     with MrcReader(in_path) as reader:
         info = reader.info
-        vsize = info.voxel_size if voxel_size is None else (float(voxel_size),) * 3
-        if voxel_size is None:
-            if min(info.voxel_size) <= 0:
-                raise CryogenError("voxel size in the header is 0 (unknown); give it with --voxel-size", in_path)
-            voxel_size = info.voxel_size[2]
-        if not (voxel_size > 0 and math.isfinite(voxel_size)):
-            raise CryogenError(f"voxel size must be positive, not {voxel_size}")
-        filt = _BlockFilter(deconv, voxel_size)
+        vsize = voxel_size_of(info.voxel_size, voxel_size, in_path)
+        filt = _BlockFilter(deconv, vsize[2])
         shape = info.shape
 
         def read(z0: int, z1: int, y0: int, y1: int) -> np.ndarray:

@@ -32,9 +32,9 @@ import zarr
 from tqdm import tqdm
 
 from .deconvolve import Deconvolution, deconvolve
-from .errors import CryogenError, setting
+from .errors import CryogenError
 from .io.files import atomic_output
-from .io.mrc import MrcReader, MrcWriter, RunningStats, check_finite_block
+from .io.mrc import MrcReader, MrcWriter, RunningStats, check_finite_block, voxel_size_of
 from .io.store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles, zarr_array
 from .model.imaging import Wedge
 from .model.noise import NoiseModel
@@ -142,14 +142,15 @@ def chunk(
     power spectrum is compared with the configured wedge and a warning is logged if the tilt
     axis or the beam direction looks different (see `cryogen.qc.geometry`); it never stops chunk.
     With `deconvolution`, the tomogram (and its halves) are first CTF-deconvolved into temporary
-    files beside the output (`cryogen.deconvolve`), and the tiles and the noise model are those
-    of the deconvolved volume; the store records what was done.
+    files beside the output (`cryogen.deconvolve`), and the tiles are those of the deconvolved
+    volume; its noise model is the halves' (deconvolved alike) or, without halves, the raw
+    tomogram's carried through the filter (`_deconvolved_noise`); the store records what was done.
     """
     if deconvolution is None:
         return _chunk(mrc_path, mrc_path, out_path, tile, overlap, wedge, voxel_size, progress, check_geometry, halves)
     with MrcReader(mrc_path) as reader:  # bad input stops before the deconvolution's work
         TileGrid(reader.info.shape, tile, overlap)
-        vsize = _voxel_size(reader.info.voxel_size, voxel_size, mrc_path)
+        vsize = voxel_size_of(reader.info.voxel_size, voxel_size, mrc_path)
     if halves is not None:
         check_halves(mrc_path, halves)
     out = Path(out_path)
@@ -192,7 +193,7 @@ def _chunk(
     with MrcReader(read_path) as reader:
         info = reader.info
         grid = TileGrid(info.shape, tile, overlap)
-        vsize = _voxel_size(info.voxel_size, voxel_size, source)
+        vsize = voxel_size_of(info.voxel_size, voxel_size, source)
         if halves is not None:
             check_halves(read_path, halves)
         if check_geometry:
@@ -244,19 +245,6 @@ def _deconvolved_noise(
         data_psd=deconvolved.data_psd,
         data_missing_psd=deconvolved.data_missing_psd,
     )
-
-
-def _voxel_size(
-    header: tuple[float, float, float], given: float | None, path: str | Path
-) -> tuple[float, float, float]:
-    """The voxel size (z, y, x) in angstrom: `given` when there is one, else the header's."""
-    if given is not None:
-        if not (given > 0 and np.isfinite(given)):
-            raise CryogenError(f"voxel size must be positive, not {given}")
-        return (float(given),) * 3
-    if min(header) <= 0:
-        raise CryogenError(f"voxel size in the header is 0 (unknown); give it with {setting('voxel_size')}", path)
-    return header
 
 
 def _write_tiles(

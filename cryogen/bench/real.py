@@ -137,22 +137,24 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
     write_mrc(observed, volume, voxel)
     radius = options.tube_radius_nm * 10.0 / voxel
     wall_vox = options.tube_wall_nm * 10.0 / voxel
-    raw, raw_tube = volume, None
-    if options.deconvolution is not None:  # measured against what was restored: the deconvolved input
-        raw_tube = filament_isotropy(raw, radius, options.filament_angle, wall_vox)
-        deconvolve(observed, work / "input_deconvolved.mrc", options.deconvolution, voxel, progress=False)
-        observed = work / "input_deconvolved.mrc"
-        volume, _ = read_mrc(observed)
     if options.tilt_range is None:
         wedge = wedge_from_spectrum(observed, options.tilt_axis)
     else:
         wedge = Wedge(*options.tilt_range, options.tilt_axis)
+    raw, raw_tube, run_input = volume, None, observed
+    if options.deconvolution is not None:
+        # the run deconvolves the raw input itself (as `cryogen run --defocus`: its noise model is
+        # the raw one carried through the filter); the result is measured against the deconvolved input
+        raw_tube = filament_isotropy(raw, radius, options.filament_angle, wall_vox)
+        deconvolve(observed, work / "input_deconvolved.mrc", options.deconvolution, voxel, progress=False)
+        observed = work / "input_deconvolved.mrc"
+        volume, _ = read_mrc(observed)
     restored_path = work / "restored.mrc"
     run_work = work / "run"
     shutil.rmtree(run_work, ignore_errors=True)
     t0 = time.monotonic()
     run_one(
-        observed,
+        run_input,
         restored_path,
         wedge,
         time_budget=options.time_budget * 60.0,
@@ -164,6 +166,7 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
         train_config=TrainConfig(seed=options.seed),
         keep_work=run_work,
         snapshot_every=options.curve_every,
+        deconvolution=options.deconvolution,
     )
     wall = time.monotonic() - t0
     restored, _ = read_mrc(restored_path)

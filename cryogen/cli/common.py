@@ -135,6 +135,20 @@ def add_ctf_args(p: argparse.ArgumentParser, required: bool = False) -> None:
         default=d.wiener,
         help=f"the Wiener term, 1/SNR: smaller gives back more of the low frequencies and their noise (default {d.wiener:g})",
     )
+    g.add_argument(
+        "--whole-ctf",
+        action=argparse.BooleanOptionalAction,
+        default=d.whole,
+        help="deconvolve the whole CTF (every frequency, beyond its zeros too: IsoNet's filter), not only up to its "
+        "first peak; then say whether the tilt series was phase-flipped (default: %(default)s)",
+    )
+    g.add_argument(
+        "--phase-flipped",
+        action=argparse.BooleanOptionalAction,
+        default=c.phase_flip,
+        help="the tilt series was phase-flipped (CTF-corrected) before the reconstruction; matters with --whole-ctf "
+        "only (default: %(default)s)",
+    )
 
 
 def deconvolution_of(args: argparse.Namespace) -> Deconvolution | None:
@@ -144,7 +158,8 @@ def deconvolution_of(args: argparse.Namespace) -> Deconvolution | None:
 
     if args.defocus is None:
         return None
-    return Deconvolution(CTF(args.defocus, args.amplitude_contrast, args.voltage, args.cs), args.wiener)
+    ctf = CTF(args.defocus, args.amplitude_contrast, args.voltage, args.cs, args.phase_flipped)
+    return Deconvolution(ctf, args.wiener, args.whole_ctf)
 
 
 def add_wedge_args(p: argparse.ArgumentParser, required: bool, auto: bool = False) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from mrcfile import utils as mrcutils
 from mrcfile.dtypes import HEADER_DTYPE
 
-from ..errors import CryogenError
+from ..errors import CryogenError, setting
 from .files import atomic_output
 
 HEADER_BYTES = 1024
@@ -346,3 +346,17 @@ def write_mrc(
     """Write a whole (small) volume; the streaming writer in one call."""
     with MrcWriter(path, data.shape, voxel_size, origin, labels) as w:
         w.write_block(0, 0, data)
+
+
+def voxel_size_of(
+    header: tuple[float, float, float], given: float | None, path: str | Path
+) -> tuple[float, float, float]:
+    """The voxel size (z, y, x) in angstrom: `given` when there is one, else the header's (which
+    must be known: not 0)."""
+    if given is not None:
+        if not (given > 0 and np.isfinite(given)):
+            raise CryogenError(f"voxel size must be positive, not {given}")
+        return (float(given),) * 3
+    if min(header) <= 0:
+        raise CryogenError(f"voxel size in the header is 0 (unknown); give it with {setting('voxel_size')}", path)
+    return header

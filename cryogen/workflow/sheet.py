@@ -78,6 +78,11 @@ class Tomogram:
                 )
                 if key in optics
             )
+            opts += "".join(
+                f" --{'' if optics[key] else 'no-'}{flag}"
+                for key, flag in (("whole", "whole-ctf"), ("phase_flipped", "phase-flipped"))
+                if key in optics
+            )
         return opts
 
     def backproject_options(self) -> str:
