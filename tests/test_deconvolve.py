@@ -319,7 +319,7 @@ def test_cli_deconvolve_and_chunk_defocus(tmp_path, write_volume, run_cli):
     assert code == 0
     assert open_store(tmp_path / "t.zarr")[1].deconvolution["defocus_um"] == 2.5
     code, out, _ = run_cli("info", tmp_path / "t.zarr", "--json")
-    assert code == 0 and json.loads(out)["ctf_deconvolution"]["wiener"] == 0.02
+    assert code == 0 and json.loads(out)["ctf_deconvolution"]["wiener"] == 0.01
     assert json.loads(out)["ctf_deconvolution"]["whole"] is False
     code, _, _ = run_cli("deconvolve", src, tmp_path / "w.mrc", "--defocus", "2.5", "--whole-ctf", "--no-phase-flipped")
     assert code == 0 and read_mrc(tmp_path / "w.mrc")[1].labels[-1].endswith("whole unflipped")
