@@ -198,6 +198,23 @@ def test_sample_matches_the_model_on_another_shape():
     assert (psd * w).sum() / np.prod(shape[-3:]) == pytest.approx(model.variance(shape, wedge), rel=1e-9)
 
 
+def test_filtered_by_a_constant_gain_is_scaled_and_a_bad_gain_is_refused():
+    """A filter of flat power gain g^2 is the model of g * n; a ramp raises each shell by its own
+    gain, also on a flat model's two points (resampled to 32 shells first, or the gain would be
+    averaged over half of |k|); a negative or wrongly shaped gain stops with a CryogenError."""
+    shape, wedge = (32, 32, 32), Wedge(-60, 60, "y")
+    model = NoiseModel.flat(2.0, 0.5, shape, wedge)
+    four = model.filtered(lambda k: np.full(k.shape, 4.0), shape, wedge)
+    np.testing.assert_allclose(four.psd(shape, wedge), model.scaled(2.0).psd(shape, wedge), rtol=1e-9)
+    assert four.sigma == pytest.approx(2 * model.sigma, rel=1e-6)
+    ramp = model.filtered(lambda k: k, shape, wedge)
+    psd = np.asarray(ramp.measured_psd)
+    assert np.all(np.diff(psd[1:]) > 0) and psd[4] == pytest.approx(2.0 * ramp.shell_freqs[4], rel=0.1)
+    for bad in (lambda k: -k, lambda k: np.ones(3)):
+        with pytest.raises(CryogenError, match="power gain"):
+            model.filtered(bad, shape, wedge)
+
+
 def test_sample_white_and_flat_models():
     wedge = Wedge(-60, 60, "y")
     white = NoiseModel.white(0.5)

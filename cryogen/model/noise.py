@@ -44,6 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 K_MAX = math.sqrt(3.0) / 2.0  # largest |k| on any grid, cycles/voxel
 METHODS = ("halves", "data", "given")
+#: `NoiseModel.filtered` works on at least this many radial points (the estimators' shell count)
+FILTER_SHELLS = 32
 
 
 def _floats(values: Any, name: str) -> tuple[float, ...]:
@@ -190,7 +192,10 @@ class NoiseModel:
             raise CryogenError("noise model: a filter's power gain must be finite and >= 0 on the grid")
         mask = wedge_mask(shape3, wedge)
         weights = np.broadcast_to(rfft_weights(shape3[2]), radius.shape)
-        freqs = np.asarray(self.shell_freqs)
+        freqs, psd = np.asarray(self.shell_freqs), np.asarray(self.measured_psd)
+        if len(freqs) < FILTER_SHELLS:  # a flat model's two points would average the gain over half of |k|
+            fine = (np.arange(FILTER_SHELLS) + 0.5) * (K_MAX / FILTER_SHELLS)
+            freqs, psd = fine, np.interp(fine, freqs, psd)
         # each shell_freqs point stands for the coefficients nearer to it than to its neighbours
         edges = np.concatenate([[-np.inf], 0.5 * (freqs[1:] + freqs[:-1]), [np.inf]])
         shell = np.searchsorted(edges, radius, side="right") - 1
@@ -203,7 +208,8 @@ class NoiseModel:
         out = replace(
             self,
             sigma=0.0,
-            measured_psd=tuple(float(v) for v in np.asarray(self.measured_psd) * shell_gain),
+            shell_freqs=tuple(float(f) for f in freqs),
+            measured_psd=tuple(float(v) for v in psd * shell_gain),
             missing_psd=self.missing_psd * missing_gain,
             data_variance=None,
             data_psd=(),
