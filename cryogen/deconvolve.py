@@ -136,10 +136,7 @@ class Deconvolution:
         model is carried through (`NoiseModel.filtered`)."""
         k = self.kernel(voxel_size)
         n = 2 * k.shape[0]
-        full = np.zeros((n, n, n))
-        full[: k.shape[0], : k.shape[1], : k.shape[2]] = k
-        r = (k.shape[0] - 1) // 2
-        spectrum = scipy.fft.rfftn(np.roll(full, (-r, -r, -r), axis=(0, 1, 2))).real  # even kernel: real
+        spectrum = _kernel_spectrum(k, (n, n, n)).real  # an even kernel: real
         radius = frequency_radius((n, n, n))
         shell = np.rint(radius * n).astype(np.int64).ravel()
         means = np.bincount(shell, weights=spectrum.ravel()) / np.maximum(np.bincount(shell), 1)
@@ -170,6 +167,14 @@ class Deconvolution:
         )[:80]
 
 
+def _kernel_spectrum(kernel: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """The rfftn of a centred (2R + 1)^3 `kernel` zero-padded to `size`, its centre at the origin."""
+    r = (kernel.shape[0] - 1) // 2
+    full = np.zeros(size, dtype=np.float64)
+    full[: kernel.shape[0], : kernel.shape[1], : kernel.shape[2]] = kernel
+    return scipy.fft.rfftn(np.roll(full, (-r, -r, -r), axis=(0, 1, 2)))
+
+
 def _mirror(index: np.ndarray, n: int) -> np.ndarray:
     """Indices beyond [0, n) reflected back, edge voxel repeated (numpy's 'symmetric' padding)."""
     j = np.mod(index, 2 * n)
@@ -187,11 +192,7 @@ class _BlockFilter:
 
     def _spectrum(self, size: tuple[int, ...]) -> np.ndarray:
         if size not in self._h:
-            k, m = self.kernel, self.margin
-            full = np.zeros(size, dtype=np.float64)
-            full[: k.shape[0], : k.shape[1], : k.shape[2]] = k
-            full = np.roll(full, (-m, -m, -m), axis=(0, 1, 2))  # the kernel's centre at the origin
-            self._h[size] = scipy.fft.rfftn(full).astype(np.complex64)
+            self._h[size] = _kernel_spectrum(self.kernel, size).astype(np.complex64)
         return self._h[size]
 
     def __call__(self, piece: np.ndarray) -> np.ndarray:
