@@ -219,7 +219,8 @@ def _chunk(
             # the noise model, from the even/odd halves when given, for training and MAP
             noise = estimate_for_tomogram(read_path, wedge, halves)
             if deconvolution is not None and halves is None:
-                noise = _deconvolved_noise(source, noise, wedge, Deconvolution.from_dict(deconvolution), vsize[2])
+                deconv = Deconvolution.from_dict(deconvolution)
+                noise = _deconvolved_noise(source, info.shape, noise, wedge, deconv, vsize[2])
             meta.noise = noise.to_dict()
             group.attrs["cryogen"] = meta.to_json()
         check_volume(reader, wedge, meta.stats, noise)  # warnings only: no signal, unstable sigma, noise model
@@ -227,18 +228,23 @@ def _chunk(
 
 
 def _deconvolved_noise(
-    source: str | Path, deconvolved: NoiseModel, wedge: Wedge, deconv: Deconvolution, voxel_size: float
+    source: str | Path,
+    shape: tuple[int, int, int],
+    deconvolved: NoiseModel,
+    wedge: Wedge,
+    deconv: Deconvolution,
+    voxel_size: float,
 ) -> NoiseModel:
     """The noise model of a CTF-deconvolved tomogram without halves: estimated on the raw tomogram
     at `source` (where the noise is flat enough for the data-alone estimate) and carried through
     the filter; the diagnostics are those of the deconvolved data (`deconvolved`'s). On the
     deconvolved data the flat estimate, made at 0.4-0.5 cycles/voxel, is wrong wherever the
-    filter boosts the noise less or more than there (README: it inverted bands)."""
-    with MrcReader(source) as reader:
-        shape = tuple(min(NOISE_CROP, n) for n in reader.shape)
+    filter boosts the noise less or more than there (README: it inverted bands). `shape`: the
+    tomogram's (its central crop is what the model was estimated on)."""
     transfer = deconv.kernel_transfer(voxel_size)
     raw = estimate_for_tomogram(source, wedge)
-    shaped = raw.filtered(lambda k: transfer(k) ** 2, shape, wedge)
+    crop = tuple(min(NOISE_CROP, n) for n in shape)
+    shaped = raw.filtered(lambda k: transfer(k) ** 2, crop, wedge)
     return replace(
         shaped,
         data_variance=deconvolved.data_variance,
