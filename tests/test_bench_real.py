@@ -49,27 +49,32 @@ def test_tube_figure(tmp_path):
     assert (tmp_path / "tube.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.integration
-def test_real_benchmark_learning_curve_measures_every_kept_prior(tmp_path):
-    """A short run keeps its prior every 2 steps and the learning curve restores and measures
-    each: one row per kept prior, in step order, finite, with its CSV and PNG."""
-    from cryogen.bench.real import RealOptions, run_real_benchmark
+def noisy_tube_options(tmp_path, **options):
+    """RealOptions for a short CPU run on the test tube with noise, written to tmp_path."""
+    from cryogen.bench.real import RealOptions
     from cryogen.io.mrc import write_mrc
 
     rng = np.random.default_rng(0)
     write_mrc(tmp_path / "tube.mrc", tube() + 0.3 * rng.standard_normal(tube().shape).astype(np.float32), 11.0)
-    options = RealOptions(
+    return RealOptions(
         input=tmp_path / "tube.mrc",
         workdir=tmp_path / "work",
         voxel_size=11.0,
-        steps=4,
         tilt_range=(-60.0, 60.0),
         tile=32,
         overlap=8,
-        curve_every=2,
         device="cpu",
+        **options,
     )
-    rows = run_real_benchmark(options)
+
+
+@pytest.mark.integration
+def test_real_benchmark_learning_curve_measures_every_kept_prior(tmp_path):
+    """A short run keeps its prior every 2 steps and the learning curve restores and measures
+    each: one row per kept prior, in step order, finite, with its CSV and PNG."""
+    from cryogen.bench.real import run_real_benchmark
+
+    rows = run_real_benchmark(noisy_tube_options(tmp_path, steps=4, curve_every=2))
     assert rows[1]["train_steps"] == 4
     with open(tmp_path / "work" / "learning_curve.csv", newline="") as f:
         curve = list(csv.DictReader(f))
@@ -82,25 +87,11 @@ def test_real_benchmark_learning_curve_measures_every_kept_prior(tmp_path):
 def test_real_benchmark_with_a_defocus_measures_the_deconvolved_input_too(tmp_path):
     """With a CTF deconvolution the rows are the input, the deconvolved input (what was restored)
     and the result, whose consistency and training steps are its own."""
-    from cryogen.bench.real import RealOptions, run_real_benchmark
+    from cryogen.bench.real import run_real_benchmark
     from cryogen.deconvolve import Deconvolution
-    from cryogen.io.mrc import write_mrc
     from cryogen.sim.ctf import CTF
 
-    rng = np.random.default_rng(0)
-    write_mrc(tmp_path / "tube.mrc", tube() + 0.3 * rng.standard_normal(tube().shape).astype(np.float32), 11.0)
-    options = RealOptions(
-        input=tmp_path / "tube.mrc",
-        workdir=tmp_path / "work",
-        voxel_size=11.0,
-        steps=2,
-        tilt_range=(-60.0, 60.0),
-        tile=32,
-        overlap=8,
-        device="cpu",
-        deconvolution=Deconvolution(CTF(defocus_um=3.0)),
-    )
-    rows = run_real_benchmark(options)
+    rows = run_real_benchmark(noisy_tube_options(tmp_path, steps=2, deconvolution=Deconvolution(CTF(defocus_um=3.0))))
     assert [r["volume"] for r in rows] == ["input", "input, deconvolved", "restored"]
     assert rows[1]["consistency"] == 1.0 and rows[0]["consistency"] is None
     assert rows[2]["train_steps"] == 2 and 0 < rows[2]["consistency"] <= 1
