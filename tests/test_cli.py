@@ -252,6 +252,23 @@ def test_simulate_tilt_series_model_writes_halves_and_records_the_geometry(tmp_p
     assert not (tmp_path / "bad.mrc").exists()
 
 
+def test_simulate_dose_weighting_and_misalignment_reach_the_tilt_series(tmp_path, run_cli):
+    """--dose-weighting and --misalign each change the tomogram (same seed, same truth); dose
+    weighting without a dose is a one-line error and writes nothing."""
+    common = ("--shape", 16, 32, 32, "--model", "tilt-series", "--dose", 3, "--seed", 1)
+    volumes = {}
+    for name, extra in (("plain", ()), ("weighted", ("--dose-weighting",)), ("shifted", ("--misalign", 1.5))):
+        code, stdout, _ = run_cli("simulate", tmp_path / f"{name}.mrc", *common, *extra)
+        assert code == 0, stdout
+        volumes[name] = mrcfile.read(tmp_path / f"{name}.mrc")
+    assert not np.allclose(volumes["weighted"], volumes["plain"]) and not np.allclose(
+        volumes["shifted"], volumes["plain"]
+    )
+    code, _, err = run_cli("simulate", tmp_path / "bad.mrc", "--model", "tilt-series", "--dose-weighting")
+    assert_one_line_error(code, err, "dose weighting needs a dose")
+    assert not (tmp_path / "bad.mrc").exists()
+
+
 def test_run_measures_the_noise_from_halves(tmp_path, run_cli, write_volume):
     """`cryogen run --halves EVEN ODD` hands the halves to chunk: mismatched ones are refused with
     a one-line error naming the half, matching ones restore."""

@@ -12,7 +12,15 @@ from cryogen.model.imaging import Wedge, tilt_angle, wedge_mask
 from cryogen.sim.ctf import CTF, ctf_curve, dose_attenuation
 from cryogen.sim.projection import SlabProjector, wbp_filter, weighted_backprojection
 from cryogen.sim.simulate import VACUUM, Simulation, make_phantom
-from cryogen.sim.tilt_series import Dose, TiltScheme, acquire, reconstruct, simulate_tilt_series
+from cryogen.sim.tilt_series import (
+    Dose,
+    TiltScheme,
+    acquire,
+    dose_weight,
+    misalign,
+    reconstruct,
+    simulate_tilt_series,
+)
 
 SHAPE = (16, 24, 32)
 
@@ -150,6 +158,57 @@ def test_effects_switch_alone_and_binning_returns_the_requested_shape():
         assert not np.allclose(s.observation, base.observation)
         assert _cc(s.observation, s.truth) > 0.05
     assert np.array_equal(simulate_tilt_series(SHAPE, TiltScheme(), 1.0, 3, ctf=CTF()).truth, base.truth)
+
+
+def test_dose_weighting_weighs_the_late_images_down_at_high_frequency_only():
+    """Each image keeps its low frequencies and loses high ones by its accumulated exposure: the
+    first image taken (0 degrees) least, the last (the highest tilt, dose-symmetric) most."""
+    ts = TiltScheme(-60, 60, 30)
+    images = np.random.default_rng(0).standard_normal((len(ts.angles()), 64, 64)).astype(np.float32)
+    weighted = dose_weight(images, ts, Dose(electrons_per_tilt=20.0), 5.0)
+    k = np.hypot(np.fft.fftfreq(64)[:, None], np.fft.rfftfreq(64)[None, :])
+
+    def kept(i: int, band: np.ndarray) -> float:
+        return float(
+            (np.abs(np.fft.rfft2(weighted[i])) ** 2)[band].sum() / (np.abs(np.fft.rfft2(images[i])) ** 2)[band].sum()
+        )
+
+    high, low = k > 0.3, (k > 0) & (k < 0.05)
+    order = np.argsort(ts.acquisition_rank())  # tilts in the order they were taken
+    high_kept = [kept(i, high) for i in order]
+    assert np.all(np.diff(high_kept) < 0) and high_kept[-1] < 0.5 * high_kept[0]
+    assert min(kept(i, low) for i in order) > 0.8
+
+
+def test_misalignment_shifts_each_image_by_its_own_amount():
+    """A Fourier shift: every image keeps its power spectrum, moves by a different amount, and the
+    shifts' spread is the rms asked for."""
+    images = np.zeros((40, 32, 32), np.float32)
+    images[:, 16, 16] = 1.0
+    moved = misalign(images, 2.0, np.random.default_rng(1))
+    inner = (slice(None), np.fft.fftfreq(32) != -0.5, slice(0, -1))  # a sub-pixel shift leaves Nyquist real
+    assert np.allclose(np.abs(np.fft.rfft2(moved))[inner], np.abs(np.fft.rfft2(images))[inner], atol=1e-5)
+    yy, xx = np.mgrid[:32, :32]
+    centroids = np.stack([[(m * yy).sum() / m.sum(), (m * xx).sum() / m.sum()] for m in moved]) - 16.0
+    assert 1.4 < centroids.std() < 2.6 and len(np.unique(np.round(centroids[:, 0], 3))) == 40
+    assert np.array_equal(misalign(images, 0.0, np.random.default_rng(1)), images)
+
+
+def test_dose_weighting_misalignment_and_a_given_phantom_switch_alone():
+    base = simulate_tilt_series(SHAPE, TiltScheme(), 1.0, 3, dose=Dose())
+    for kw in ({"dose_weighting": True}, {"misalignment": 1.0}):
+        s = simulate_tilt_series(SHAPE, TiltScheme(), 1.0, 3, dose=Dose(), **kw)
+        assert np.array_equal(s.truth, base.truth) and not np.allclose(s.observation, base.observation)
+        assert _cc(s.observation, s.truth) > 0.05
+    phantom = base.truth[::-1].copy()  # any truth of the shape
+    given = simulate_tilt_series(SHAPE, TiltScheme(), 1.0, 3, phantom=phantom)
+    assert np.array_equal(given.truth, phantom) and _cc(given.observation, phantom) > 0.1
+    with pytest.raises(CryogenError, match="dose weighting needs a dose"):
+        simulate_tilt_series(SHAPE, TiltScheme(), 1.0, 3, dose_weighting=True)
+    with pytest.raises(CryogenError, match="misalignment"):
+        simulate_tilt_series(SHAPE, TiltScheme(), 1.0, 3, misalignment=-1.0)
+    with pytest.raises(CryogenError, match="given phantom"):
+        simulate_tilt_series(SHAPE, TiltScheme(), 1.0, 3, phantom=phantom[:-1])
 
 
 def test_sirt_like_filter_is_a_softened_ramp():

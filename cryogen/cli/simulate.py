@@ -98,6 +98,20 @@ def _tilt_series_arguments(p: argparse.ArgumentParser) -> None:
         f"(e.g. {dose.electrons_per_tilt:g}; default: no damage)",
     )
     g.add_argument(
+        "--dose-weighting",
+        action="store_true",
+        help="tilt-series: dose-weight the images (signal and noise) by their accumulated exposure, as processing "
+        "pipelines do; needs --dose",
+    )
+    g.add_argument(
+        "--misalign",
+        type=float,
+        default=0.0,
+        metavar="PX",
+        help="tilt-series: shift each image at random by this many pixels rms per axis, a residual alignment error "
+        "(default 0)",
+    )
+    g.add_argument(
         "--binning",
         type=int,
         default=1,
@@ -163,4 +177,6 @@ def _simulate_tilt_series(args: argparse.Namespace, wedge: Wedge) -> Simulation:
         dose=dose,
         binning=args.binning,
         recon_filter=args.recon_filter,
+        dose_weighting=args.dose_weighting,
+        misalignment=args.misalign,
     )

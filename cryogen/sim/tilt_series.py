@@ -43,7 +43,7 @@ from .phantom import BAND_LIMIT_SIGMA, VACUUM, check_positive, check_seed, check
 from .projection import MAX_TILT, RECON_FILTERS, SlabProjector, weighted_backprojection
 from .simulate import Simulation
 
-__all__ = ["ORDERS", "Dose", "TiltScheme", "acquire", "reconstruct", "simulate_tilt_series"]
+__all__ = ["ORDERS", "Dose", "TiltScheme", "acquire", "dose_weight", "misalign", "reconstruct", "simulate_tilt_series"]
 
 ORDERS = ("dose-symmetric", "bidirectional", "sequential")
 
@@ -185,6 +185,28 @@ def acquire(
     return np.ascontiguousarray(images[:, ::binning, ::binning])
 
 
+def dose_weight(images: np.ndarray, tilts: TiltScheme, dose: Dose, pixel_size: float) -> np.ndarray:
+    """Dose weighting as processing pipelines apply it to each image of a (tilt, y, u) stack, signal
+    and noise alike: each frequency scaled by the amplitude a structure keeps after that image's
+    accumulated exposure (`dose_attenuation`), so the images taken last count less at high
+    frequency. It reshapes the measured power by tilt angle the way real tomograms show it (highest
+    near 0 degrees in a dose-symmetric series); float32, the stack's shape."""
+    exposure = dose.exposure(tilts)[:, None, None]
+    return filter_images(images, lambda k: dose_attenuation(k[None], exposure), pixel_size)
+
+
+def misalign(images: np.ndarray, rms: float, rng: np.random.Generator) -> np.ndarray:
+    """Each image of a (tilt, y, u) stack shifted by its own random (dy, du), `rms` pixels per axis
+    (a Fourier shift: sub-pixel, periodic): the residual error of a tilt series' alignment, which
+    blurs the reconstruction anisotropically and most at high frequency; float32."""
+    shifts = rng.normal(0.0, float(rms), (images.shape[0], 2))
+    ky = np.fft.fftfreq(images.shape[1])[:, None]
+    ku = np.fft.rfftfreq(images.shape[2])[None, :]
+    ramps = np.exp(-2j * np.pi * (ky[None] * shifts[:, 0, None, None] + ku[None] * shifts[:, 1, None, None]))
+    spectrum = np.fft.rfft2(images) * ramps
+    return np.fft.irfft2(spectrum, s=images.shape[1:]).astype(np.float32)
+
+
 def reconstruct(
     images: np.ndarray,
     angles: np.ndarray,
@@ -249,27 +271,51 @@ def simulate_tilt_series(
     binning: int = 1,
     recon_filter: str = "ramp",
     sirt_iterations: int = 15,
+    dose_weighting: bool = False,
+    misalignment: float = 0.0,
+    phantom: np.ndarray | None = None,
 ) -> Simulation:
     """A phantom of `shape` (z, y, x) and its tomogram through the tilt-series model, with noise
     scaled so var(signal) / var(noise) = `snr` in the reconstruction (see the module docstring).
 
     Each effect is switched alone: `ctf` (None: perfect optics), `dose` (None: no damage, equal
     noise per tilt), `binning` (1: no aliasing), `recon_filter` ('ramp' or 'sirt', with
-    `sirt_iterations`). With `halves`, also even/odd tomograms from alternating tilts; then
-    observation == (even + odd) / 2. Deterministic given `seed`.
+    `sirt_iterations`), `dose_weighting` (the images weighted by their exposure, `dose_weight`;
+    needs `dose`), `misalignment` (each image shifted at random, that many pixels rms per axis,
+    `misalign`). With `halves`, also even/odd tomograms from alternating tilts; then
+    observation == (even + odd) / 2. `phantom`: this truth (density relative to vacuum, `shape`)
+    instead of the cellular phantom, at binning 1. Deterministic given `seed`.
     """
     shape = check_shape(shape)
     snr = check_positive("snr", snr)
     voxel_size = check_positive("voxel_size", voxel_size)
     seed = check_seed(seed)
     _check_options(tilts, ctf, dose, binning, recon_filter, sirt_iterations)
+    misalignment = _finite("misalignment", misalignment)
+    if misalignment < 0:
+        raise CryogenError(f"misalignment must be >= 0 pixels, not {misalignment:g}")
+    if dose_weighting and dose is None:
+        raise CryogenError("dose weighting needs a dose (electrons per tilt)")
     b = int(binning)
-    phantom_rng, noise_rng = np.random.default_rng(seed).spawn(2)
-    fine = make_phantom((b * shape[0], b * shape[1], b * shape[2]), phantom_rng, voxel_size / b)
-    truth = _coarse_truth(fine, b)
-    images = acquire(fine - np.float32(VACUUM), tilts, voxel_size / b, ctf=ctf, dose=dose, binning=b)
+    phantom_rng, noise_rng, align_rng = np.random.default_rng(seed).spawn(3)
+    if phantom is None:
+        fine = make_phantom((b * shape[0], b * shape[1], b * shape[2]), phantom_rng, voxel_size / b)
+        truth = _coarse_truth(fine, b)
+        fine = fine - np.float32(VACUUM)  # a new array: at binning 1 the truth is `fine` itself
+    else:
+        if np.shape(phantom) != shape or b != 1:
+            raise CryogenError(
+                f"a given phantom must have the shape {shape} and binning 1, not {np.shape(phantom)} and {b}"
+            )
+        truth = fine = np.ascontiguousarray(phantom, dtype=np.float32)
+    images = acquire(fine, tilts, voxel_size / b, ctf=ctf, dose=dose, binning=b)
     del fine
+    if misalignment:
+        images = misalign(images, misalignment, align_rng)
     noise = noise_rng.standard_normal(images.shape, dtype=np.float32)
+    if dose_weighting:
+        assert dose is not None
+        images, noise = (dose_weight(v, tilts, dose, voxel_size) for v in (images, noise))
     if dose is not None:
         noise *= dose.noise_factor(tilts).astype(np.float32)[:, None, None]
     angles = tilts.angles()
