@@ -153,45 +153,43 @@ def run(args: argparse.Namespace) -> None:
         _quality(args)
 
 
+def _restoring(args: argparse.Namespace, folder: str) -> dict:
+    """The settings --real and --tube share: how the tomogram is restored, and where."""
+    return {
+        "workdir": Path(args.workdir) / folder,
+        "time_budget": args.time_budget,
+        "steps": args.steps,
+        "device": args.device,
+        "seed": args.seed,
+        "deconvolution": deconvolution_of(args),
+    }
+
+
 def _real(args: argparse.Namespace) -> None:
-    from ..bench.quality import machine
     from ..bench.real import COLUMNS, RealOptions, run_real_benchmark
 
-    options = RealOptions(
-        input=Path(args.real),
-        workdir=Path(args.workdir) / "real",
-        time_budget=args.time_budget,
-        steps=args.steps,
-        device=args.device,
-        seed=args.seed,
-        curve_every=args.curve_every,
-        deconvolution=deconvolution_of(args),
-    )
-    _say_command(machine())
-    rows = run_real_benchmark(options)
-    _print_rows(rows, COLUMNS, args.json, gap=False)
-    print(f"figures: {options.workdir}/real_slices.png, real_spectra.png, real_tube.png")
+    options = RealOptions(input=Path(args.real), curve_every=args.curve_every, **_restoring(args, "real"))
+    _restored_rows(lambda: run_real_benchmark(options), COLUMNS, args, options.workdir)
     if options.curve_every:
         print(f"learning curve: {options.workdir}/learning_curve.csv, learning_curve.png")
 
 
 def _tube(args: argparse.Namespace) -> None:
-    from ..bench.quality import machine
     from ..bench.tube import TUBE_COLUMNS, TubeOptions, run_tube_benchmark
 
-    options = TubeOptions(
-        effects=tuple(args.tube),
-        workdir=Path(args.workdir) / "tube",
-        time_budget=args.time_budget,
-        steps=args.steps,
-        device=args.device,
-        seed=args.seed,
-        deconvolution=deconvolution_of(args),
-    )
+    options = TubeOptions(effects=tuple(args.tube), **_restoring(args, "tube"))
+    _restored_rows(lambda: run_tube_benchmark(options), TUBE_COLUMNS, args, options.workdir)
+
+
+def _restored_rows(
+    bench: Callable[[], list[dict]], columns: list[str], args: argparse.Namespace, workdir: Path
+) -> None:
+    """Run a benchmark that restores one tomogram, and print its command, rows and figures."""
+    from ..bench.quality import machine
+
     _say_command(machine())
-    rows = run_tube_benchmark(options)
-    _print_rows(rows, TUBE_COLUMNS, args.json, gap=False)
-    print(f"figures: {options.workdir}/real_slices.png, real_spectra.png, real_tube.png")
+    _print_rows(bench(), columns, args.json, gap=False)
+    print(f"figures: {workdir}/real_slices.png, real_spectra.png, real_tube.png")
 
 
 def _say_command(machine_line: str) -> None:
