@@ -142,6 +142,18 @@ def test_tilt_range_is_read_from_the_spectrum(tomograms, name, wedge):
     assert lo == pytest.approx(wedge.tilt_min, abs=1.5) and hi == pytest.approx(wedge.tilt_max, abs=1.5)
 
 
+def test_tilt_range_of_a_dose_weighted_tilt_series():
+    """Dose weighting, as processing pipelines apply it, weighs the last images taken (the high
+    tilts of a dose-symmetric series) down at high frequency, so the measured power falls steadily
+    with tilt; the edge is still read where the wedge begins (half a 3-degree step beyond the last
+    tilt), not where the power has fallen halfway from its level near 0 degrees (+-30-38 here)."""
+    from cryogen.sim.tilt_series import Dose, TiltScheme, simulate_tilt_series
+
+    sim = simulate_tilt_series((32, 64, 64), TiltScheme(-60, 60, 3), 1.0, 0, 10.0, dose=Dose(3.0), dose_weighting=True)
+    lo, hi = tilt_range(sim.observation, "y")
+    assert lo == pytest.approx(-61.5, abs=1.5) and hi == pytest.approx(61.5, abs=1.5)
+
+
 def test_no_tilt_range_without_a_wedge():
     rng = np.random.default_rng(0)
     assert tilt_range(rng.standard_normal(SHAPE).astype(np.float32), "y") is None  # white noise: no wedge at all

@@ -54,6 +54,11 @@ WEDGE_CONTRAST = 4.0
 MIN_BIN = 16
 #: chunk warns when an edge of the configured range is this far (degrees) from the estimate.
 RANGE_TOLERANCE = 4.0
+#: The wedge's edge is a step in the angular profile: found where the profile's median over
+#: EDGE_WINDOW degrees falls most from one side of an angle to the other, then placed halfway
+#: between its levels EDGE_GUARD degrees clear of that step on each side.
+EDGE_WINDOW = 6
+EDGE_GUARD = 3
 
 
 @dataclass(frozen=True)
@@ -177,9 +182,13 @@ def tilt_range(volume: np.ndarray, tilt_axis: str) -> tuple[float, float] | None
     z); None when the spectrum shows no clear wedge (pure noise, no wedge, too small a volume).
 
     The whitened power is profiled against the angle in the plane normal to the tilt axis, in
-    1-degree bins; the edges are where the profile falls halfway from its level
-    near the specimen plane (|angle| <= 30) to its level around the beam (|angle| >= 80). On
-    the real crop in ../shared/real this reads -66 .. 57 where ±60 had been assumed."""
+    1-degree bins. A wedge is there when the profile near the specimen plane (|angle| <= 30) is
+    well above its level around the beam (|angle| >= 80); each edge is the step between them
+    (`_edge`), read against the profile's level just inside it, not near 0 degrees, because
+    dose-weighted tomograms lose power steadily with tilt (the last images are weighted down),
+    which put a halfway level taken from near 0 degrees at about +-43 on a simulated
+    dose-weighted tube whose range is +-60. On the real crop in ../shared/real this reads
+    -66 .. 57 where ±60 had been assumed."""
     v = np.asarray(volume, dtype=np.float32)
     white, band = _whitened_power(v)
     return _range_from_power(white, band, tilt_axis)
@@ -208,25 +217,50 @@ def _range_from_power(white: np.ndarray, band: np.ndarray, tilt_axis: str) -> tu
     high, low = float(np.nanmedian(inner)), float(np.nanmedian(outer))
     if not (high > 0 and high > WEDGE_CONTRAST * max(low, 1e-12)):
         return None
-    half = 0.5 * (high + low)  # a blurred step crosses its midpoint at the step
-
-    def edge(sign: int) -> float | None:
-        """The first angle beyond 30 degrees on this side where the profile falls below half."""
-        prev_a, prev_v = 30.0 * sign, high
-        for a in np.arange(30.5, 90.0, 1.0) * sign:
-            val = profile[int(np.floor(a)) + 90]
-            if np.isnan(val):
-                continue
-            if val < half:  # interpolate between the last bin above and this one
-                t = (prev_v - half) / (prev_v - val)
-                return float(prev_a + t * (a - prev_a))
-            prev_a, prev_v = float(a), float(val)
-        return None
-
-    lo, hi = edge(-1), edge(1)
+    lo, hi = _edge(profile, -1), _edge(profile, 1)
     if lo is None or hi is None:
         return None
     return round(lo, 1), round(hi, 1)
+
+
+def _edge(profile: np.ndarray, sign: int) -> float | None:
+    """The wedge's edge on one side (sign -1 or +1) of the angular profile (bin i: [i-90, i-89)
+    degrees): the step beyond 30 degrees across which the profile's median over EDGE_WINDOW
+    degrees falls most, placed where the profile crosses halfway between its levels EDGE_GUARD
+    degrees clear of the step on either side (a blurred step crosses its midpoint at the step);
+    None where no bins say."""
+
+    def level(start: float, stop: float) -> float:
+        """The median of this side's bins from `start` to `stop` degrees (within 30..90)."""
+        angles = (np.arange(max(start, 30), min(stop, 90)) + 0.5) * sign
+        values = profile[np.floor(angles).astype(np.int64) + 90]
+        values = values[np.isfinite(values)]
+        return float(np.median(values)) if values.size else float("nan")
+
+    best, step = 0.0, None
+    for b in range(31, 90):
+        drop = level(b - EDGE_WINDOW, b) - level(b, b + EDGE_WINDOW)
+        if drop > best:  # False for nan
+            best, step = drop, b
+    if step is None:
+        return None
+    start = max(step - EDGE_GUARD - EDGE_WINDOW, 30)
+    high, low = level(start, step - EDGE_GUARD), level(step + EDGE_GUARD, step + EDGE_GUARD + EDGE_WINDOW)
+    if not (np.isfinite(high) and np.isfinite(low)):
+        high, low = level(step - EDGE_WINDOW, step), level(step, step + EDGE_WINDOW)
+    if not high > low:  # no step down here after all
+        return None
+    half = 0.5 * (high + low)
+    prev_a, prev_v = float(start * sign), high
+    for a in (np.arange(start, 90) + 0.5) * sign:
+        val = profile[int(np.floor(a)) + 90]
+        if np.isnan(val):
+            continue
+        if val < half:  # interpolate between the last bin above and this one
+            t = (prev_v - half) / (prev_v - val)
+            return round(float(prev_a + t * (a - prev_a)), 1)
+        prev_a, prev_v = float(a), float(val)
+    return None
 
 
 def wedge_scores(volume: np.ndarray, wedge: Wedge) -> GeometryCheck:
