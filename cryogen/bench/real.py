@@ -76,6 +76,10 @@ class RealOptions:
     curve_every: int = 0  # > 0: also measure the result every that many training steps (learning curve)
     deconvolution: Deconvolution | None = None  # CTF deconvolution first (`cryogen run --defocus`)
 
+    def tube_voxels(self, voxel: float) -> tuple[float, float]:
+        """The tube's radius and wall thickness in voxels of `voxel` angstrom."""
+        return self.tube_radius_nm * 10.0 / voxel, self.tube_wall_nm * 10.0 / voxel
+
 
 CURVE_COLUMNS = ["step", "time_s", "tube_ratio", "wedge_fill", "consistency"]
 
@@ -135,8 +139,7 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
         raise CryogenError("the voxel size is unknown: give it", options.input)
     observed = work / "input.mrc"
     write_mrc(observed, volume, voxel)
-    radius = options.tube_radius_nm * 10.0 / voxel
-    wall_vox = options.tube_wall_nm * 10.0 / voxel
+    radius, wall_vox = options.tube_voxels(voxel)
     if options.tilt_range is None:
         wedge = wedge_from_spectrum(observed, options.tilt_axis)
     else:

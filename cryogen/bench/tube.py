@@ -65,7 +65,7 @@ def run_tube_benchmark(options: TubeOptions) -> list[dict]:
         deconvolution=options.deconvolution,
     )
     rows = run_real_benchmark(real)
-    radius, wall = real.tube_radius_nm * 10.0 / TUBE_VOXEL, real.tube_wall_nm * 10.0 / TUBE_VOXEL
+    radius, wall = real.tube_voxels(TUBE_VOXEL)
     tube = filament_isotropy(sim.truth, radius, TUBE_ANGLE, wall)
     truth_row = {c: None for c in TUBE_COLUMNS} | {
         "volume": "truth (" + (", ".join(effects) or "tilt series alone") + ")",
