@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cryogen.errors import CryogenError
+from cryogen.qc.cues import PROBES
 from cryogen.qc.isotropy import filament_isotropy
 from cryogen.sim.tube import TUBE_ANGLE, TUBE_EFFECTS, TUBE_SHAPE, TUBE_VOXEL, simulate_tube, tube_effects, tube_phantom
 
@@ -54,7 +55,7 @@ def test_the_wedge_erases_the_tubes_top_and_bottom_and_effects_switch_alone():
 def test_tube_benchmark_scores_every_row_against_the_truth(tmp_path, run_cli):
     """`benchmark --tube` runs the real-data benchmark on the twin: a truth row (round, nothing
     scored against itself), then input and result, each with its cc and wedge recovery against
-    the truth; the input's wedge recovery is ~0 (its wedge is empty), and the figures are written."""
+    the truth; the input's wedge recovery is ~0 (its wedge is empty), and the figures and D's cues are written."""
     code, out, err = run_cli(
         "benchmark",
         "--tube",
@@ -79,3 +80,8 @@ def test_tube_benchmark_scores_every_row_against_the_truth(tmp_path, run_cli):
     for name in ("real_slices.png", "real_tube.png", "restored.mrc"):
         assert (tmp_path / "tube" / name).exists()
     assert "truth (ctf)" in out
+    # and what D told real from simulated tiles by (cryogen.qc.cues), written and printed
+    cues = json.loads((tmp_path / "tube" / "d_cues.json").read_text())
+    assert set(cues["judged_real"]) == set(PROBES) and all(0 <= v <= 1 for v in cues["judged_real"].values())
+    assert f"D judges real: real {cues['judged_real']['real']:.2f}, real, flipped" in out
+    assert cues["verdict"] in out

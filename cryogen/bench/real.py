@@ -13,6 +13,7 @@ It returns the rows (COLUMNS); the CLI prints them.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from ..method.checkpoints import load_checkpoint, snapshot_dir
 from ..method.config import TrainConfig
 from ..method.solver import SolveConfig
 from ..model.imaging import Wedge
+from ..qc.cues import cue_verdict, d_cues
 from ..qc.figures import report_figures
 from ..qc.geometry import wedge_from_spectrum
 from ..qc.isotropy import TubeProfile, data_consistency, filament_isotropy, wall_contrast, wedge_fill
@@ -38,6 +40,7 @@ from ..restore.pipeline import run_one
 from ..restore.reconstruct import reconstruct
 from ..tiling import stitch
 
+CUES_FILE = "d_cues.json"  # what D keys on (`cryogen.qc.cues`), in the work folder
 COLUMNS = [
     "volume",
     "tube_ratio",
@@ -128,6 +131,12 @@ def _row(name: str, tube: TubeProfile, fill: float, wall_s: float | None = None)
     }
 
 
+def write_cues(shares: dict[str, float], path: Path) -> None:
+    """D's cues (`cryogen.qc.cues`) beside the figures, for the CLI to print and for the record."""
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(json.dumps({"judged_real": shares, "verdict": cue_verdict(shares)}, indent=1))
+
+
 def run_real_benchmark(options: RealOptions) -> list[dict]:
     """Restore `options.input` with the default method and measure it against the input: the rows
     (COLUMNS) of the input and of the result. Figures and the MRCs are left in `options.workdir`."""
@@ -189,6 +198,8 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
     curves = restored_path.with_name(restored_path.stem + "_prior_curves.csv")
     if curves.exists():
         rows[-1]["d_separation"], rows[-1]["train_steps"] = d_separation(curves)
+    shares = d_cues(run_work / "prior.pt", run_work / "tiles.zarr", seed=options.seed)
+    write_cues(shares, work / CUES_FILE)
     rows[-1]["wall_s"] = wall
 
     name = f"{Path(options.input).name}, tilt {wedge.tilt_min:g}..{wedge.tilt_max:g} about {wedge.tilt_axis}"

@@ -186,10 +186,20 @@ def _restored_rows(
 ) -> None:
     """Run a benchmark that restores one tomogram, and print its command, rows and figures."""
     from ..bench.quality import machine
+    from ..bench.real import CUES_FILE
 
     _say_command(machine())
     _print_rows(bench(), columns, args.json, gap=False)
+    _print_cues(workdir / CUES_FILE)
     print(f"figures: {workdir}/real_slices.png, real_spectra.png, real_tube.png")
+
+
+def _print_cues(path: Path) -> None:
+    """What D tells real tiles from simulated ones by (`cryogen.qc.cues`), under the table."""
+    cues = json.loads(path.read_text())
+    shares = ", ".join(f"{name} {share:.2f}" for name, share in cues["judged_real"].items())
+    print(f"D judges real: {shares} ({path.name})")
+    print(f"{cues['verdict']}")
 
 
 def _say_command(machine_line: str) -> None:

@@ -1,0 +1,100 @@
+"""What the discriminator tells real tiles from simulated ones by: D scored on variants of its two
+inputs, each changing one property, so a separation can be traced to its cause.
+
+D learns to tell real patches y from the proxy's A R g(y) + n. When it separates them, either
+part of the proxy can be at fault: the noise model (n), or the cube rotation R, which shows g's
+output in orientations the data may never hold (parallel filaments, membranes in the ice plane:
+the specimen's own statistics, not the imaging model). The probes, each judged real or not by
+the prior's D:
+
+- "real": the data's patches;
+- "real, flipped": the same flipped along the tilt axis, which keeps the wedge and the noise
+  exactly and mirrors only the content's orientation (a mirror image's structure is as
+  plausible, so only a D that keys on orientation calls these fake);
+- "simulated": the proxy's observations as training makes them, A R g(y) + n;
+- "simulated, not rotated": A g(y) + n, the same without the rotation;
+- "simulated, the data's noise": A g(y) plus the data's own residual y - A g(y), flipped along
+  the tilt axis so that it no longer lines up with the content (its spectrum unchanged): the
+  model's noise swapped for the real one.
+
+Reading them: real judged real and its flip judged fake, or the unrotated proxy judged real while
+the rotated one is not, names the orientation; the data's noise passing where the model's noise
+does not names the noise model (`cue_verdict`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..method.checkpoints import load_checkpoint
+from ..method.config import TrainConfig
+from ..method.patches import PatchSampler, Sampler, open_sources
+from ..model.imaging import apply_wedge, observe
+from ..model.nets import build
+from ..model.rotations import random_cube_indices
+
+PROBES = (
+    "real",
+    "real, flipped",
+    "simulated",
+    "simulated, not rotated",
+    "simulated, the data's noise",
+)
+#: a probe's judged-real share must move by this much for its property to count as D's cue
+CUE_MARGIN = 0.3
+
+
+def d_cues(prior: str | Path, store: str | Path, batches: int = 64, seed: int = 0) -> dict[str, float]:
+    """`judged_real` with the prior's networks on patches of the tile store (on the CPU: D is small)."""
+    ck = load_checkpoint(prior, "cpu")
+    cfg = TrainConfig.from_dict(ck["train"])
+    g, d = build(cfg.net)
+    g.load_state_dict(ck["g"])  # the weights D was trained against, not the EMA
+    d.load_state_dict(ck["d"])
+    sampler = PatchSampler(open_sources([store]), cfg.patch)
+    return judged_real(g.eval(), d.eval(), sampler, cfg.batch, batches, seed)
+
+
+def judged_real(
+    g: torch.nn.Module, d: torch.nn.Module, sampler: Sampler, batch: int, batches: int, seed: int = 0
+) -> dict[str, float]:
+    """The share of each probe's patches (PROBES) that d judges real (a positive score), over
+    `batches` batches of `batch` patches drawn from `sampler`."""
+    gen = torch.Generator().manual_seed(seed)
+    real = dict.fromkeys(PROBES, 0.0)
+    total = 0
+    with torch.no_grad():
+        for _ in range(batches):
+            y, src = sampler.sample(batch, gen)
+            wedge, noise = src.meta.wedge, src.noise
+            along = -2 if wedge.tilt_axis == "y" else -1  # the tilt axis's dim of a (B, Z, Y, X) batch
+            gy = g(y)
+            seen = apply_wedge(gy, wedge)
+            variants = {
+                "real": y,
+                "real, flipped": torch.flip(y, (along,)),
+                "simulated": observe(gy, wedge, noise, random_cube_indices(len(y), gen), gen),
+                "simulated, not rotated": seen + noise.sample(tuple(y.shape), wedge, generator=gen),
+                "simulated, the data's noise": seen + torch.flip(y - seen, (along,)),
+            }
+            for name, x in variants.items():
+                real[name] += float((d(x).flatten() > 0).sum())
+            total += len(y)
+    return {name: count / total for name, count in real.items()}
+
+
+def cue_verdict(shares: dict[str, float]) -> str:
+    """One line naming what D keys on, from `d_cues`' shares."""
+    causes = []
+    orientation = max(shares["real"] - shares["real, flipped"], shares["simulated, not rotated"] - shares["simulated"])
+    if orientation >= CUE_MARGIN:
+        causes.append("the structure's orientation (the proxy's rotations show it in orientations the data lack)")
+    if shares["simulated, the data's noise"] - shares["simulated, not rotated"] >= CUE_MARGIN:
+        causes.append("the noise (the data's own noise passes where the noise model's does not)")
+    if causes:
+        return "D keys on " + " and on ".join(causes)
+    if shares["real"] - shares["simulated"] < CUE_MARGIN:
+        return "D barely tells real from simulated patches"
+    return "D tells real from simulated patches by neither the orientation nor the noise alone"
