@@ -11,6 +11,8 @@ from scipy.ndimage import gaussian_filter
 from cryogen.errors import CryogenError
 from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor, observe, wedge_flips, wedge_mask
 from cryogen.model.rotations import (
+    random_tilt_axis_cube_indices,
+    tilt_axis_cube_indices,
     cube_inverse,
     cube_rotation_matrices,
     inverse,
@@ -148,6 +150,23 @@ def test_cube_rotations_group():
     assert len({m.tobytes() for m in mats}) == 24
     for m in mats:
         assert round(np.linalg.det(m)) == 1
+
+
+@pytest.mark.parametrize(("tilt_axis", "axis"), [("y", 1), ("x", 2)])
+def test_the_tilt_axis_cube_rotations_are_the_8_that_keep_it_and_a_group(tilt_axis, axis):
+    """D's fakes are turned by these (the proxy keeps a structure along the tilt axis along it):
+    every one maps the axis onto itself, they include the identity and are closed under
+    composition, and the draws take only them."""
+    mats = cube_rotation_matrices()
+    keep = tilt_axis_cube_indices(tilt_axis)
+    assert len(keep) == 8 and keep[0] == 0
+    chosen = {mats[i].tobytes() for i in keep}
+    for i in keep:
+        assert abs(mats[i][axis, axis]) == 1
+        for j in keep:
+            assert (mats[i] @ mats[j]).tobytes() in chosen
+    drawn = random_tilt_axis_cube_indices(400, tilt_axis, torch.Generator().manual_seed(0))
+    assert set(drawn.tolist()) == set(keep)
 
 
 def test_cube_rotation_then_inverse_is_identity_and_matches_interpolation():

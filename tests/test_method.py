@@ -446,3 +446,19 @@ def test_d_trains_every_d_every_th_step_unless_g_trains_against_it(tiles, adv_we
         assert {"loss_d", "d_acc_real", "d_acc_fake"} <= set(row)
     assert all(g_moved)
     assert d_moved == ([True] * 8 if adv_weight else [True, False, False, False] * 2)
+
+
+@pytest.mark.parametrize("wedge", [Wedge(-66, 57, "y"), Wedge(-50, 60, "x")])
+def test_d_sees_every_other_real_patch_half_turned_about_the_tilt_axis(wedge):
+    """D's real patches: every other one turned 180 degrees about the tilt axis (the beam and the
+    in-plane axis flipped), which keeps the wedge, even an asymmetric one (A commutes with it), so
+    the turned patch is as much a real observation; the rest untouched."""
+    from cryogen.method.step import half_turned
+
+    y = torch.randn(4, 8, 10, 12, generator=torch.Generator().manual_seed(0))
+    turned = half_turned(y, wedge.tilt_axis)
+    assert torch.equal(turned[0::2], y[0::2])
+    inplane = -1 if wedge.tilt_axis == "y" else -2
+    assert torch.equal(turned[1::2], torch.flip(y[1::2], (-3, inplane)))
+    assert torch.allclose(apply_wedge(turned, wedge), half_turned(apply_wedge(y, wedge), wedge.tilt_axis), atol=1e-5)
+    assert not torch.allclose(apply_wedge(turned, wedge), turned, atol=1e-2)  # the wedge does act here

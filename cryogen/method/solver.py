@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..model.imaging import Wedge, apply_wedge, observe, wedge_flips
 from ..model.noise import NoiseModel
-from ..model.rotations import random_cube_indices
+from ..model.rotations import random_tilt_axis_cube_indices
 
 DIMS = (-3, -2, -1)
 
@@ -82,7 +82,7 @@ def energy(
     rotated, wedged and noised."""
     total = x.new_zeros(x.shape[0])
     for _ in range(n_rot):
-        rot = random_cube_indices(x.shape[0], generator)
+        rot = random_tilt_axis_cube_indices(x.shape[0], wedge.tilt_axis, generator)
         total = total + F.softplus(-d(observe(x, wedge, noise, rot, generator)))
     return total / n_rot
 

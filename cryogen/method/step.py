@@ -10,7 +10,11 @@
 - E-step (only when the cycle or the fit uses it): a few Langevin steps on the posterior
   U(x) = ||A(x - y)||^2/2sigma^2 + lambda N E(x), started at g(y).
 - D-step: real y against A R g(y) + n, non-saturating logistic loss: the energy that MAP and the
-  E-step use, and the separation diagnostic (does g's output, re-observed, look real?).
+  E-step use, and the separation diagnostic (does g's output, re-observed, look real?). R is one
+  of the 8 cube rotations that keep the tilt axis, and every other real patch is turned 180
+  degrees about it (`half_turned`): with all 24 rotations and the data as they lie, D told the
+  real crop by its filaments' orientation (all parallel, and a rotation shows them otherwise),
+  not by the imaging model (`cryogen.qc.cues`; README, Quality).
 
 Batches are (B, P, P, P) patches of one tomogram, so one wedge and one noise model per step.
 """
@@ -26,7 +30,15 @@ import torch.nn.functional as F
 
 from ..model.imaging import FFT_DIMS, apply_wedge, mask_tensor, observe
 from ..model.nets import Discriminator, UNet3d, build, place
-from ..model.rotations import cylinder_support, inverse, random_cube_indices, rotate, rotate_interp, tilt_axis_matrices
+from ..model.rotations import (
+    cylinder_support,
+    inverse,
+    random_cube_indices,
+    random_tilt_axis_cube_indices,
+    rotate,
+    rotate_interp,
+    tilt_axis_matrices,
+)
 from .config import TrainConfig
 from .patches import Sampler
 from .solver import langevin
@@ -111,6 +123,15 @@ def recorrupted_loss(
     return torch.fft.irfftn(diff * masks, s=y.shape[-3:], dim=FFT_DIMS).pow(2).mean()
 
 
+def half_turned(y: torch.Tensor, tilt_axis: str) -> torch.Tensor:
+    """The batch with every other patch turned 180 degrees about the tilt axis (the beam and the
+    in-plane axis flipped: the same wedge, the same noise statistics, a proper rotation)."""
+    inplane = -1 if tilt_axis == "y" else -2
+    out = y.clone()
+    out[1::2] = torch.flip(y[1::2], (-3, inplane))
+    return out
+
+
 def random_turns(n: int, max_turn: float, generator: torch.Generator) -> torch.Tensor:
     """n turns about the tilt axis, whole degrees drawn uniformly from [-max_turn, max_turn]."""
     return torch.randint(-int(max_turn), int(max_turn) + 1, (n,), generator=generator).float()
@@ -158,7 +179,7 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
     fake = None
     if train_d:  # always when adv_weight
         assert x_g is not None
-        rot_adv = random_cube_indices(cfg.batch, gen)
+        rot_adv = random_tilt_axis_cube_indices(cfg.batch, wedge.tilt_axis, gen)
         d.requires_grad_(False)
         fake = observe(x_g, wedge, noise, rot_adv, gen)
     if cfg.adv_weight:
@@ -178,7 +199,7 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
     if train_d:
         assert fake is not None
         d.requires_grad_(True)
-        score_real = d(y)
+        score_real = d(half_turned(y, wedge.tilt_axis))
         score_fake = d(fake.detach())
         loss_d = F.softplus(-score_real).mean() + F.softplus(score_fake).mean()
         state.opt_d.zero_grad(set_to_none=True)

@@ -6,6 +6,9 @@ Two kinds, with a trade-off:
   interpolation, no blur, no lost corners, and cheap (a transpose and flips). But they only move
   the wedge-stretched z direction onto x or y, so the discriminator sees just three orientations
   of the wedge, and a fake that is smeared along a diagonal is never exposed.
+  D's fakes take the 8 of them that keep the tilt axis (`tilt_axis_cube_indices`): they still
+  move the beam direction into the measured plane, and they turn less of a specimen's own
+  orientation (filaments along the axis) into orientations its data never hold.
 - Uniform random rotations (Haar measure on SO(3), from unit quaternions) expose every direction,
   at the price of trilinear interpolation (a slight low-pass, which a discriminator can learn to
   detect, so real patches should be rotated too when comparing) and of the corners, which rotate
@@ -61,6 +64,19 @@ def rotate_cube(x: torch.Tensor, index: int) -> torch.Tensor:
 def random_cube_indices(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """n cube-rotation indices drawn uniformly from the 24."""
     return torch.randint(0, 24, (n,), generator=generator)
+
+
+@functools.lru_cache(maxsize=2)
+def tilt_axis_cube_indices(tilt_axis: str) -> tuple[int, ...]:
+    """The 8 cube rotations that map the tilt axis ('y' or 'x') onto itself (either sign)."""
+    axis = 1 if tilt_axis == "y" else 2
+    return tuple(i for i, m in enumerate(cube_rotation_matrices()) if abs(m[axis, axis]) == 1)
+
+
+def random_tilt_axis_cube_indices(n: int, tilt_axis: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n of the 8 cube rotations that keep the tilt axis, drawn uniformly."""
+    keep = torch.tensor(tilt_axis_cube_indices(tilt_axis))
+    return keep[torch.randint(0, len(keep), (n,), generator=generator)]
 
 
 def random_rotation_matrices(n: int, generator: torch.Generator | None = None) -> torch.Tensor:

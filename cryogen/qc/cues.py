@@ -2,7 +2,7 @@
 inputs, each changing one property, so a separation can be traced to its cause.
 
 D learns to tell real patches y from the proxy's A R g(y) + n. When it separates them, either
-part of the proxy can be at fault: the noise model (n), or the cube rotation R, which shows g's
+part of the proxy can be at fault: the noise model (n), or the rotation R, which shows g's
 output in orientations the data may never hold (parallel filaments, membranes in the ice plane:
 the specimen's own statistics, not the imaging model). The probes, each judged real or not by
 the prior's D:
@@ -11,7 +11,8 @@ the prior's D:
 - "real, flipped": the same flipped along the tilt axis, which keeps the wedge and the noise
   exactly and mirrors only the content's orientation (a mirror image's structure is as
   plausible, so only a D that keys on orientation calls these fake);
-- "simulated": the proxy's observations as training makes them, A R g(y) + n;
+- "simulated": the proxy's observations as training makes them, A R g(y) + n (R one of the 8
+  cube rotations that keep the tilt axis);
 - "simulated, not rotated": A g(y) + n, the same without the rotation;
 - "simulated, the data's noise": A g(y) plus the data's own residual y - A g(y), flipped along
   the tilt axis so that it no longer lines up with the content (its spectrum unchanged): the
@@ -33,7 +34,7 @@ from ..method.config import TrainConfig
 from ..method.patches import PatchSampler, Sampler, open_sources
 from ..model.imaging import apply_wedge, observe
 from ..model.nets import build
-from ..model.rotations import random_cube_indices
+from ..model.rotations import random_tilt_axis_cube_indices
 
 PROBES = (
     "real",
@@ -75,7 +76,9 @@ def judged_real(
             variants = {
                 "real": y,
                 "real, flipped": torch.flip(y, (along,)),
-                "simulated": observe(gy, wedge, noise, random_cube_indices(len(y), gen), gen),
+                "simulated": observe(
+                    gy, wedge, noise, random_tilt_axis_cube_indices(len(y), wedge.tilt_axis, gen), gen
+                ),
                 "simulated, not rotated": seen + noise.sample(tuple(y.shape), wedge, generator=gen),
                 "simulated, the data's noise": seen + torch.flip(y - seen, (along,)),
             }
