@@ -11,17 +11,17 @@ from scipy.ndimage import gaussian_filter
 from cryogen.errors import CryogenError
 from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor, observe, wedge_flips, wedge_mask
 from cryogen.model.rotations import (
-    random_tilt_axis_cube_indices,
-    tilt_axis_cube_indices,
     cube_inverse,
     cube_rotation_matrices,
     inverse,
     random_cube_indices,
     random_rotation_matrices,
+    random_tilt_axis_cube_indices,
     rotate,
     rotate_cube,
     rotate_interp,
     spherical_support,
+    tilt_axis_cube_indices,
     tilt_axis_matrices,
 )
 
