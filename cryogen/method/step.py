@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..model.imaging import FFT_DIMS, apply_wedge, mask_tensor, observe
+from ..model.imaging import FFT_DIMS, apply_wedge, mask_tensor, observe, tilt_axis_dims
 from ..model.nets import Discriminator, UNet3d, build, place
 from ..model.rotations import (
     cylinder_support,
@@ -126,7 +126,7 @@ def recorrupted_loss(
 def half_turned(y: torch.Tensor, tilt_axis: str) -> torch.Tensor:
     """The batch with every other patch turned 180 degrees about the tilt axis (the beam and the
     in-plane axis flipped: the same wedge, the same noise statistics, a proper rotation)."""
-    inplane = -1 if tilt_axis == "y" else -2
+    _, inplane = tilt_axis_dims(tilt_axis)
     out = y.clone()
     out[1::2] = torch.flip(y[1::2], (-3, inplane))
     return out

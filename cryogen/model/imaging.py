@@ -155,13 +155,18 @@ def apply_wedge(x: torch.Tensor, wedge: Wedge) -> torch.Tensor:
     return torch.fft.irfftn(spectrum, s=x.shape[-3:], dim=FFT_DIMS)
 
 
+def tilt_axis_dims(tilt_axis: str) -> tuple[int, int]:
+    """The dims of a (..., Z, Y, X) tensor along the tilt axis and along the in-plane axis across
+    it (which, with the beam, spans the wedge's plane)."""
+    return (-2, -1) if tilt_axis == "y" else (-1, -2)
+
+
 def wedge_flips(wedge: Wedge) -> list[tuple[int, ...]]:
     """The axis flips (dims of a (..., Z, Y, X) tensor, identity first) that map the wedge onto
     itself, so A flip(x) = flip(A x): flipping the tilt axis, or the beam and the in-plane axis
     together (a half turn about the tilt axis), always; the beam or the in-plane axis alone only
     when the tilt range is symmetric (the flip negates every tilt)."""
-    axis = -2 if wedge.tilt_axis == "y" else -1
-    inplane = -1 if axis == -2 else -2
+    axis, inplane = tilt_axis_dims(wedge.tilt_axis)
     flips = [(), (axis,), (-3, inplane), (-3, -2, -1)]
     if wedge.tilt_min == -wedge.tilt_max:
         flips += [(-3,), (inplane,), tuple(sorted((-3, axis))), tuple(sorted((axis, inplane)))]

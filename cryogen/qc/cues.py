@@ -32,7 +32,7 @@ import torch
 from ..method.checkpoints import load_checkpoint
 from ..method.config import TrainConfig
 from ..method.patches import PatchSampler, Sampler, open_sources
-from ..model.imaging import apply_wedge, observe
+from ..model.imaging import apply_wedge, observe, tilt_axis_dims
 from ..model.nets import build
 from ..model.rotations import random_tilt_axis_cube_indices
 
@@ -70,7 +70,7 @@ def judged_real(
         for _ in range(batches):
             y, src = sampler.sample(batch, gen)
             wedge, noise = src.meta.wedge, src.noise
-            along = -2 if wedge.tilt_axis == "y" else -1  # the tilt axis's dim of a (B, Z, Y, X) batch
+            along, _ = tilt_axis_dims(wedge.tilt_axis)
             gy = g(y)
             seen = apply_wedge(gy, wedge)
             variants = {
