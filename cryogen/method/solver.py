@@ -1,12 +1,13 @@
 """The posterior and the MAP solver.
 
-    U(x) = ||A (x - y)||^2 / (2 s^2)  +  lambda * N * E(x),     E(x) = E_R softplus(-D(A R x + n))
+    U(x) = ||A (x - y)||^2 / (2 s^2)  +  lambda * N * E(x),     E(x) = E_R softplus(-D(A R M(x) + n))
 
 The first term is the Gaussian log-likelihood (A is a projection, so it only constrains the
 measured frequencies); s^2 is the noise variance within the measured subspace (the noise of a
 real tomogram is confined to it, so s^2 = sigma^2 / fraction measured). The second is the
 learned energy, the non-saturating GAN loss of the discriminator on the candidate pushed
-through the proxy A R x + n. `lambda` is per voxel (N voxels per volume), so one value fits
+through the proxy A R x + n, after M brings it to y's signal power per shell as D's fakes are in
+training (`model.signal_power`: D judges structure, the data term amplitude). `lambda` is per voxel (N voxels per volume), so one value fits
 every tile size. MAP: K gradient steps on U from g(y). Posterior samples: Langevin steps around
 the MAP; their spread is the per-voxel uncertainty, large where only the prior speaks (inside
 the wedge).
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from ..model.imaging import Wedge, apply_wedge, observe, wedge_flips
 from ..model.noise import NoiseModel
 from ..model.rotations import random_tilt_axis_cube_indices
+from ..model.signal_power import matched_to_signal
 
 DIMS = (-3, -2, -1)
 
@@ -77,9 +79,13 @@ def energy(
     noise: NoiseModel | None,
     generator: torch.Generator | None,
     n_rot: int = 1,
+    data: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """E(x) per volume, (B,) for x of (B, Z, Y, X): how unlike a real observation x looks once
-    rotated, wedged and noised."""
+    rotated, wedged and noised. With the observations `data` (like x), x is first brought to
+    their signal power per shell, as D's fakes were in training (`signal_power`)."""
+    if data is not None and noise is not None:
+        x = matched_to_signal(x, data, wedge, noise)
     total = x.new_zeros(x.shape[0])
     for _ in range(n_rot):
         rot = random_tilt_axis_cube_indices(x.shape[0], wedge.tilt_axis, generator)
@@ -102,7 +108,7 @@ def potential(
     n = x[0].numel()
     if prior_weight == 0:
         return data
-    return data + prior_weight * n * energy(d, x, wedge, noise, generator, n_rot)
+    return data + prior_weight * n * energy(d, x, wedge, noise, generator, n_rot, y)
 
 
 def grad_potential(

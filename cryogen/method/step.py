@@ -10,7 +10,9 @@
 - E-step (only when the cycle or the fit uses it): a few Langevin steps on the posterior
   U(x) = ||A(x - y)||^2/2sigma^2 + lambda N E(x), started at g(y).
 - D-step: real y against A R g(y) + n, non-saturating logistic loss: the energy that MAP and the
-  E-step use, and the separation diagnostic (does g's output, re-observed, look real?). R is one
+  E-step use, and the separation diagnostic (does g's output, re-observed, look real?). g(y) is
+  first brought to the data's signal power per shell (`signal_power`): a posterior mean is
+  smoother than the signal, and D told the real crop by that blur alone. R is one
   of the 8 cube rotations that keep the tilt axis, and every other real patch is turned 180
   degrees about it (`half_turned`): with all 24 rotations and the data as they lie, D told the
   real crop by its filaments' orientation (all parallel, and a rotation shows them otherwise),
@@ -39,6 +41,7 @@ from ..model.rotations import (
     rotate_interp,
     tilt_axis_matrices,
 )
+from ..model.signal_power import matched_to_signal
 from .config import TrainConfig
 from .patches import Sampler
 from .solver import langevin
@@ -181,7 +184,7 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
         assert x_g is not None
         rot_adv = random_tilt_axis_cube_indices(cfg.batch, wedge.tilt_axis, gen)
         d.requires_grad_(False)
-        fake = observe(x_g, wedge, noise, rot_adv, gen)
+        fake = observe(matched_to_signal(x_g, y, wedge, noise), wedge, noise, rot_adv, gen)
     if cfg.adv_weight:
         loss_adv = F.softplus(-d(fake)).mean()
     loss_g = (

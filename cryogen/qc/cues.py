@@ -11,8 +11,12 @@ the prior's D:
 - "real, flipped": the same flipped along the tilt axis, which keeps the wedge and the noise
   exactly and mirrors only the content's orientation (a mirror image's structure is as
   plausible, so only a D that keys on orientation calls these fake);
+- "real, smoothed": the same blurred, with the noise power the blur took made up from the noise
+  model (`smoothed`): only the signal's sharpness changes, so a D that calls these fake keys on
+  how smooth the proxy's content is (g(y) is a posterior mean; D's fakes are brought to the
+  data's signal power for that reason, `model.signal_power`);
 - "simulated": the proxy's observations as training makes them, A R g(y) + n (R one of the 8
-  cube rotations that keep the tilt axis);
+  cube rotations that keep the tilt axis, g(y) brought to the data's signal power);
 - "simulated, not rotated": A g(y) + n, the same without the rotation;
 - "simulated, the data's noise": A g(y) plus the data's own residual y - A g(y), flipped along
   the tilt axis so that it no longer lines up with the content (its spectrum unchanged): the
@@ -20,11 +24,13 @@ the prior's D:
 
 Reading them: real judged real and its flip judged fake, or the unrotated proxy judged real while
 the rotated one is not, names the orientation; the data's noise passing where the model's noise
-does not names the noise model (`cue_verdict`).
+does not names the noise model; the real tiles failing once smoothed name the content's
+sharpness (`cue_verdict`).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -32,19 +38,24 @@ import torch
 from ..method.checkpoints import load_checkpoint
 from ..method.config import TrainConfig
 from ..method.patches import PatchSampler, Sampler, open_sources
-from ..model.imaging import apply_wedge, observe, tilt_axis_dims
+from ..model.imaging import FFT_DIMS, Wedge, apply_wedge, frequency_radius, observe, tilt_axis_dims
 from ..model.nets import build
+from ..model.noise import NoiseModel
 from ..model.rotations import random_tilt_axis_cube_indices
+from ..model.signal_power import matched_to_signal
 
 PROBES = (
     "real",
     "real, flipped",
+    "real, smoothed",
     "simulated",
     "simulated, not rotated",
     "simulated, the data's noise",
 )
 #: a probe's judged-real share must move by this much for its property to count as D's cue
 CUE_MARGIN = 0.3
+#: the blur of the "real, smoothed" probe, in voxels (a Gaussian's sigma)
+SMOOTH_SIGMA = 1.0
 
 
 def d_cues(prior: str | Path, store: str | Path, batches: int = 64, seed: int = 0) -> dict[str, float]:
@@ -71,11 +82,12 @@ def judged_real(
             y, src = sampler.sample(batch, gen)
             wedge, noise = src.meta.wedge, src.noise
             along, _ = tilt_axis_dims(wedge.tilt_axis)
-            gy = g(y)
+            gy = matched_to_signal(g(y), y, wedge, noise)  # as D's fakes are made in training
             seen = apply_wedge(gy, wedge)
             variants = {
                 "real": y,
                 "real, flipped": torch.flip(y, (along,)),
+                "real, smoothed": smoothed(y, wedge, noise, gen),
                 "simulated": observe(
                     gy, wedge, noise, random_tilt_axis_cube_indices(len(y), wedge.tilt_axis, gen), gen
                 ),
@@ -88,16 +100,34 @@ def judged_real(
     return {name: count / total for name, count in real.items()}
 
 
+def smoothed(y: torch.Tensor, wedge: Wedge, noise: NoiseModel, generator: torch.Generator) -> torch.Tensor:
+    """Patches y, (B, Z, Y, X), blurred by a Gaussian of SMOOTH_SIGMA voxels, with noise of the
+    model's spectrum added back where the blur took power away: the noise's power stays as it
+    was (where the data are noise), the signal is as smooth as a posterior mean's."""
+    shape = tuple(int(s) for s in y.shape[-3:])
+    radius = torch.from_numpy(frequency_radius(shape)).float()
+    blur = torch.exp(-2.0 * (math.pi * SMOOTH_SIGMA * radius) ** 2)
+    refill = torch.sqrt(1.0 - blur**2)
+    n = noise.sample(tuple(y.shape), wedge, generator=generator)
+    spectrum = torch.fft.rfftn(y, dim=FFT_DIMS) * blur + torch.fft.rfftn(n, dim=FFT_DIMS) * refill
+    return torch.fft.irfftn(spectrum, s=shape, dim=FFT_DIMS)
+
+
 def cue_verdict(shares: dict[str, float]) -> str:
     """One line naming what D keys on, from `d_cues`' shares."""
     causes = []
     orientation = max(shares["real"] - shares["real, flipped"], shares["simulated, not rotated"] - shares["simulated"])
     if orientation >= CUE_MARGIN:
         causes.append("the structure's orientation (the proxy's rotations show it in orientations the data lack)")
-    if shares["simulated, the data's noise"] - shares["simulated, not rotated"] >= CUE_MARGIN:
+    noise = shares["simulated, the data's noise"] - shares["simulated, not rotated"] >= CUE_MARGIN
+    if noise:
         causes.append("the noise (the data's own noise passes where the noise model's does not)")
+    # the smoothed tiles' lost noise power is made up from the noise model: only when the model's
+    # noise is no cue can their failing be put down to the sharpness
+    elif shares["real"] - shares["real, smoothed"] >= CUE_MARGIN:
+        causes.append("the content's sharpness (the data smoothed, their noise power kept, fail)")
     if causes:
         return "D keys on " + " and on ".join(causes)
     if shares["real"] - shares["simulated"] < CUE_MARGIN:
         return "D barely tells real from simulated patches"
-    return "D tells real from simulated patches by neither the orientation nor the noise alone"
+    return "D tells real from simulated patches by none of the orientation, the noise or the sharpness alone"
