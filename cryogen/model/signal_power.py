@@ -38,7 +38,8 @@ def signal_gains(
     """(shells,) gains that bring the measured power of candidates x to that of the signal in
     the data y (both (B, Z, Y, X), pooled over the batch): sqrt((P_y - P_noise) / P_x) per shell,
     in [0, MAX_GAIN]; 1 where the candidates hold no power. Differentiable in x (not in y)."""
-    shape = tuple(int(s) for s in y.shape[-3:])
+    nz, ny, nx = (int(s) for s in y.shape[-3:])
+    shape = (nz, ny, nx)
     measured = mask_tensor(shape, wedge, y.device) > 0
     index = _shell_index(shape, shells, y.device)[measured]
 
@@ -60,7 +61,8 @@ def signal_gains(
 def with_gains(x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
     """x, (B, Z, Y, X), filtered by per-shell gains (`signal_gains`), interpolated linearly in |k|
     between the shells' centres so that no shell edge rings."""
-    shape = tuple(int(s) for s in x.shape[-3:])
+    nz, ny, nx = (int(s) for s in x.shape[-3:])
+    shape = (nz, ny, nx)
     shells = len(gains)
     radius = torch.from_numpy(frequency_radius(shape)).to(x.device).float()
     centres = (torch.arange(shells, device=x.device, dtype=torch.float32) + 0.5) * (0.5 / shells)

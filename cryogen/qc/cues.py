@@ -104,7 +104,8 @@ def smoothed(y: torch.Tensor, wedge: Wedge, noise: NoiseModel, generator: torch.
     """Patches y, (B, Z, Y, X), blurred by a Gaussian of SMOOTH_SIGMA voxels, with noise of the
     model's spectrum added back where the blur took power away: the noise's power stays as it
     was (where the data are noise), the signal is as smooth as a posterior mean's."""
-    shape = tuple(int(s) for s in y.shape[-3:])
+    nz, ny, nx = (int(s) for s in y.shape[-3:])
+    shape = (nz, ny, nx)
     radius = torch.from_numpy(frequency_radius(shape)).float()
     blur = torch.exp(-2.0 * (math.pi * SMOOTH_SIGMA * radius) ** 2)
     refill = torch.sqrt(1.0 - blur**2)
