@@ -65,9 +65,9 @@ def with_gains(x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
     shape = (nz, ny, nx)
     shells = len(gains)
     radius = torch.from_numpy(frequency_radius(shape)).to(x.device).float()
-    centres = (torch.arange(shells, device=x.device, dtype=torch.float32) + 0.5) * (0.5 / shells)
-    pos = torch.clamp((radius - centres[0]) / (centres[1] - centres[0]) if shells > 1 else radius * 0, 0, shells - 1)
-    lo = pos.floor().long().clamp(max=shells - 1)
+    width = 0.5 / shells
+    pos = ((radius - 0.5 * width) / width).clamp(0, shells - 1)  # in shells, 0 at the first one's centre
+    lo = pos.floor().long()
     hi = (lo + 1).clamp(max=shells - 1)
     frac = pos - lo.float()
     g = gains.to(x.device)
