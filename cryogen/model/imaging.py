@@ -146,6 +146,22 @@ def mask_tensor(
     return _mask_tensor(tuple(int(s) for s in shape[-3:]), wedge, str(torch.device(device)), float(turn))
 
 
+@functools.lru_cache(maxsize=64)
+def _radius_tensor(shape: tuple[int, int, int], device: str) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(frequency_radius(shape)).to(device)
+
+
+def radius_tensor(shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+    """`frequency_radius` of the last three axes of `shape` as a float64 tensor on the rfft grid,
+    cached per shape and device (filters per shell of |k| run on every training step and MAP
+    step); shared, so not to be changed in place."""
+    import torch
+
+    return _radius_tensor(tuple(int(s) for s in shape[-3:]), str(torch.device(device)))
+
+
 def apply_wedge(x: torch.Tensor, wedge: Wedge) -> torch.Tensor:
     """A x: keep only the measured Fourier coefficients of the last three axes of `x`, (..., Z, Y, X)."""
     import torch

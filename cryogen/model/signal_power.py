@@ -15,10 +15,9 @@ candidate's amplitude is the data term's business, its structure the prior's).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from .imaging import FFT_DIMS, Wedge, frequency_radius, mask_tensor
+from .imaging import FFT_DIMS, Wedge, mask_tensor, radius_tensor
 from .noise import NoiseModel
 
 #: shells of |k| from 0 to Nyquist (0.5 cycles/voxel) over which the gains are measured
@@ -27,28 +26,22 @@ SHELLS = 8
 MAX_GAIN = 4.0
 
 
-def _shell_index(shape: tuple[int, int, int], shells: int, device: torch.device) -> torch.Tensor:
-    radius = torch.from_numpy(frequency_radius(shape)).to(device)
-    return torch.clamp((radius / 0.5 * shells).long(), max=shells - 1)  # the corners join the last shell
-
-
 def signal_gains(
     x: torch.Tensor, y: torch.Tensor, wedge: Wedge, noise: NoiseModel, shells: int = SHELLS
 ) -> torch.Tensor:
     """(shells,) gains that bring the measured power of candidates x to that of the signal in
     the data y (both (B, Z, Y, X), pooled over the batch): sqrt((P_y - P_noise) / P_x) per shell,
     in [0, MAX_GAIN]; 1 where the candidates hold no power. Differentiable in x (not in y)."""
-    nz, ny, nx = (int(s) for s in y.shape[-3:])
-    shape = (nz, ny, nx)
-    measured = mask_tensor(shape, wedge, y.device) > 0
-    index = _shell_index(shape, shells, y.device)[measured]
+    measured = mask_tensor(y.shape, wedge, y.device) > 0
+    shell = (radius_tensor(y.shape, y.device) / 0.5 * shells).long().clamp(max=shells - 1)  # corners: the last
+    index = shell[measured]
 
     def power(v: torch.Tensor) -> torch.Tensor:
         p = torch.fft.rfftn(v, dim=FFT_DIMS).abs().pow(2).sum(0)[measured]
         return p.new_zeros(shells).index_add(0, index, p)
 
     with torch.no_grad():
-        noise_psd = noise.psd_tensor(shape, wedge, y.device)[measured] * float(np.prod(shape)) * y.shape[0]
+        noise_psd = noise.psd_tensor(tuple(y.shape), wedge, y.device)[measured] * float(y[0].numel()) * y.shape[0]
         amplitude = (power(y) - noise_psd.new_zeros(shells).index_add(0, index, noise_psd)).clamp(min=0).sqrt()
     p_x = power(x)
     has_power = p_x > 0
@@ -61,10 +54,8 @@ def signal_gains(
 def with_gains(x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
     """x, (B, Z, Y, X), filtered by per-shell gains (`signal_gains`), interpolated linearly in |k|
     between the shells' centres so that no shell edge rings."""
-    nz, ny, nx = (int(s) for s in x.shape[-3:])
-    shape = (nz, ny, nx)
     shells = len(gains)
-    radius = torch.from_numpy(frequency_radius(shape)).to(x.device).float()
+    radius = radius_tensor(x.shape, x.device).float()
     width = 0.5 / shells
     pos = ((radius - 0.5 * width) / width).clamp(0, shells - 1)  # in shells, 0 at the first one's centre
     lo = pos.floor().long()
@@ -72,7 +63,7 @@ def with_gains(x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
     frac = pos - lo.float()
     g = gains.to(x.device)
     response = g[lo] * (1 - frac) + g[hi] * frac
-    return torch.fft.irfftn(torch.fft.rfftn(x, dim=FFT_DIMS) * response, s=shape, dim=FFT_DIMS)
+    return torch.fft.irfftn(torch.fft.rfftn(x, dim=FFT_DIMS) * response, s=x.shape[-3:], dim=FFT_DIMS)
 
 
 def matched_to_signal(x: torch.Tensor, y: torch.Tensor, wedge: Wedge, noise: NoiseModel) -> torch.Tensor:

@@ -38,7 +38,7 @@ import torch
 from ..method.checkpoints import load_checkpoint
 from ..method.config import TrainConfig
 from ..method.patches import PatchSampler, Sampler, open_sources
-from ..model.imaging import FFT_DIMS, Wedge, apply_wedge, frequency_radius, observe, tilt_axis_dims
+from ..model.imaging import FFT_DIMS, Wedge, apply_wedge, observe, radius_tensor, tilt_axis_dims
 from ..model.nets import build
 from ..model.noise import NoiseModel
 from ..model.rotations import random_tilt_axis_cube_indices
@@ -104,14 +104,12 @@ def smoothed(y: torch.Tensor, wedge: Wedge, noise: NoiseModel, generator: torch.
     """Patches y, (B, Z, Y, X), blurred by a Gaussian of SMOOTH_SIGMA voxels, with noise of the
     model's spectrum added back where the blur took power away: the noise's power stays as it
     was (where the data are noise), the signal is as smooth as a posterior mean's."""
-    nz, ny, nx = (int(s) for s in y.shape[-3:])
-    shape = (nz, ny, nx)
-    radius = torch.from_numpy(frequency_radius(shape)).float()
+    radius = radius_tensor(y.shape, y.device).float()
     blur = torch.exp(-2.0 * (math.pi * SMOOTH_SIGMA * radius) ** 2)
     refill = torch.sqrt(1.0 - blur**2)
     n = noise.sample(tuple(y.shape), wedge, generator=generator)
     spectrum = torch.fft.rfftn(y, dim=FFT_DIMS) * blur + torch.fft.rfftn(n, dim=FFT_DIMS) * refill
-    return torch.fft.irfftn(spectrum, s=shape, dim=FFT_DIMS)
+    return torch.fft.irfftn(spectrum, s=y.shape[-3:], dim=FFT_DIMS)
 
 
 def cue_verdict(shares: dict[str, float]) -> str:
