@@ -17,7 +17,8 @@ from cryogen.io.store import open_store
 from cryogen.method.checkpoints import load_checkpoint
 from cryogen.method.config import RETIRED, TrainConfig
 from cryogen.method.loop import train
-from cryogen.method.solver import SolveConfig, langevin, map_estimate, posterior_std, warm_start
+from cryogen.method.posterior import langevin
+from cryogen.method.solver import SolveConfig, map_estimate, posterior_std, warm_start
 from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor
 from cryogen.model.nets import NetConfig, build
 from cryogen.model.noise import NoiseModel
@@ -178,7 +179,7 @@ def test_warm_start_averages_g_over_the_wedge_flips():
 def test_map_objective_decreases():
     wedge, _g, d, y, noise, gen = _problem()
     x0 = torch.zeros_like(y)
-    _, trace = map_estimate(x0, y, d, wedge, noise, SolveConfig(map_steps=8, step=0.2), gen)
+    _, trace = map_estimate(x0, y, d, wedge, noise, SolveConfig(map_steps=8, step=0.2, energy="discriminator"), gen)
     assert len(trace) == 9
     assert trace[-1] < 0.5 * trace[0]
     assert all(b <= a * 1.02 for a, b in itertools.pairwise(trace))
@@ -186,7 +187,9 @@ def test_map_objective_decreases():
 
 def test_map_result_is_consistent_with_the_data():
     wedge, _g, d, y, noise, gen = _problem(1)
-    x, _ = map_estimate(torch.zeros_like(y), y, d, wedge, noise, SolveConfig(map_steps=40, step=0.5), gen)
+    x, _ = map_estimate(
+        torch.zeros_like(y), y, d, wedge, noise, SolveConfig(map_steps=40, step=0.5, energy="discriminator"), gen
+    )
     resid = apply_wedge(x - y, wedge)
     # re-wedged reconstruction matches the observation to within the noise level
     assert resid.pow(2).mean().sqrt() < noise.sigma
@@ -208,19 +211,67 @@ def test_discrepancy_map_keeps_the_data_within_the_noise_and_leaves_a_denoised_s
     assert torch.allclose(on_ball - apply_wedge(on_ball, wedge), far - apply_wedge(far, wedge), atol=1e-5)
     near = y + 0.1 * apply_wedge(torch.randn(y.shape, generator=gen), wedge)  # within the noise
     assert torch.equal(within_noise_of(near, y, wedge, noise), near)
-    cfg = SolveConfig(map_steps=5, data_term="discrepancy")
+    cfg = SolveConfig(map_steps=5, data_term="discrepancy", energy="discriminator")
     x, _ = map_estimate(near, y, d, wedge, noise, cfg, gen)
     assert float(apply_wedge(x - y, wedge).pow(2).sum((-3, -2, -1)).max()) <= budget * (1 + 1e-4)
-    penalty, _ = map_estimate(near, y, d, wedge, noise, SolveConfig(map_steps=5), gen)
+    penalty, _ = map_estimate(near, y, d, wedge, noise, replace(cfg, data_term="penalty"), gen)
     moved_measured = apply_wedge(penalty - near, wedge).abs().mean()
     assert float(apply_wedge(x - near, wedge).abs().mean()) < float(moved_measured)
     with pytest.raises(ValueError, match="data_term"):
-        map_estimate(near, y, d, wedge, noise, SolveConfig(map_steps=1, data_term="l1"), gen)
+        map_estimate(near, y, d, wedge, noise, replace(cfg, data_term="l1"), gen)
+
+
+def test_denoiser_map_moves_only_the_wedge_by_the_step_times_g_residual_there():
+    """MAP under the denoiser's energy: x <- x - step * P_wedge(x - g(x)). With a g that adds c times
+    the wedge's content (an under-filling posterior mean looking again at its own fill), one step
+    scales the wedge by 1 + step * c exactly and leaves the measured region as it was; a g that
+    changes nothing leaves x alone (E = 0). No D, no data: only g."""
+    from cryogen.method.solver import denoiser_steps
+
+    wedge, _g, d, y, noise, gen = _problem(3)
+    x0 = torch.randn(y.shape, generator=gen)
+    c = 0.5
+
+    def filler(v):  # commutes with the wedge's flips, so the flip average is itself
+        return v + c * (v - apply_wedge(v, wedge))
+
+    cfg = SolveConfig(map_steps=1, energy="denoiser", denoiser_step=0.3)
+    x, trace = denoiser_steps(x0, filler, wedge, cfg)
+    measured0, wedge0 = apply_wedge(x0, wedge), x0 - apply_wedge(x0, wedge)
+    assert torch.allclose(apply_wedge(x, wedge), measured0, atol=1e-5)
+    assert torch.allclose(x - apply_wedge(x, wedge), (1 + 0.3 * c) * wedge0, atol=1e-5)
+    assert trace == pytest.approx([float((x0 * (x0 - filler(x0))).mean() / 2)], rel=1e-5)
+    two, trace2 = denoiser_steps(x0, filler, wedge, replace(cfg, map_steps=2))
+    assert torch.allclose(two - apply_wedge(two, wedge), (1 + 0.3 * c) ** 2 * wedge0, atol=1e-5) and len(trace2) == 2
+    same, zero = denoiser_steps(x0, lambda v: v, wedge, replace(cfg, map_steps=3))
+    assert torch.equal(same, x0) and zero == [0.0, 0.0, 0.0]
+    # map_estimate routes there, needs g, and names a wrong energy
+    routed, _ = map_estimate(x0, y, d, wedge, noise, cfg, gen, filler)
+    assert torch.equal(routed, x)
+    with pytest.raises(ValueError, match="needs the network g"):
+        map_estimate(x0, y, d, wedge, noise, cfg, gen)
+    with pytest.raises(ValueError, match="energy"):
+        map_estimate(x0, y, d, wedge, noise, replace(cfg, energy="langevin"), gen, filler)
+
+
+def test_reconstruct_with_the_denoiser_energy_changes_only_the_wedge_of_g_y(tiles, tmp_path):
+    """reconstruct hands its prior's g to the denoiser's MAP: every restored tile differs from g(y)
+    inside the missing wedge and nowhere else."""
+    train([tiles], tmp_path / "p.pt", replace(TINY, steps=40, lr_g=1e-2), device="cpu", progress=False)
+    _, meta = open_store(tiles)
+    out = {}
+    for name, cfg in (("g", SolveConfig(map_steps=0)), ("map", SolveConfig(map_steps=1, energy="denoiser"))):
+        reconstruct(tiles, tmp_path / "p.pt", tmp_path / f"{name}.zarr", cfg, device="cpu", progress=False)
+        out[name] = torch.from_numpy(open_store(tmp_path / f"{name}.zarr")[0]["tiles"][:])
+    diff = out["map"] - out["g"]
+    moved = float(diff.abs().max())  # a young g barely fills: small, but far above float rounding (~1e-7)
+    assert moved > 1e-4 * float(out["g"].abs().max())
+    assert float(apply_wedge(diff, meta.wedge).abs().max()) < 0.01 * moved
 
 
 def test_posterior_std_is_larger_inside_the_wedge():
     wedge, _g, d, y, noise, gen = _problem(2)
-    x, _ = map_estimate(y, y, d, wedge, noise, SolveConfig(map_steps=2), gen)
+    x, _ = map_estimate(y, y, d, wedge, noise, SolveConfig(map_steps=2, energy="discriminator"), gen)
     s = posterior_std(x, y, d, wedge, noise, SolveConfig(samples=6, sample_steps=3, step=0.2), gen)
     assert s.shape == y.shape and torch.isfinite(s).all() and (s > 0).all()
     # the spread of the samples lives mostly in the missing wedge, where the data say nothing
@@ -250,7 +301,13 @@ def test_reconstruct_resumes_and_matches_uninterrupted(tiles, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "cfg", [SolveConfig(), SolveConfig(map_steps=1, samples=1, sample_steps=1)], ids=["g-only", "map-std"]
+    "cfg",
+    [
+        SolveConfig(map_steps=0),
+        SolveConfig(),
+        SolveConfig(map_steps=1, samples=1, sample_steps=1, energy="discriminator"),
+    ],
+    ids=["g-only", "default", "map-std"],
 )
 def test_overlapped_io_gives_the_serial_result_and_keeps_work_on_error(tiles, tmp_path, monkeypatch, cfg):
     """The GPU path (read and write in background threads) restores the same bytes as the serial

@@ -55,7 +55,7 @@ def test_dask_reconstruction_equals_serial(store_and_prior, tmp_path):
     """A LocalCluster of 2 worker processes gives the serial path's tiles bit for bit (same torch
     thread count per process: 1), and the std map too."""
     tiles, prior = store_and_prior
-    cfg = SolveConfig(map_steps=2, samples=1)
+    cfg = SolveConfig(map_steps=2, samples=1, energy="discriminator")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

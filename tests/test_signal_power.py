@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from cryogen.method import solver, step
+from cryogen.method import posterior, step
 from cryogen.model.imaging import FFT_DIMS, Wedge, apply_wedge, frequency_radius
 from cryogen.model.noise import NoiseModel
 from cryogen.model.signal_power import MAX_GAIN, SHELLS, matched_to_signal, signal_gains, with_gains
@@ -78,7 +78,7 @@ def test_the_energy_does_not_see_the_candidates_scale(data):
     d = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32**3, 1), torch.nn.Flatten(0))
     torch.nn.init.normal_(d[1].weight, std=0.01, generator=torch.Generator().manual_seed(4))
     x = blurred(signal, 0.3).requires_grad_(True)
-    e = solver.energy(d, x, WEDGE, noise, torch.Generator().manual_seed(5), data=y).sum()
+    e = posterior.energy(d, x, WEDGE, noise, torch.Generator().manual_seed(5), data=y).sum()
     (grad,) = torch.autograd.grad(e, x)
     cosine = float((grad * x.detach()).sum() / (grad.norm() * x.detach().norm()))
     assert abs(cosine) < 1e-3
@@ -93,7 +93,7 @@ def test_the_energys_gradient_is_finite_where_the_data_hold_only_noise(data):
     assert float(signal_gains(signal, y, WEDGE, noise).min()) == 0.0
     d = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32**3, 1), torch.nn.Flatten(0))
     x = signal.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(solver.energy(d, x, WEDGE, noise, None, data=y).sum(), x)
+    (grad,) = torch.autograd.grad(posterior.energy(d, x, WEDGE, noise, None, data=y).sum(), x)
     assert bool(torch.isfinite(grad).all())
 
 
@@ -116,14 +116,14 @@ def test_the_energy_scores_the_matched_candidate(data, monkeypatch):
     signal, y, noise = data
     x = blurred(signal, 0.3)
     d = Spy()
-    e1 = solver.energy(d, x, WEDGE, noise, torch.Generator().manual_seed(2), data=y)
-    e2 = solver.energy(d, 3.0 * x, WEDGE, noise, torch.Generator().manual_seed(2), data=y)
+    e1 = posterior.energy(d, x, WEDGE, noise, torch.Generator().manual_seed(2), data=y)
+    e2 = posterior.energy(d, 3.0 * x, WEDGE, noise, torch.Generator().manual_seed(2), data=y)
     assert torch.allclose(e1, e2) and torch.allclose(d.seen[0], d.seen[1], atol=1e-4)
-    solver.energy(d, 3.0 * x, WEDGE, noise, torch.Generator().manual_seed(2))  # without the data: as it is
+    posterior.energy(d, 3.0 * x, WEDGE, noise, torch.Generator().manual_seed(2))  # without the data: as it is
     assert not torch.allclose(d.seen[2], d.seen[0], atol=1e-2)
     calls = []
-    monkeypatch.setattr(solver, "matched_to_signal", lambda x, y, w, n: calls.append(y) or x)
-    solver.potential(x, y, d, WEDGE, noise, 0.01, torch.Generator().manual_seed(2))
+    monkeypatch.setattr(posterior, "matched_to_signal", lambda x, y, w, n: calls.append(y) or x)
+    posterior.potential(x, y, d, WEDGE, noise, 0.01, torch.Generator().manual_seed(2))
     assert len(calls) == 1 and calls[0] is y  # the posterior's energy is matched to its own data
 
 

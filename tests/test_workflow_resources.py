@@ -88,11 +88,12 @@ def test_runtime_grows_with_voxels_the_solver_steps_and_the_flips():
     huge = (600, 4000, 4000)
     for rule in sizing.COSTS:
         assert sizing.runtime(rule, huge) > sizing.runtime(rule, WIDE) >= sizing.MIN_RUNTIME, rule
-    steps = sizing.solve_steps(map_steps=10, samples=2)
-    assert steps == 10 + 2 * sizing.SAMPLE_STEPS
+    steps, passes = sizing.solve_cost(map_steps=10, samples=2, flips=1, energy="discriminator")
+    assert (steps, passes) == (10 + 2 * sizing.SAMPLE_STEPS, 1)
     assert sizing.runtime("reconstruct", huge, steps_per_tile=steps) > sizing.runtime("reconstruct", huge)
-    # each flip of the warm start is one more pass of g per tile
-    assert sizing.runtime("reconstruct", huge, flips=4) > 3 * sizing.runtime("reconstruct", huge)
+    # each flip of the warm start is one more pass of g per tile, and so is each flip of a denoiser step
+    assert sizing.runtime("reconstruct", huge, passes=4) > 3 * sizing.runtime("reconstruct", huge)
+    assert sizing.solve_cost(map_steps=1, samples=2, flips=4, energy="denoiser") == (2 * sizing.SAMPLE_STEPS, 8)
 
 
 def test_sample_steps_match_the_solver():
@@ -157,9 +158,9 @@ def test_slurm_dry_run_groups_jobs_and_sizes_them(tmp_path, write_volume):
     tile, batch, chunk = cfg["chunk"]["tile"], cfg["reconstruct"]["batch"], cfg["export"]["chunk"]
     expected = sizing.mem_mb("reconstruct", SMALL, workers=threads, tile=tile, batch=batch)
     assert int(recon["mem_mb"]) == expected, grouped
-    steps = sizing.solve_steps(cfg["reconstruct"]["map_steps"], cfg["reconstruct"]["samples"])
-    flips = cfg["reconstruct"]["flips"]
-    assert int(recon["runtime"]) == sizing.runtime("reconstruct", SMALL, steps_per_tile=steps, flips=flips), grouped
+    rc = cfg["reconstruct"]
+    steps, passes = sizing.solve_cost(rc["map_steps"], rc["samples"], rc["flips"], rc["energy"])
+    assert int(recon["runtime"]) == sizing.runtime("reconstruct", SMALL, steps_per_tile=steps, passes=passes), grouped
     [export, *_] = resources_of(grouped.log, "export")
     assert int(export["mem_mb"]) == sizing.mem_mb("export", SMALL, tile=tile, export_chunk=chunk), grouped
     forced = snakemake(ws, "--profile", "slurm", "-n", "--set-resources", "reconstruct:mem_mb=1234")

@@ -65,7 +65,8 @@ class QualityOptions:
     models: tuple[str, ...] = ("ideal", "tilt-series")
     time_budget: float = 10.0  # minutes per tomogram for the method: training gets what reconstruct leaves
     steps: int | None = None  # fixed training steps instead of the time budget
-    map_steps: int = 10
+    map_steps: int = 10  # the MAP rows under D's energy
+    denoiser_steps: int = 1  # the MAP row under the denoiser's energy (more steps measured no better)
     prior_weight: float = SolveConfig.prior_weight
     flips: int = SolveConfig.flips  # g(y) averaged over wedge-preserving flips (1: g once)
     samples: int = 4  # posterior samples per tile: the std maps of the g(y) and MAP rows, and their calibration
@@ -135,8 +136,9 @@ def _phantom(
     tilt: float,
     snr: float,
 ) -> list[dict]:
-    """The six rows of one phantom: input, best low-pass, truth without its wedge, g(y), and MAP
-    with the data as a penalty and as a discrepancy constraint (SolveConfig.data_term)."""
+    """The seven rows of one phantom: input, best low-pass, truth without its wedge, g(y), MAP under
+    D's energy with the data as a penalty and as a discrepancy constraint (SolveConfig.data_term),
+    and MAP under the denoiser's energy (SolveConfig.energy)."""
     wedge = Wedge(-tilt, tilt)
     name = f"s{seed}_t{tilt:g}_snr{snr:g}" + ("" if model == "ideal" else "_ts")
     d = work / name
@@ -154,18 +156,22 @@ def _phantom(
     start = time.monotonic()
     chunk(d / "obs.mrc", d / "tiles.zarr", wedge=wedge, progress=False)
     cfg = TrainConfig(seed=seed)
+    # the default method's reconstruction (g(y), one denoiser step, the std map's samples): what the
+    # time budget leaves training is the budget less chunk and this
+    default = replace(solve, energy="denoiser", map_steps=options.denoiser_steps)
     if options.steps is not None:
         cfg = replace(cfg, steps=options.steps)
     else:
-        rest = estimate_reconstruct_seconds(d / "tiles.zarr", cfg, solve, device) * 1.15 + 5
+        rest = estimate_reconstruct_seconds(d / "tiles.zarr", cfg, default, device) * 1.15 + 5
         budget = max(options.time_budget * 60 - (time.monotonic() - start) - rest, 10)
         cfg = replace(cfg, steps=10**9, time_budget=budget)
     train([d / "tiles.zarr"], d / "prior.pt", cfg, device=device, progress=False)
     shared = time.monotonic() - start
     runs = (
         ("g(y)", replace(solve, map_steps=0)),  # samples only add its std map (the estimate is g(y))
-        ("MAP", replace(solve, data_term="penalty")),
-        ("MAP, discrepancy", replace(solve, data_term="discrepancy")),
+        ("MAP", replace(solve, energy="discriminator", data_term="penalty")),
+        ("MAP, discrepancy", replace(solve, energy="discriminator", data_term="discrepancy")),
+        ("MAP, denoiser", default),
     )
     for i, (label, how) in enumerate(runs):
         t = time.monotonic()

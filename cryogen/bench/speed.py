@@ -123,9 +123,11 @@ def throughput(
     with torch.inference_mode():
         g_tile = timed(lambda: g(y))
     x0 = g(y)
-    cfg = SolveConfig(map_steps=map_steps)
+    cfg = SolveConfig(map_steps=map_steps, energy="discriminator")  # a gradient step on D's energy
     gen = torch.Generator(device="cpu").manual_seed(0)
-    map_tile = timed(lambda: map_estimate(x0, y, d, wedge, noise, cfg, gen)) / max(map_steps, 1) if map_steps else 0.0
+    map_tile = (
+        timed(lambda: map_estimate(x0, y, d, wedge, noise, cfg, gen, g)) / max(map_steps, 1) if map_steps else 0.0
+    )
     return {"g_tile_s": g_tile, "map_step_tile_s": map_tile}
 
 

@@ -256,7 +256,7 @@ def add_solve_args(p: argparse.ArgumentParser) -> None:
         "--map-steps",
         type=int,
         default=s.map_steps,
-        help=f"MAP refinement steps per tile after the network's warm start (default {s.map_steps}: the network "
+        help=f"MAP refinement steps per tile after the network's warm start (default {s.map_steps}; 0: the network "
         "alone; see the README's Quality section)",
     )
     p.add_argument(
@@ -278,6 +278,14 @@ def add_solve_args(p: argparse.ArgumentParser) -> None:
         default=s.flips,
         help=f"average g(y) over this many axis flips that keep the missing wedge in place (1-8; 4 for an "
         f"asymmetric tilt range; default {s.flips}; each costs one network pass)",
+    )
+    p.add_argument(
+        "--energy",
+        choices=("denoiser", "discriminator"),
+        default=s.energy,
+        help="the energy of the MAP steps: denoiser (the network's own, regularisation by denoising: each step "
+        f"moves only the missing wedge, by {s.denoiser_step:g} of g's residual there) or discriminator (D's, "
+        f"with --prior-weight and --data-term; default {s.energy})",
     )
     p.add_argument(
         "--data-term",
@@ -306,6 +314,7 @@ def solve_config(args: argparse.Namespace) -> SolveConfig:
         samples=args.samples,
         prior_weight=args.prior_weight,
         data_term=args.data_term,
+        energy=args.energy,
         flips=args.flips,
     )
 

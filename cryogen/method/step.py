@@ -44,7 +44,7 @@ from ..model.rotations import (
 from ..model.signal_power import matched_to_signal
 from .config import TrainConfig
 from .patches import Sampler
-from .solver import langevin
+from .posterior import langevin
 
 
 @dataclass

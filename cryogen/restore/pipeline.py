@@ -18,6 +18,7 @@ from ..method.config import TrainConfig
 from ..method.devices import pick_device
 from ..method.loop import train
 from ..method.patches import normalised_noise
+from ..method.posterior import langevin
 from ..method.solver import SolveConfig, map_estimate, warm_start
 from ..model.imaging import Wedge
 from ..model.nets import build, place
@@ -43,10 +44,13 @@ def estimate_reconstruct_seconds(
     t0 = time.perf_counter()
     with torch.no_grad():
         x0 = warm_start(g, y, meta.wedge, solve.flips)
-    map_estimate(x0, y, d, meta.wedge, noise, solve)
+    x, _ = map_estimate(x0, y, d, meta.wedge, noise, solve, g=g)
     per_batch = time.perf_counter() - t0
-    if solve.samples:
-        per_batch *= 1 + solve.samples * solve.sample_steps / max(solve.map_steps, 1)
+    if solve.samples:  # one Langevin step timed (after one to warm D up), times the samples' steps
+        langevin(x, y, d, meta.wedge, noise, solve.prior_weight, 1, solve.step, None)
+        t0 = time.perf_counter()
+        langevin(x, y, d, meta.wedge, noise, solve.prior_weight, 1, solve.step, None)
+        per_batch += (time.perf_counter() - t0) * solve.samples * solve.sample_steps
     return per_batch * int(np.ceil(meta.n_tiles / n))
 
 

@@ -109,7 +109,7 @@ class TileRestorer:
         if self.cfg.map_steps == 0 and self.cfg.samples == 0:
             return {TILE_ARRAY: (x0 * std + mean).cpu().numpy()}
         x0 = x0.clone()  # out of inference mode: the MAP steps and samples take gradients
-        x, _ = map_estimate(x0, y, self.d, self.meta.wedge, self.noise, self.cfg, gen)
+        x, _ = map_estimate(x0, y, self.d, self.meta.wedge, self.noise, self.cfg, gen, self.g)
         result = {TILE_ARRAY: (x * std + mean).cpu().numpy()}
         if self.cfg.samples > 0:
             result["std"] = (

@@ -105,18 +105,21 @@ def mem_mb(
 
 
 def runtime(
-    rule: str, shape: tuple[int, int, int] | None, attempt: int = 1, steps_per_tile: int = 0, flips: int = 1
+    rule: str, shape: tuple[int, int, int] | None, attempt: int = 1, steps_per_tile: int = 0, passes: int = 1
 ) -> int:
     """Minutes to request for `rule` on a tomogram of `shape` (None: `TYPICAL_SHAPE`).
-    `steps_per_tile`: reconstruct's MAP and Langevin steps after the warm start (`solve_steps`);
-    `flips`: network passes of the warm start (config reconstruct.flips)."""
+    `steps_per_tile` and `passes`: reconstruct's gradient steps and network passes per tile
+    (`solve_cost`)."""
     cost = COSTS[rule]
     mvoxels = math.prod(shape or TYPICAL_SHAPE) / 1e6
-    seconds = cost.start_s + cost.s_per_mvoxel * mvoxels * (flips + STEP_COST * steps_per_tile)
+    seconds = cost.start_s + cost.s_per_mvoxel * mvoxels * (passes + STEP_COST * steps_per_tile)
     return max(MIN_RUNTIME, math.ceil(seconds * TIME_MARGIN / 60)) * max(1, attempt)
 
 
-def solve_steps(map_steps: int, samples: int) -> int:
-    """Gradient steps per tile after g(y) in reconstruct: the MAP steps, then `SAMPLE_STEPS` per
-    posterior sample."""
-    return map_steps + samples * SAMPLE_STEPS
+def solve_cost(map_steps: int, samples: int, flips: int, energy: str) -> tuple[int, int]:
+    """reconstruct's work per tile as (gradient steps, network passes): the warm start g(y) is
+    `flips` passes; a MAP step under the denoiser's energy is `flips` more passes, under D's
+    (`energy` "discriminator") one gradient step; each posterior sample `SAMPLE_STEPS` steps."""
+    denoiser = energy == "denoiser"
+    steps = (0 if denoiser else map_steps) + samples * SAMPLE_STEPS
+    return steps, flips * (1 + (map_steps if denoiser else 0))

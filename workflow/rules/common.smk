@@ -125,10 +125,10 @@ def mem_mb_of(stage):
 
 def runtime_of(stage):
     def runtime(wildcards, attempt):
-        steps = sizing.solve_steps(config["reconstruct"]["map_steps"], config["reconstruct"]["samples"])
+        rc = config["reconstruct"]
+        steps, passes = sizing.solve_cost(rc["map_steps"], rc["samples"], rc["flips"], rc["energy"])
         recon = stage == "reconstruct"
-        flips = config["reconstruct"]["flips"] if recon else 1
-        return sizing.runtime(stage, tomogram_shape(wildcards), attempt, steps if recon else 0, flips)
+        return sizing.runtime(stage, tomogram_shape(wildcards), attempt, steps if recon else 0, passes if recon else 1)
 
     return runtime
 

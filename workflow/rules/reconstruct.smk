@@ -13,6 +13,7 @@ rule reconstruct:
         directory(f"{RESULTS}/{{tomogram}}/recon.zarr"),
     params:
         map_steps=config["reconstruct"]["map_steps"],
+        energy=config["reconstruct"]["energy"],
         samples=config["reconstruct"]["samples"],
         prior_weight=config["reconstruct"]["prior_weight"],
         flips=config["reconstruct"]["flips"],
@@ -33,6 +34,6 @@ rule reconstruct:
         THREADS
         + "cryogen reconstruct {input.tiles:q} --prior {input.prior:q} --out {output:q}"
         " --map-steps {params.map_steps} --samples {params.samples} --prior-weight {params.prior_weight}"
-        " --flips {params.flips}"
+        " --flips {params.flips} --energy {params.energy}"
         " --batch {params.batch} --seed {params.seed} --device $CRYOGEN_DEVICE"
         " --workers {threads} --memory-mb {resources.mem_mb} ${{CRYOGEN_SCHEDULER:+--scheduler \"$CRYOGEN_SCHEDULER\"}} > {log:q} 2>&1"
