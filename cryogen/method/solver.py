@@ -47,7 +47,7 @@ class SolveConfig:
     # between flips (README, Quality: measured gain and cost)
     flips: int = 4
     # the energy of the MAP steps: "denoiser" (regularisation by denoising with g itself, steps in the
-    # missing wedge only; `denoiser_steps`) or "discriminator" (D's energy E above, with `data_term`)
+    # missing wedge only; `denoiser_steps`) or "discriminator" (D's, `method.posterior`, with `data_term`)
     energy: str = "denoiser"
     denoiser_step: float = 0.3  # the denoiser's steps: x <- x - step * P_wedge(x - g(x)); measured best of 0.2-0.5
 
