@@ -249,7 +249,7 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
 
 def add_solve_args(p: argparse.ArgumentParser) -> None:
     """The MAP options of SolveConfig (reconstruct, run)."""
-    from ..method.solver import SolveConfig
+    from ..method.solver import ENERGIES, SolveConfig
 
     s = SolveConfig()
     p.add_argument(
@@ -281,7 +281,7 @@ def add_solve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--energy",
-        choices=("denoiser", "discriminator"),
+        choices=ENERGIES,
         default=s.energy,
         help="the energy of the MAP steps: denoiser (the network's own, regularisation by denoising: each step "
         f"moves only the missing wedge, by {s.denoiser_step:g} of g's residual there) or discriminator (D's, "
