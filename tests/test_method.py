@@ -19,7 +19,7 @@ from cryogen.method.config import RETIRED, TrainConfig
 from cryogen.method.loop import train
 from cryogen.method.posterior import langevin
 from cryogen.method.solver import SolveConfig, map_estimate, posterior_std, warm_start
-from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor
+from cryogen.model.imaging import Wedge, apply_wedge, mask_tensor, radius_tensor
 from cryogen.model.nets import NetConfig, build
 from cryogen.model.noise import NoiseModel
 from cryogen.restore.reconstruct import load_prior, reconstruct
@@ -222,10 +222,10 @@ def test_discrepancy_map_keeps_the_data_within_the_noise_and_leaves_a_denoised_s
 
 
 def test_denoiser_map_moves_only_the_wedge_by_the_step_times_g_residual_there():
-    """MAP under the denoiser's energy: x <- x - step * P_wedge(x - g(x)). With a g that adds c times
-    the wedge's content (an under-filling posterior mean looking again at its own fill), one step
-    scales the wedge by 1 + step * c exactly and leaves the measured region as it was; a g that
-    changes nothing leaves x alone (E = 0). No D, no data: only g."""
+    """MAP under the denoiser's energy: x <- x - P_wedge(step r + low_step S(r)), r = x - g(x). With a g
+    that adds c times the wedge's content (an under-filling posterior mean looking again at its own
+    fill) and no blurred part, one step scales the wedge by 1 + step * c exactly and leaves the
+    measured region as it was; a g that changes nothing leaves x alone (E = 0). No D, no data: only g."""
     from cryogen.method.solver import denoiser_steps
 
     wedge, _g, d, y, noise, gen = _problem(3)
@@ -235,7 +235,7 @@ def test_denoiser_map_moves_only_the_wedge_by_the_step_times_g_residual_there():
     def filler(v):  # commutes with the wedge's flips, so the flip average is itself
         return v + c * (v - apply_wedge(v, wedge))
 
-    cfg = SolveConfig(map_steps=1, energy="denoiser", denoiser_step=0.3)
+    cfg = SolveConfig(map_steps=1, energy="denoiser", denoiser_step=0.3, denoiser_low_step=0.0)
     x, trace = denoiser_steps(x0, filler, wedge, cfg)
     measured0, wedge0 = apply_wedge(x0, wedge), x0 - apply_wedge(x0, wedge)
     assert torch.allclose(apply_wedge(x, wedge), measured0, atol=1e-5)
@@ -252,6 +252,61 @@ def test_denoiser_map_moves_only_the_wedge_by_the_step_times_g_residual_there():
         map_estimate(x0, y, d, wedge, noise, cfg, gen)
     with pytest.raises(ValueError, match="energy"):
         map_estimate(x0, y, d, wedge, noise, replace(cfg, energy="langevin"), gen, filler)
+
+
+def test_denoiser_step_is_larger_at_the_wedge_s_low_frequencies():
+    """The blurred part of the step (low_step, a Gaussian of low_sigma voxels) adds to the step where
+    the blur passes, at low |k|: with the filler g above, the wedge's lowest coefficients grow by
+    about 1 + (step + low_step) c and its high ones by about 1 + step c, and the measured region
+    still does not move."""
+    from cryogen.method.solver import denoiser_steps
+
+    wedge, _g, _d, y, _noise, gen = _problem(4)
+    x0 = torch.randn(y.shape, generator=gen)
+    c = 0.5
+
+    def filler(v):
+        return v + c * (v - apply_wedge(v, wedge))
+
+    cfg = SolveConfig(map_steps=1, energy="denoiser", denoiser_step=0.3, denoiser_low_step=0.7, denoiser_low_sigma=1.5)
+    x, _ = denoiser_steps(x0, filler, wedge, cfg)
+    assert torch.allclose(apply_wedge(x, wedge), apply_wedge(x0, wedge), atol=1e-5)
+    missing = mask_tensor(y.shape, wedge) == 0
+    radius = radius_tensor(y.shape)
+    f0, f1 = (torch.fft.rfftn(v - apply_wedge(v, wedge), dim=(-3, -2, -1)) for v in (x0, x))
+
+    def gain(band):
+        sel = missing & band
+        return float(
+            (f1[..., sel].real * f0[..., sel].real + f1[..., sel].imag * f0[..., sel].imag).sum()
+            / f0[..., sel].abs().pow(2).sum()
+        )
+
+    low, high = gain((radius > 0) & (radius <= 1.5 / 16)), gain(radius >= 0.3)
+    assert low > 1 + 0.3 * c + 0.5 * 0.7 * c, low  # the blur passes most of the lowest shells
+    assert high == pytest.approx(1 + 0.3 * c, abs=0.03), high  # and almost none of the highest
+
+
+def test_gaussian_smooth_keeps_constants_and_blurs_a_point_into_its_gaussian():
+    """gaussian_smooth: sigma 0 is the identity, a constant stays constant to the float (the kernel
+    sums to 1 and the edges are mirrored), a point becomes the separable Gaussian of sigma voxels
+    (truncated at 3 sigma) with its mass kept, and a checkerboard (Nyquist) all but vanishes."""
+    from cryogen.method.solver import gaussian_smooth
+
+    x = torch.randn(2, 12, 14, 16)
+    assert torch.equal(gaussian_smooth(x, 0.0), x)
+    assert torch.allclose(gaussian_smooth(torch.full((1, 12, 14, 16), 2.5), 1.5), torch.tensor(2.5), atol=1e-5)
+    point = torch.zeros(1, 21, 21, 21)
+    point[0, 10, 10, 10] = 1.0
+    blurred = gaussian_smooth(point, 2.0)
+    assert float(blurred.sum()) == pytest.approx(1.0, abs=1e-5)
+    t = torch.arange(-10, 11, dtype=torch.float32)
+    profile = torch.exp(-(t**2) / 8) * (t.abs() <= 6)  # truncated at 3 sigma
+    profile = profile / profile.sum()
+    assert torch.allclose(blurred[0, :, 10, 10], profile * profile[10] ** 2, atol=1e-6)
+    idx = torch.arange(16)
+    checker = ((idx[:, None, None] + idx[None, :, None] + idx[None, None, :]) % 2 * 2 - 1).float()[None]
+    assert float(gaussian_smooth(checker, 1.5).abs().max()) < 0.01
 
 
 def test_reconstruct_with_the_denoiser_energy_changes_only_the_wedge_of_g_y(tiles, tmp_path):

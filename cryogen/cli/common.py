@@ -284,7 +284,8 @@ def add_solve_args(p: argparse.ArgumentParser) -> None:
         choices=ENERGIES,
         default=s.energy,
         help="the energy of the MAP steps: denoiser (the network's own, regularisation by denoising: each step "
-        f"moves only the missing wedge, by {s.denoiser_step:g} of g's residual there) or discriminator (D's, "
+        f"moves only the missing wedge, by {s.denoiser_step:g} of g's residual there and up to "
+        f"{s.denoiser_step + s.denoiser_low_step:g} at its lowest frequencies) or discriminator (D's, "
         f"with --prior-weight and --data-term; default {s.energy})",
     )
     p.add_argument(
