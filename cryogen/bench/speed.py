@@ -294,7 +294,7 @@ def full_size(
             f"{label} chunk + reconstruct + stitch [{device}]",
             total / 60,
             "min",
-            "measured end to end, g(y) over the default flips",
+            "measured end to end, the default reconstruct (g(y) over the flips, then its MAP steps)",
         )
     )
     for p in (d / "t.zarr", d / "r.zarr", d / "out.mrc"):  # keep in.mrc for the next run; the rest is 5 GB
