@@ -3,8 +3,9 @@
 Returns one table of figures (rows of COLUMNS), which the CLI prints with the command, the machine
 and the devices:
 
-- throughput of reconstruct (voxels of the tomogram per second, tile overlap included): the
-  network g(y) alone and per MAP step; training steps per second;
+- throughput of reconstruct (voxels of the tomogram per second, tile overlap included): one pass
+  of the network g, the default's MAP step under the denoiser's energy, and a step under D's;
+  training steps per second;
 - where reconstruct's time goes (reading tiles, compute, writing, start-up) and train's (drawing
   patches, the step, checkpoints), on the 16x tomogram;
 - peak resident memory (RSS) and wall time of chunk, train, reconstruct and stitch, each run as
@@ -97,7 +98,10 @@ def tiles_for(shape: tuple[int, int, int], tile: int = 64, overlap: int = 16) ->
 def throughput(
     device: str, net: NetConfig, map_steps: int, tile: int = 64, batch: int = 4, repeats: int = 3
 ) -> dict[str, float]:
-    """Seconds per tile for g(y) and per MAP step, on `device`, with the default networks."""
+    """Seconds per tile on `device`, with the default networks: one pass of g ("g_tile_s"), one
+    step under the denoiser's energy as the default reconstruct takes it, g over the flips and
+    the low-frequency blur ("denoiser_step_tile_s"), and one step under D's energy
+    ("map_step_tile_s", 0 without `map_steps`)."""
     from ..model.nets import build, place
     from ..model.noise import NoiseModel
 
@@ -120,15 +124,19 @@ def throughput(
             torch.cuda.synchronize()
         return (time.perf_counter() - t) / repeats / batch
 
+    x0 = g(y)  # outside inference mode: D's steps below differentiate through it
+    step = replace(SolveConfig(), map_steps=1, energy="denoiser")  # the default's step
     with torch.inference_mode():
         g_tile = timed(lambda: g(y))
-    x0 = g(y)
+    # out of inference mode, as reconstruct takes it: a wedge mask first cached in inference mode
+    # would be an inference tensor, and D's gradients below could not pass through it
+    denoiser_tile = timed(lambda: map_estimate(x0, y, d, wedge, noise, step, None, g))
     cfg = SolveConfig(map_steps=map_steps, energy="discriminator")  # a gradient step on D's energy
     gen = torch.Generator(device="cpu").manual_seed(0)
     map_tile = (
         timed(lambda: map_estimate(x0, y, d, wedge, noise, cfg, gen, g)) / max(map_steps, 1) if map_steps else 0.0
     )
-    return {"g_tile_s": g_tile, "map_step_tile_s": map_tile}
+    return {"g_tile_s": g_tile, "denoiser_step_tile_s": denoiser_tile, "map_step_tile_s": map_tile}
 
 
 def train_rate(device: str, steps: int = 10) -> float:
@@ -371,24 +379,46 @@ def device_rows(dev: str, map_steps: int, train_steps: int) -> Rows:
     t = throughput(dev, NetConfig(), map_steps)
     g_rate = float(np.prod(TARGET)) / (t["g_tile_s"] * target_tiles)
     rows = [row(f"reconstruct g(y) [{dev}]", g_rate / 1e6, "Mvoxel/s", f"{t['g_tile_s'] * 1e3:.0f} ms per 64^3 tile")]
+    rows.append(
+        row(f"one denoiser MAP step [{dev}]", t["denoiser_step_tile_s"] * 1e3, "ms per tile", "the default's step")
+    )
     if map_steps:
         rows.append(
-            row(f"one MAP step [{dev}]", t["map_step_tile_s"] * 1e3, "ms per tile", f"{target_tiles} tiles in {target}")
+            row(
+                f"one MAP step under D's energy [{dev}]",
+                t["map_step_tile_s"] * 1e3,
+                "ms per tile",
+                "--energy discriminator",
+            )
         )
-    flips = SolveConfig.flips  # the default warm start: one pass of g per flip
-    full = target_tiles * (flips * t["g_tile_s"] + map_steps * t["map_step_tile_s"])
-    rows.append(
-        row(
-            f"{target} reconstruct, g x {flips} flips + {map_steps} MAP [{dev}]",
-            full / 60,
-            "min",
-            "extrapolated, compute only",
-        )
-    )
-    for n, note in ((flips, "the default"), (1, "--flips 1")):
-        g_only = target_tiles * n * t["g_tile_s"] / 60
+    flips, default_steps = SolveConfig.flips, SolveConfig.map_steps  # one pass of g per flip
+    minutes = target_tiles / 60
+    for label, per_tile, note in (
+        (
+            f"g x {flips} flips + {default_steps} denoiser step",
+            flips * t["g_tile_s"] + default_steps * t["denoiser_step_tile_s"],
+            "the default",
+        ),
+        (f"g x {flips} flips", flips * t["g_tile_s"], "--map-steps 0"),
+        ("g x 1 flip", t["g_tile_s"], "--map-steps 0 --flips 1"),
+    ):
         rows.append(
-            row(f"{target} reconstruct, g x {n} flips [{dev}]", g_only, "min", f"extrapolated, compute only; {note}")
+            row(
+                f"{target} reconstruct, {label} [{dev}]",
+                per_tile * minutes,
+                "min",
+                f"extrapolated, compute only; {note}",
+            )
+        )
+    if map_steps:
+        full = flips * t["g_tile_s"] + map_steps * t["map_step_tile_s"]
+        rows.append(
+            row(
+                f"{target} reconstruct, g x {flips} flips + {map_steps} MAP under D's energy [{dev}]",
+                full * minutes,
+                "min",
+                f"extrapolated, compute only; --energy discriminator --map-steps {map_steps}",
+            )
         )
     rate = train_rate(dev, steps=train_steps)
     steps = TrainConfig.steps
@@ -422,7 +452,7 @@ def stage_rows(
     recon_args = ["reconstruct", str(d / "t.zarr"), "--prior", str(prior), "--out", str(d / "r.zarr")]
     wall, peaks["reconstruct"] = run_stage([*recon_args, "--device", device], threads)
     note = f"{wall:.1f} s, {voxels / wall / 1e6:.2f} Mvoxel/s with start-up"
-    rows.append(row(f"reconstruct {scale}x (g(y), the default)", peaks["reconstruct"], "MB peak", note))
+    rows.append(row(f"reconstruct {scale}x (the default)", peaks["reconstruct"], "MB peak", note))
     if scale == max(SCALES):
         rows += where_time_goes(d, prior, device, wall, train_steps)
     wall, peaks["stitch"] = run_stage(["stitch", str(d / "r.zarr"), str(d / "out.mrc")], threads)
