@@ -42,7 +42,7 @@ from tqdm import tqdm
 from ..errors import CryogenError
 from .files import atomic_output
 from .mrc import MrcReader, MrcWriter, check_finite_block
-from .ome_zarr import AXES, CHUNK, NGFF_VERSION, _blocks, _create_levels, _omero, fill_levels
+from .ome_zarr import AXES, CHUNK, NGFF_VERSION, chunk_blocks, create_levels, display_window, fill_levels
 
 __all__ = [
     "LEVELS",
@@ -256,7 +256,7 @@ def import_tomogram(
         )
     label = f"cryogen: copick {run} {tomo_type} {voxel_spacing:g}A"
     shape = tuple(int(n) for n in array.shape)
-    blocks = _blocks(shape, tuple(int(c) for c in array.chunks))
+    blocks = chunk_blocks(shape, tuple(int(c) for c in array.chunks))
     with (
         MrcWriter(out, shape, float(voxel_spacing), labels=[label]) as writer,  # type: ignore[arg-type]
         tqdm(total=len(blocks), desc=f"import {run}", unit="block", disable=not progress, mininterval=2) as bar,
@@ -316,13 +316,13 @@ def _write_pyramid(
 
     shapes = level_shapes(reader.shape, levels)
     group = zarr.open_group(str(target), mode="w", zarr_format=2)
-    arrays = _create_levels(group, shapes, chunk)
+    arrays = create_levels(group, shapes, chunk)
     constant = None if allow_constant else "volume is constant: nothing to export"
     stats = fill_levels(reader, arrays, shapes, f"export {provenance['type']}", progress, constant)
     group.attrs.update(
         {
             "multiscales": copick_multiscales(voxel_spacing, levels),
-            "omero": _omero(provenance["type"], stats),
+            "omero": display_window(provenance["type"], stats),
             "cryogen": provenance,
         }
     )

@@ -42,6 +42,22 @@ from ..errors import CryogenError, setting
 from .files import atomic_output
 from .mrc import MrcReader, RunningStats, check_finite_block
 
+__all__ = [
+    "AXES",
+    "CHUNK",
+    "NGFF_VERSION",
+    "bin2",
+    "chunk_blocks",
+    "create_levels",
+    "display_window",
+    "fill_levels",
+    "multiscales",
+    "pyramid_shapes",
+    "read_level",
+    "std_sibling",
+    "write_ome_zarr",
+]
+
 NGFF_VERSION = "0.4"
 #: Chunk edge of every level, as written by the CryoET Data Portal.
 CHUNK = 256
@@ -93,7 +109,7 @@ def multiscales(
     ]
 
 
-def _omero(name: str, stats: RunningStats) -> dict[str, Any]:
+def display_window(name: str, stats: RunningStats) -> dict[str, Any]:
     """A display window (mean +- 3 std, within the data range), so viewers open with a useful
     contrast instead of the full range of a few outliers."""
     lo, hi = float(stats.min), float(stats.max)
@@ -136,7 +152,9 @@ def _voxel_size(reader: MrcReader, override: float | None) -> tuple[float, float
     return vs
 
 
-def _create_levels(group: Any, shapes: list[tuple[int, int, int]], chunk: int) -> list[Any]:
+def create_levels(group: Any, shapes: list[tuple[int, int, int]], chunk: int) -> list[Any]:
+    """The float32 arrays "0", "1", ... of a multiscale in `group`, one per shape: chunks of `chunk`
+    (capped at the shape), Blosc-lz4 and '/' keys, as NGFF 0.4 and the Data Portal have them."""
     import numcodecs
 
     return [
@@ -153,7 +171,7 @@ def _create_levels(group: Any, shapes: list[tuple[int, int, int]], chunk: int) -
     ]
 
 
-def _blocks(shape: tuple[int, ...], chunks: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+def chunk_blocks(shape: tuple[int, ...], chunks: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
     """(z0, z1, y0, y1) of the blocks (one chunk of z x one chunk of y x all x) covering `shape`."""
     return [
         (z0, min(z0 + chunks[0], shape[0]), y0, min(y0 + chunks[1], shape[1]))
@@ -174,7 +192,7 @@ def fill_levels(
     level into the next (2 x 2 x 2 means), a block of one output chunk at a time; return level
     0's running statistics. `constant_error`: the error to raise on a constant volume (None: allowed)."""
     stats = RunningStats()
-    plan = [_blocks(s, a.chunks) for s, a in zip(shapes, levels, strict=True)]
+    plan = [chunk_blocks(s, a.chunks) for s, a in zip(shapes, levels, strict=True)]
     with tqdm(total=sum(map(len, plan)), desc=desc, unit="block", disable=not progress, mininterval=2) as bar:
         for z0, z1, y0, y1 in plan[0]:
             block = reader.read_block(z0, z1, y0, y1)
@@ -214,13 +232,13 @@ def _write_image(
 
     shapes = pyramid_shapes(reader.shape, chunk)
     group = zarr.open_group(str(target), mode="w", zarr_format=2)
-    levels = _create_levels(group, shapes, chunk)
+    levels = create_levels(group, shapes, chunk)
     constant = None if allow_constant else "volume is constant: nothing to show"
     stats = fill_levels(reader, levels, shapes, f"export {Path(reader.path).name}", progress, constant)
     group.attrs.update(
         {
             "multiscales": multiscales(shapes, voxel_size, name),
-            "omero": _omero(name, stats),
+            "omero": display_window(name, stats),
             "cryogen": provenance,
         }
     )
