@@ -77,8 +77,9 @@ def test_tube_benchmark_scores_every_row_against_the_truth(tmp_path, run_cli):
     for row in (observed, restored):
         assert all(np.isfinite(row[k]) for k in ("cc", "measured_recovery", "wedge_recovery_no_z_profile"))
     assert abs(observed["wedge_recovery_no_z_profile"]) < 0.15 and restored["train_steps"] == 2
-    for name in ("real_slices.png", "real_tube.png", "restored.mrc"):
+    for name in ("real_slices.png", "real_tube.png", "restored.mrc", "input.mrc"):
         assert (tmp_path / "tube" / name).exists()
+    assert not (tmp_path / "tube" / "tube.mrc").exists()  # the observation is written once, as the input
     assert "truth (ctf)" in out
     # and what D told real from simulated tiles by (cryogen.qc.cues), written and printed
     cues = json.loads((tmp_path / "tube" / "d_cues.json").read_text())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -147,7 +148,8 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
     if not voxel:
         raise CryogenError("the voxel size is unknown: give it", options.input)
     observed = work / "input.mrc"
-    write_mrc(observed, volume, voxel)
+    if Path(options.input).resolve() != observed.resolve() or not math.isclose(voxel, header_voxel or 0, rel_tol=1e-5):
+        write_mrc(observed, volume, voxel)  # the run's input, with the voxel size it is measured at
     radius, wall_vox = options.tube_voxels(voxel)
     if options.tilt_range is None:
         wedge = wedge_from_spectrum(observed, options.tilt_axis)

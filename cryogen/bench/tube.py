@@ -49,7 +49,7 @@ def run_tube_benchmark(options: TubeOptions) -> list[dict]:
     work = Path(options.workdir)
     work.mkdir(parents=True, exist_ok=True)
     sim = simulate_tube(effects, options.seed)
-    observed = work / "tube.mrc"
+    observed = work / _FILES["input"]  # where run_real_benchmark keeps its input: written once
     write_mrc(observed, sim.observation, TUBE_VOXEL)
     np.save(work / "truth.npy", sim.truth)
     real = RealOptions(
