@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
 
-from cryogen.bench.speed import make_volume, run_stage, throughput, tiles_for
+from cryogen.bench.speed import make_volume, run_stage, throughput, tiles_for, train_rate
 from cryogen.model.nets import NetConfig
 
 
@@ -15,6 +16,17 @@ def test_throughput_parts_are_positive():
     assert t["g_tile_s"] > 0 and t["map_step_tile_s"] > 0
     # the default's step runs g once per flip: it costs more than one pass of g
     assert t["denoiser_step_tile_s"] > t["g_tile_s"]
+
+
+def test_training_rate_keeps_chunks_warnings_about_its_random_volume_out(caplog):
+    """The rate is measured on a random field, which chunk rightly warns about (no signal, no
+    wedge); those warnings are not the user's business in a speed table, and the level is restored."""
+    logger = logging.getLogger("cryogen.qc.warnings")
+    before = logger.level
+    with caplog.at_level(logging.WARNING):
+        assert train_rate("cpu", steps=1) > 0
+    assert not [r for r in caplog.records if r.name == "cryogen.qc.warnings"]
+    assert logger.level == before
 
 
 def test_tiles_for_covers_the_volume():
