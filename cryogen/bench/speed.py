@@ -401,7 +401,6 @@ def device_rows(dev: str, map_steps: int, train_steps: int) -> Rows:
             )
         )
     flips, default_steps = SolveConfig.flips, SolveConfig.map_steps  # one pass of g per flip
-    minutes = target_tiles / 60
     for label, per_tile, note in (
         (
             f"g x {flips} flips + {default_steps} denoiser step",
@@ -414,7 +413,7 @@ def device_rows(dev: str, map_steps: int, train_steps: int) -> Rows:
         rows.append(
             row(
                 f"{target} reconstruct, {label} [{dev}]",
-                per_tile * minutes,
+                per_tile * target_tiles / 60,
                 "min",
                 f"extrapolated, compute only; {note}",
             )
@@ -424,7 +423,7 @@ def device_rows(dev: str, map_steps: int, train_steps: int) -> Rows:
         rows.append(
             row(
                 f"{target} reconstruct, g x {flips} flips + {map_steps} MAP under D's energy [{dev}]",
-                full * minutes,
+                full * target_tiles / 60,
                 "min",
                 f"extrapolated, compute only; --energy discriminator --map-steps {map_steps}",
             )
