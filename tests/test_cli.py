@@ -121,6 +121,22 @@ def test_bad_tilt_range(tmp_path, run_cli, write_volume, lo, hi, msg):
     assert only(tmp_path, src.name)
 
 
+@pytest.mark.parametrize("cutoff", [-0.01, 0.3])
+def test_coarse_cutoff_outside_zero_to_a_quarter_is_one_line(tmp_path, run_cli, cutoff):
+    code, _, err = run_cli(
+        "reconstruct",
+        tmp_path / "t.zarr",
+        "--prior",
+        tmp_path / "p.pt",
+        "--out",
+        tmp_path / "r.zarr",
+        "--coarse-cutoff",
+        cutoff,
+    )
+    assert_one_line_error(code, err, "--coarse-cutoff", "between 0 and 0.25")
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("flips", [0, 9])
 def test_flips_outside_one_to_eight_are_one_line(tmp_path, run_cli, flips):
     code, _, err = run_cli(

@@ -309,6 +309,68 @@ def test_gaussian_smooth_keeps_constants_and_blurs_a_point_into_its_gaussian():
     assert float(gaussian_smooth(checker, 1.5).abs().max()) < 0.01
 
 
+class _Identity(torch.nn.Module):
+    """A g that returns its input, with the size multiple a U-Net of depth 3 needs."""
+
+    multiple = 8
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return v
+
+
+def test_coarse_fill_replaces_only_the_wedge_below_the_cutoff_with_g_at_half_resolution():
+    """coarse_fill: cutoff 0 is the identity; otherwise the result differs from x0 only in the
+    missing wedge below the cutoff, and there it is g of the 2x-binned data, upsampled. With g the
+    identity and data holding a smooth pattern, the low wedge of x0 = 0 becomes the data's own
+    (binning and trilinear upsampling pass these frequencies almost whole). A binned tile that is
+    not a multiple of g's (40 -> 20, multiple 8) is padded and cropped; odd tiles are refused."""
+    from cryogen.method.solver import coarse_fill
+
+    wedge = Wedge(-60, 60)
+    g = _Identity()
+    z, _, x = torch.meshgrid(*[torch.arange(40, dtype=torch.float32)] * 3, indexing="ij")
+    smooth = torch.cos(2 * torch.pi * z / 40) + 0.5 * torch.cos(2 * torch.pi * (z + x) / 40)
+    noisy = smooth + 0.3 * torch.randn(2, 40, 40, 40, generator=torch.Generator().manual_seed(0))
+    x0 = torch.randn(noisy.shape, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(coarse_fill(g, noisy, x0, wedge, 0.0, flips=4), x0)
+    out = coarse_fill(g, noisy, x0, wedge, 0.05, flips=4)
+    assert out.shape == x0.shape
+    missing = mask_tensor(x0.shape, wedge) == 0
+    low = missing & (radius_tensor(x0.shape) < 0.05)
+    change = torch.fft.rfftn(out - x0, dim=(-3, -2, -1))
+    assert float(change[..., ~low].abs().max()) < 1e-3 * float(change[..., low].abs().max())
+    filled = torch.fft.rfftn(coarse_fill(g, noisy, torch.zeros_like(x0), wedge, 0.05), dim=(-3, -2, -1))
+    data = torch.fft.rfftn(noisy, dim=(-3, -2, -1))
+    err = (filled[..., low] - data[..., low]).abs().pow(2).sum() / data[..., low].abs().pow(2).sum()
+    assert float(err) < 0.01, float(err)
+    with pytest.raises(ValueError, match="even"):
+        coarse_fill(g, noisy[..., :39], x0[..., :39], wedge, 0.05)
+
+
+def test_reconstruct_s_coarse_fill_changes_only_the_low_wedge_of_g_y(tiles, tmp_path):
+    """reconstruct applies the coarse fill to g(y) (the tiles here are small: a cutoff that reaches
+    their first Fourier shells) and not with cutoff 0; with posterior samples after it (gradients
+    through the wedge masks it cached) it runs."""
+    train([tiles], tmp_path / "p.pt", replace(TINY, steps=40, lr_g=1e-2), device="cpu", progress=False)
+    _, meta = open_store(tiles)
+    out = {}
+    runs = (
+        ("plain", SolveConfig(map_steps=0, coarse_cutoff=0.0)),
+        ("coarse", SolveConfig(map_steps=0, coarse_cutoff=0.2)),
+    )
+    for name, cfg in runs:
+        reconstruct(tiles, tmp_path / "p.pt", tmp_path / f"{name}.zarr", cfg, device="cpu", progress=False)
+        out[name] = torch.from_numpy(open_store(tmp_path / f"{name}.zarr")[0]["tiles"][:])
+    change = torch.fft.rfftn(out["coarse"] - out["plain"], dim=(-3, -2, -1))
+    low = (mask_tensor(out["plain"].shape, meta.wedge) == 0) & (radius_tensor(out["plain"].shape) < 0.2)
+    assert float(change[..., low].abs().max()) > 1e-4 * float(
+        torch.fft.rfftn(out["plain"], dim=(-3, -2, -1)).abs().max()
+    )
+    assert float(change[..., ~low].abs().max()) < 1e-3 * float(change[..., low].abs().max())
+    cfg = SolveConfig(map_steps=1, energy="discriminator", samples=1, sample_steps=1, coarse_cutoff=0.2)
+    reconstruct(tiles, tmp_path / "p.pt", tmp_path / "s.zarr", cfg, device="cpu", progress=False)
+
+
 def test_reconstruct_with_the_denoiser_energy_changes_only_the_wedge_of_g_y(tiles, tmp_path):
     """reconstruct hands its prior's g to the denoiser's MAP: every restored tile differs from g(y)
     inside the missing wedge and nowhere else."""

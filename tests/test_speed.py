@@ -16,6 +16,7 @@ def test_throughput_parts_are_positive():
     assert t["g_tile_s"] > 0 and t["map_step_tile_s"] > 0
     # the default's step runs g once per flip: it costs more than one pass of g
     assert t["denoiser_step_tile_s"] > t["g_tile_s"]
+    assert 0 < t["coarse_fill_tile_s"] < t["denoiser_step_tile_s"]  # g over the flips on 1/8 of the voxels
 
 
 def test_training_rate_keeps_chunks_warnings_about_its_random_volume_out(caplog):

@@ -94,6 +94,8 @@ def test_runtime_grows_with_voxels_the_solver_steps_and_the_flips():
     # each flip of the warm start is one more pass of g per tile, and so is each flip of a denoiser step
     assert sizing.runtime("reconstruct", huge, passes=4) > 3 * sizing.runtime("reconstruct", huge)
     assert sizing.solve_cost(map_steps=1, samples=2, flips=4, energy="denoiser") == (2 * sizing.SAMPLE_STEPS, 8)
+    # the coarse fill: the flips again on an eighth of the voxels, a whole pass at 4 flips
+    assert sizing.solve_cost(1, 0, 4, "denoiser", coarse_cutoff=0.03) == (0, 9)
 
 
 def test_sample_steps_match_the_solver():
@@ -159,7 +161,7 @@ def test_slurm_dry_run_groups_jobs_and_sizes_them(tmp_path, write_volume):
     expected = sizing.mem_mb("reconstruct", SMALL, workers=threads, tile=tile, batch=batch)
     assert int(recon["mem_mb"]) == expected, grouped
     rc = cfg["reconstruct"]
-    steps, passes = sizing.solve_cost(rc["map_steps"], rc["samples"], rc["flips"], rc["energy"])
+    steps, passes = sizing.solve_cost(rc["map_steps"], rc["samples"], rc["flips"], rc["energy"], rc["coarse_cutoff"])
     assert int(recon["runtime"]) == sizing.runtime("reconstruct", SMALL, steps_per_tile=steps, passes=passes), grouped
     [export, *_] = resources_of(grouped.log, "export")
     assert int(export["mem_mb"]) == sizing.mem_mb("export", SMALL, tile=tile, export_chunk=chunk), grouped

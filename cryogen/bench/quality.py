@@ -2,7 +2,8 @@
 
 For each phantom (seed x tilt range x SNR) it compares (a) the input, (b) the best Gaussian
 low-pass of the input, its sigma chosen with the truth (the strongest classical baseline, and an
-optimistic one: no real user can choose it so), (c) the network g(y) alone and (d) the full MAP;
+optimistic one: no real user can choose it so), (c) the network g(y) alone, at the data's resolution and with its
+two-scale fill (the missing wedge's lowest frequencies from g at half resolution), and (d) the full MAP;
 and, for reference, the truth with its wedge removed: what a perfect denoiser that leaves the
 wedge empty would score. It returns the rows (COLUMNS); the CLI prints them and writes the JSON.
 """
@@ -136,7 +137,8 @@ def _phantom(
     tilt: float,
     snr: float,
 ) -> list[dict]:
-    """The seven rows of one phantom: input, best low-pass, truth without its wedge, g(y), MAP under
+    """The eight rows of one phantom: input, best low-pass, truth without its wedge, g(y), g(y) with
+    its two-scale fill (SolveConfig.coarse_cutoff), MAP under
     D's energy with the data as a penalty and as a discrepancy constraint (SolveConfig.data_term),
     and MAP under the denoiser's energy (SolveConfig.energy)."""
     wedge = Wedge(-tilt, tilt)
@@ -168,7 +170,10 @@ def _phantom(
     train([d / "tiles.zarr"], d / "prior.pt", cfg, device=device, progress=False)
     shared = time.monotonic() - start
     runs = (
-        ("g(y)", replace(solve, map_steps=0)),  # samples only add its std map (the estimate is g(y))
+        # samples only add a std map to the two g(y) rows (their estimates are g's): g(y) at the data's
+        # resolution alone, then with the wedge's lowest frequencies from g at half resolution
+        ("g(y)", replace(solve, map_steps=0, coarse_cutoff=0.0)),
+        ("g(y), two scales", replace(solve, map_steps=0)),
         ("MAP", replace(solve, energy="discriminator", data_term="penalty")),
         ("MAP, discrepancy", replace(solve, energy="discriminator", data_term="discrepancy")),
         ("MAP, denoiser", default),

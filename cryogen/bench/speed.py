@@ -36,7 +36,7 @@ import torch
 from ..io.files import remove_path
 from ..io.mrc import MrcWriter
 from ..method.config import TrainConfig
-from ..method.solver import SolveConfig, map_estimate
+from ..method.solver import SolveConfig, coarse_fill, map_estimate
 from ..model.imaging import Wedge
 from ..model.nets import NetConfig
 from ..tiling import TileGrid
@@ -101,7 +101,8 @@ def throughput(
 ) -> dict[str, float]:
     """Seconds per tile on `device`, with the default networks: one pass of g ("g_tile_s"), one
     step under the denoiser's energy as the default reconstruct takes it, g over the flips and
-    the low-frequency blur ("denoiser_step_tile_s"), and one step under D's energy
+    the low-frequency blur ("denoiser_step_tile_s"), the default's coarse fill, g over the flips
+    on the tile binned 2x ("coarse_fill_tile_s"), and one step under D's energy
     ("map_step_tile_s", 0 without `map_steps`)."""
     from ..model.nets import build, place
     from ..model.noise import NoiseModel
@@ -132,12 +133,19 @@ def throughput(
     # out of inference mode, as reconstruct takes it: a wedge mask first cached in inference mode
     # would be an inference tensor, and D's gradients below could not pass through it
     denoiser_tile = timed(lambda: map_estimate(x0, y, d, wedge, noise, step, None, g))
+    with torch.no_grad():  # as reconstruct takes it, g over the flips on the binned tile
+        coarse_tile = timed(lambda: coarse_fill(g, y, x0, wedge, step.coarse_cutoff, step.flips))
     cfg = SolveConfig(map_steps=map_steps, energy="discriminator")  # a gradient step on D's energy
     gen = torch.Generator(device="cpu").manual_seed(0)
     map_tile = (
         timed(lambda: map_estimate(x0, y, d, wedge, noise, cfg, gen, g)) / max(map_steps, 1) if map_steps else 0.0
     )
-    return {"g_tile_s": g_tile, "denoiser_step_tile_s": denoiser_tile, "map_step_tile_s": map_tile}
+    return {
+        "g_tile_s": g_tile,
+        "coarse_fill_tile_s": coarse_tile,
+        "denoiser_step_tile_s": denoiser_tile,
+        "map_step_tile_s": map_tile,
+    }
 
 
 def train_rate(device: str, steps: int = 10) -> float:
@@ -391,6 +399,9 @@ def device_rows(dev: str, map_steps: int, train_steps: int) -> Rows:
     rows.append(
         row(f"one denoiser MAP step [{dev}]", t["denoiser_step_tile_s"] * 1e3, "ms per tile", "the default's step")
     )
+    rows.append(
+        row(f"the coarse fill [{dev}]", t["coarse_fill_tile_s"] * 1e3, "ms per tile", "g over the flips, binned 2x")
+    )
     if map_steps:
         rows.append(
             row(
@@ -403,12 +414,12 @@ def device_rows(dev: str, map_steps: int, train_steps: int) -> Rows:
     flips, default_steps = SolveConfig.flips, SolveConfig.map_steps  # one pass of g per flip
     for label, per_tile, note in (
         (
-            f"g x {flips} flips + {default_steps} denoiser step",
-            flips * t["g_tile_s"] + default_steps * t["denoiser_step_tile_s"],
+            f"g x {flips} flips + coarse fill + {default_steps} denoiser step",
+            flips * t["g_tile_s"] + t["coarse_fill_tile_s"] + default_steps * t["denoiser_step_tile_s"],
             "the default",
         ),
-        (f"g x {flips} flips", flips * t["g_tile_s"], "--map-steps 0"),
-        ("g x 1 flip", t["g_tile_s"], "--map-steps 0 --flips 1"),
+        (f"g x {flips} flips + coarse fill", flips * t["g_tile_s"] + t["coarse_fill_tile_s"], "--map-steps 0"),
+        ("g x 1 flip", t["g_tile_s"], "--map-steps 0 --flips 1 --coarse-cutoff 0"),
     ):
         rows.append(
             row(

@@ -280,6 +280,13 @@ def add_solve_args(p: argparse.ArgumentParser) -> None:
         f"asymmetric tilt range; default {s.flips}; each costs one network pass)",
     )
     p.add_argument(
+        "--coarse-cutoff",
+        type=float,
+        default=s.coarse_cutoff,
+        help=f"fill the missing wedge below this frequency (cycles per voxel) from the network applied to each "
+        f"tile binned 2x, before the MAP steps (default {s.coarse_cutoff:g}; 0: off; 0 to 0.25)",
+    )
+    p.add_argument(
         "--energy",
         choices=ENERGIES,
         default=s.energy,
@@ -310,6 +317,8 @@ def solve_config(args: argparse.Namespace) -> SolveConfig:
     if args.map_steps < 0 or args.samples < 0:
         raise CryogenError("--map-steps and --samples must not be negative")
     check_flips(args.flips)
+    if not 0 <= args.coarse_cutoff <= 0.25:
+        raise CryogenError(f"--coarse-cutoff must be between 0 and 0.25 cycles per voxel, not {args.coarse_cutoff:g}")
     return SolveConfig(
         map_steps=args.map_steps,
         samples=args.samples,
@@ -317,6 +326,7 @@ def solve_config(args: argparse.Namespace) -> SolveConfig:
         data_term=args.data_term,
         energy=args.energy,
         flips=args.flips,
+        coarse_cutoff=args.coarse_cutoff,
     )
 
 

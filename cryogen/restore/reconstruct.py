@@ -30,7 +30,7 @@ from ..method.checkpoints import load_checkpoint
 from ..method.config import TrainConfig
 from ..method.devices import pick_device
 from ..method.patches import normalised_noise
-from ..method.solver import SolveConfig, map_estimate, posterior_std, warm_start
+from ..method.solver import SolveConfig, coarse_fill, map_estimate, posterior_std, warm_start
 from ..model.nets import build, place
 from .partial import DONE_ARRAY, discard_if_empty, file_digest, finish, open_partial, partial_path
 
@@ -106,9 +106,11 @@ class TileRestorer:
         y = y.to(self.dev)
         with torch.inference_mode():
             x0 = warm_start(self.g, y, self.meta.wedge, self.cfg.flips)
+        x0 = x0.clone()  # out of inference mode: the MAP steps and samples take gradients
+        with torch.no_grad():  # not inference mode: the wedge masks it caches serve gradients later
+            x0 = coarse_fill(self.g, y, x0, self.meta.wedge, self.cfg.coarse_cutoff, self.cfg.flips)
         if self.cfg.map_steps == 0 and self.cfg.samples == 0:
             return {TILE_ARRAY: (x0 * std + mean).cpu().numpy()}
-        x0 = x0.clone()  # out of inference mode: the MAP steps and samples take gradients
         x, _ = map_estimate(x0, y, self.d, self.meta.wedge, self.noise, self.cfg, gen, self.g)
         result = {TILE_ARRAY: (x * std + mean).cpu().numpy()}
         if self.cfg.samples > 0:

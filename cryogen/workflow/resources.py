@@ -116,10 +116,13 @@ def runtime(
     return max(MIN_RUNTIME, math.ceil(seconds * TIME_MARGIN / 60)) * max(1, attempt)
 
 
-def solve_cost(map_steps: int, samples: int, flips: int, energy: str) -> tuple[int, int]:
+def solve_cost(map_steps: int, samples: int, flips: int, energy: str, coarse_cutoff: float = 0.0) -> tuple[int, int]:
     """reconstruct's work per tile as (gradient steps, network passes): the warm start g(y) is
-    `flips` passes; a MAP step under the denoiser's energy is `flips` more passes, under D's
-    (`energy` "discriminator") one gradient step; each posterior sample `SAMPLE_STEPS` steps."""
+    `flips` passes, and its coarse fill (`coarse_cutoff` > 0) `flips` passes on an eighth of the
+    voxels (rounded up to whole passes); a MAP step under the denoiser's energy is `flips` more
+    passes, under D's (`energy` "discriminator") one gradient step; each posterior sample
+    `SAMPLE_STEPS` steps."""
     denoiser = energy == "denoiser"
     steps = (0 if denoiser else map_steps) + samples * SAMPLE_STEPS
-    return steps, flips * (1 + (map_steps if denoiser else 0))
+    coarse = math.ceil(flips / 8) if coarse_cutoff > 0 else 0
+    return steps, flips * (1 + (map_steps if denoiser else 0)) + coarse

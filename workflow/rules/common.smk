@@ -126,7 +126,9 @@ def mem_mb_of(stage):
 def runtime_of(stage):
     def runtime(wildcards, attempt):
         rc = config["reconstruct"]
-        steps, passes = sizing.solve_cost(rc["map_steps"], rc["samples"], rc["flips"], rc["energy"])
+        steps, passes = sizing.solve_cost(
+            rc["map_steps"], rc["samples"], rc["flips"], rc["energy"], rc["coarse_cutoff"]
+        )
         recon = stage == "reconstruct"
         return sizing.runtime(stage, tomogram_shape(wildcards), attempt, steps if recon else 0, passes if recon else 1)
 

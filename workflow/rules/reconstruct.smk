@@ -17,6 +17,7 @@ rule reconstruct:
         samples=config["reconstruct"]["samples"],
         prior_weight=config["reconstruct"]["prior_weight"],
         flips=config["reconstruct"]["flips"],
+        coarse_cutoff=config["reconstruct"]["coarse_cutoff"],
         batch=config["reconstruct"]["batch"],
         seed=config["reconstruct"]["seed"],
         code=CODE["reconstruct"],
@@ -34,6 +35,6 @@ rule reconstruct:
         THREADS
         + "cryogen reconstruct {input.tiles:q} --prior {input.prior:q} --out {output:q}"
         " --map-steps {params.map_steps} --samples {params.samples} --prior-weight {params.prior_weight}"
-        " --flips {params.flips} --energy {params.energy}"
+        " --flips {params.flips} --coarse-cutoff {params.coarse_cutoff} --energy {params.energy}"
         " --batch {params.batch} --seed {params.seed} --device $CRYOGEN_DEVICE"
         " --workers {threads} --memory-mb {resources.mem_mb} ${{CRYOGEN_SCHEDULER:+--scheduler \"$CRYOGEN_SCHEDULER\"}} > {log:q} 2>&1"
