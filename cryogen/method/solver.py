@@ -60,7 +60,8 @@ class SolveConfig:
     denoiser_low_step: float = 0.7
     denoiser_low_sigma: float = 8.0
     # the missing wedge below this |k| (cycles per voxel) is filled from g at half the resolution
-    # (`coarse_fill`), before the MAP steps; 0 turns it off (README, Quality: the two-scale fill)
+    # (`coarse_fill`; on 64^3 tiles: each tile's depth profile), before the MAP steps; 0 turns it
+    # off (README, Quality: the two-scale fill)
     coarse_cutoff: float = 0.03
 
 
@@ -84,12 +85,14 @@ def coarse_fill(
     g: torch.nn.Module, y: torch.Tensor, x0: torch.Tensor, wedge: Wedge, cutoff: float, flips: int = 1
 ) -> torch.Tensor:
     """x0 (B, Z, Y, X) with its missing wedge below |k| = `cutoff` (cycles per voxel) taken from g
-    applied to y binned 2x (averaged over `flips` like g(y)) and upsampled. The lowest frequencies
-    of the wedge are the shapes of whole objects (the caps of a vesicle, a membrane across the
-    beam): at half the resolution g's receptive field spans twice the volume and the binned data
-    are less noisy, so its fill there is better than g(y)'s (README, Quality: the two-scale fill).
-    The measured region and the rest of the wedge keep x0. Tile edges must be even; a binned
-    tile that is not a multiple of what g needs is padded by reflection and cropped."""
+    applied to y binned 2x (averaged over `flips` like g(y)) and upsampled. At half the resolution
+    g's receptive field spans the whole tile and the binned data are less noisy, so it estimates
+    the tile's slowest variations better than g(y). On a 64^3 tile the wedge below 0.03 holds
+    only the tile's first harmonic along the beam: how the density changes over the tile's depth
+    (the specimen's slab, layers of material), which no tilt measures (README, Quality: the
+    two-scale fill, measured). The measured region and the rest of the wedge keep x0. Tile edges
+    must be even; a binned tile that is not a multiple of what g needs is padded by reflection
+    and cropped."""
     if cutoff <= 0:
         return x0
     shape = tuple(y.shape[-3:])
