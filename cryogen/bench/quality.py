@@ -2,10 +2,11 @@
 
 For each phantom (seed x tilt range x SNR) it compares (a) the input, (b) the best Gaussian
 low-pass of the input, its sigma chosen with the truth (the strongest classical baseline, and an
-optimistic one: no real user can choose it so), (c) the network g(y) alone, at the data's resolution and with its
-two-scale fill (the missing wedge's lowest frequencies from g at half resolution), and (d) the full MAP;
-and, for reference, the truth with its wedge removed: what a perfect denoiser that leaves the
-wedge empty would score. It returns the rows (COLUMNS); the CLI prints them and writes the JSON.
+optimistic one: no real user can choose it so), (c) the network g(y) alone, at the data's
+resolution and with its two-scale fill (the missing wedge's lowest frequencies from g at half
+resolution), and (d) the full MAP; and, for reference, the truth with its wedge removed: what a
+perfect denoiser that leaves the wedge empty would score. It returns the rows (COLUMNS); the CLI
+prints them and writes the JSON.
 """
 
 from __future__ import annotations
