@@ -346,6 +346,12 @@ def test_coarse_fill_replaces_only_the_wedge_below_the_cutoff_with_g_at_half_res
     with pytest.raises(ValueError, match="even"):
         coarse_fill(g, noisy[..., :39], x0[..., :39], wedge, 0.05)
 
+    def never(v: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("g ran although the band holds no coefficient")
+
+    small = torch.randn(1, 32, 32, 32)  # its first coefficient is at 1/32 > 0.03: nothing to fill
+    assert coarse_fill(never, small, small, wedge, 0.03) is small
+
 
 def test_reconstruct_s_coarse_fill_changes_only_the_low_wedge_of_g_y(tiles, tmp_path):
     """reconstruct applies the coarse fill to g(y) (the tiles here are small: a cutoff that reaches

@@ -92,10 +92,14 @@ def coarse_fill(
     (the specimen's slab, layers of material), which no tilt measures (README, Quality: the
     two-scale fill, measured). The measured region and the rest of the wedge keep x0. Tile edges
     must be even; a binned tile that is not a multiple of what g needs is padded by reflection
-    and cropped."""
+    and cropped. Where the band holds no coefficient of the tile (cutoff 0, or tiles of 32 or less
+    at 0.03) x0 is returned and g not run."""
     if cutoff <= 0:
         return x0
     shape = tuple(y.shape[-3:])
+    low_wedge = (1.0 - mask_tensor(y.shape, wedge, y.device)) * (radius_tensor(y.shape, y.device) < cutoff)
+    if not bool(low_wedge.any()):
+        return x0
     if any(n % 2 for n in shape):
         raise ValueError(f"the coarse fill needs even tile edges, not {shape}")
     coarse = F.avg_pool3d(y.unsqueeze(1), 2).squeeze(1)
@@ -105,7 +109,6 @@ def coarse_fill(
         coarse = F.pad(coarse.unsqueeze(1), (0, pad[2], 0, pad[1], 0, pad[0]), mode="reflect").squeeze(1)
     fill = warm_start(g, coarse, wedge, flips)[..., : shape[0] // 2, : shape[1] // 2, : shape[2] // 2]
     fill = F.interpolate(fill.unsqueeze(1), scale_factor=2, mode="trilinear", align_corners=False).squeeze(1)
-    low_wedge = (1.0 - mask_tensor(y.shape, wedge, y.device)) * (radius_tensor(y.shape, y.device) < cutoff)
     change = torch.fft.rfftn(fill - x0, dim=FFT_DIMS) * low_wedge
     return x0 + torch.fft.irfftn(change, s=shape, dim=FFT_DIMS)
 
