@@ -41,10 +41,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..qc.figures import report_figures
+    from ..qc.figures import measures_line, report_figures
 
     wedge = wedge_of(args, args.before)
-    report_figures(
+    summary = report_figures(
         args.before,
         args.after,
         args.slices,
@@ -55,4 +55,5 @@ def run(args: argparse.Namespace) -> None:
         summary_json=args.summary,
         name=args.name,
     )
+    print(measures_line(summary["measures"]))
     print(f"wrote {args.slices} and {args.spectra}" + (f" and {args.summary}" if args.summary else ""))

@@ -10,6 +10,11 @@ Volumes are read plane block by plane block with `MrcReader.read_block` in one s
 so memory stays at a few planes whatever the tomogram's size. The spectrum is the average of
 the 2-D power spectra of up to `n_planes` planes perpendicular to the tilt axis (the wedge does
 not depend on the coordinate along the tilt axis, so every such plane shows it).
+
+- `truth_free_measures`: what real data can be judged by without a truth (the summary's
+  "measures", and the figure's subtitle when there is no truth): the missing wedge's fill before
+  and after, and the restored volume's consistency with the data in the measured region, on the
+  central crop (`qc.geometry.read_central_crop`: bounded memory on any tomogram).
 """
 
 from __future__ import annotations
@@ -21,8 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CryogenError
 from ..io.files import atomic_output
 from ..io.mrc import MrcReader
+from ..model.imaging import Wedge
+from .geometry import CROP, read_central_crop
+from .isotropy import data_consistency, wedge_fill
 from .plotting import pyplot
 
 BLOCK_BYTES = 64 << 20  # bytes of voxels read at once
@@ -172,6 +181,48 @@ def _metrics_against(
     return metrics
 
 
+def truth_free_measures(before: str | Path, after: str | Path, wedge: Wedge, crop: int = CROP) -> dict:
+    """The measures that need no truth, on the central crop (at most `crop` voxels per axis) of
+    both volumes: "wedge_fill" before and after (the missing wedge's power relative to the measured
+    region's at the same |k|, `qc.isotropy.wedge_fill`; None where the crop has no coefficient in
+    its band) and "consistency" (the FSC of the re-wedged result with the input over the measured
+    region: its mean up to 0.25 cycles/voxel, its minimum up to Nyquist and where it falls below
+    0.5). What a user of real data has to judge a restoration by: did the wedge fill, and does
+    the result still agree with what the microscope measured."""
+    with MrcReader(before) as rb, MrcReader(after) as ra:
+        b, a = read_central_crop(rb, crop), read_central_crop(ra, crop)
+        voxel = rb.info.isotropic_voxel_size or None
+
+    def fill(volume: np.ndarray) -> float | None:
+        try:
+            return wedge_fill(volume, wedge)
+        except CryogenError:  # a crop too small to hold the band
+            return None
+
+    cons = data_consistency(a, b, wedge, voxel)
+    return {
+        "crop_zyx": list(b.shape),
+        "wedge_fill": {"before": fill(b), "after": fill(a)},
+        "consistency": cons.mean,
+        "consistency_min": cons.minimum,
+        "consistency_fsc_0.5_angstrom": cons.fsc_05_angstrom,
+    }
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def measures_line(measures: dict) -> str:
+    """`truth_free_measures` in one line, for the figure's title and the terminal."""
+    fill = measures["wedge_fill"]
+    return (
+        f"wedge fill {_fmt(fill['before'])} -> {_fmt(fill['after'])}, consistency with the data "
+        f"{measures['consistency']:.3f} (lowest shell {measures['consistency_min']:.3f}; "
+        f"central {' x '.join(map(str, measures['crop_zyx']))})"
+    )
+
+
 def report_figures(
     before: str | Path,
     after: str | Path,
@@ -184,9 +235,8 @@ def report_figures(
     name: str = "",
 ) -> dict:
     """Write the slices and spectra figures of one tomogram and, if asked, a JSON summary (shape,
-    voxel size, tilt, and with a truth cc / FSC / wedge recovery before and after)."""
-    from ..errors import CryogenError
-
+    voxel size, tilt, the truth-free measures, and with a truth cc / FSC / wedge recovery before
+    and after)."""
     vols = [("before", read_sections(before, tilt_axis)), ("after", read_sections(after, tilt_axis))]
     if vols[0][1].shape != vols[1][1].shape:
         raise CryogenError(f"shape {vols[1][1].shape} differs from the input's {vols[0][1].shape} ({before})", after)
@@ -199,6 +249,7 @@ def report_figures(
         "tilt": {"tilt_min": tilt_range[0], "tilt_max": tilt_range[1], "tilt_axis": tilt_axis},
         "truth": None if truth is None else str(truth),
         "metrics": None,
+        "measures": truth_free_measures(before, after, Wedge(tilt_range[0], tilt_range[1], tilt_axis)),
     }
     if truth is not None:
         vols.append(("truth", read_sections(truth, tilt_axis)))
@@ -211,13 +262,12 @@ def report_figures(
     head = f"{name}: " if name else ""
     shape = " x ".join(str(n) for n in vols[0][1].shape)
     subtitle = f"{head}{shape} voxels (z, y, x), {vols[0][1].voxel_size:g} A/voxel"
+
     if summary["metrics"]:
         b, a = summary["metrics"]["before"], summary["metrics"]["after"]
-
-        def fmt(v):
-            return "n/a" if v is None else f"{v:.3f}"
-
-        subtitle += f"\ncc with truth {fmt(b['cc'])} -> {fmt(a['cc'])}, wedge recovery {fmt(b['wedge_recovery'])} -> {fmt(a['wedge_recovery'])}"
+        subtitle += f"\ncc with truth {_fmt(b['cc'])} -> {_fmt(a['cc'])}, wedge recovery {_fmt(b['wedge_recovery'])} -> {_fmt(a['wedge_recovery'])}"
+    else:
+        subtitle += "\n" + measures_line(summary["measures"])
     plot_slices(vols, slices_png, title=subtitle)
     plot_spectra(
         vols,

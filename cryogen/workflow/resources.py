@@ -61,7 +61,7 @@ COSTS: dict[str, Cost] = {
     "chunk": Cost(base_mb=320, start_s=6, s_per_mvoxel=0.25, slab_bytes=2, slab_planes="tile"),
     "reconstruct": Cost(base_mb=500, start_s=25, s_per_mvoxel=2.0, worker_mb=300, batch_mb=110),
     "stitch": Cost(base_mb=120, start_s=2, s_per_mvoxel=0.2),
-    "report": Cost(base_mb=250, start_s=5, s_per_mvoxel=0.5, truth_bytes=40),
+    "report": Cost(base_mb=420, start_s=5, s_per_mvoxel=0.5, truth_bytes=40),
     "export": Cost(base_mb=300, start_s=3, s_per_mvoxel=0.35, slab_bytes=8, slab_planes="export"),
 }
 

@@ -1,6 +1,7 @@
 # report: per tomogram, the central XY/XZ/YZ slices and the power spectra (the missing wedge)
 # before and after restoration, registered for `snakemake --report report.html`, and a JSON
-# summary (with cc / FSC / wedge recovery when the sheet gives a ground truth, as the demo does).
+# summary: the truth-free measures (the wedge's fill, consistency with the data) always, and cc /
+# FSC / wedge recovery when the sheet gives a ground truth, as the demo does.
 
 
 rule report:
