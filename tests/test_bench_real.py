@@ -98,3 +98,22 @@ def test_real_benchmark_with_a_defocus_measures_the_deconvolved_input_too(tmp_pa
     assert -1 <= rows[2]["consistency_min"] <= rows[2]["consistency"]
     assert rows[1]["tube_top_bottom"] != pytest.approx(rows[0]["tube_top_bottom"])
     assert (tmp_path / "work" / "input_deconvolved.mrc").exists()
+
+
+def test_real_benchmark_keeps_its_run_when_asked(tmp_path):
+    """With keep_run the tiles and the prior stay in WORKDIR/run, and restoring them again gives the
+    benchmark's own result (by default the folder is removed: the learning-curve test above)."""
+    from cryogen.bench.real import run_real_benchmark
+    from cryogen.io.mrc import read_mrc
+    from cryogen.restore.reconstruct import reconstruct
+    from cryogen.tiling import stitch
+
+    options = noisy_tube_options(tmp_path, steps=2, keep_run=True)
+    run_real_benchmark(options)
+    run = tmp_path / "work" / "run"
+    assert (run / "prior.pt").exists() and (run / "tiles.zarr").exists()
+    again = tmp_path / "again.zarr"
+    reconstruct(run / "tiles.zarr", run / "prior.pt", again, device="cpu", seed=options.seed, progress=False)
+    stitch(again, tmp_path / "again.mrc", progress=False)
+    restored, _ = read_mrc(tmp_path / "work" / "restored.mrc")
+    np.testing.assert_allclose(read_mrc(tmp_path / "again.mrc")[0], restored, rtol=1e-5, atol=1e-5)

@@ -79,6 +79,9 @@ class RealOptions:
     filament_angle: float | None = None  # degrees from y towards x; None: estimated on the input
     curve_every: int = 0  # > 0: also measure the result every that many training steps (learning curve)
     deconvolution: Deconvolution | None = None  # CTF deconvolution first (`cryogen run --defocus`)
+    # keep WORKDIR/run (the tiles and the prior) to restore the tomogram again with other settings
+    # (`cryogen reconstruct`, `stitch`) without training again; by default it is removed
+    keep_run: bool = False
 
     def tube_voxels(self, voxel: float) -> tuple[float, float]:
         """The tube's radius and wall thickness in voxels of `voxel` angstrom."""
@@ -218,7 +221,8 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
     if options.curve_every:
         measure = _Measure(volume, wedge, voxel, radius, wall_vox, tube_in)
         learning_curve(run_work, measure, options, work / "learning_curve.csv", work / "learning_curve.png")
-    shutil.rmtree(run_work, ignore_errors=True)
+    if not options.keep_run:
+        shutil.rmtree(run_work, ignore_errors=True)
     return rows
 
 

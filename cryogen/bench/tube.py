@@ -40,6 +40,7 @@ class TubeOptions:
     device: str = "auto"
     seed: int = 0  # the noise's and the training's
     deconvolution: Deconvolution | None = None  # CTF deconvolution first (`cryogen run --defocus`)
+    keep_run: bool = False  # keep WORKDIR/run, the tiles and the prior (`RealOptions.keep_run`)
 
 
 def run_tube_benchmark(options: TubeOptions) -> list[dict]:
@@ -63,6 +64,7 @@ def run_tube_benchmark(options: TubeOptions) -> list[dict]:
         seed=options.seed,
         filament_angle=TUBE_ANGLE,  # known here: the truth's tube is measured along the same axis
         deconvolution=options.deconvolution,
+        keep_run=options.keep_run,
     )
     rows = run_real_benchmark(real)
     radius, wall = real.tube_voxels(TUBE_VOXEL)

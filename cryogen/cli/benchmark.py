@@ -111,6 +111,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         help="with --real: also restore and measure the tomogram with the prior as it stood every STEPS "
         "training steps (WORKDIR/real/learning_curve.csv and .png)",
     )
+    p.add_argument(
+        "--keep-run",
+        action="store_true",
+        help="with --real or --tube: keep WORKDIR/real/run (or WORKDIR/tube/run), the tiles and the trained prior, "
+        "to restore the tomogram again with other settings (cryogen reconstruct, stitch) without training again",
+    )
     d = DatasetOptions()
     p.add_argument(
         "--dataset",
@@ -162,6 +168,7 @@ def _restoring(args: argparse.Namespace, folder: str) -> dict:
         "device": args.device,
         "seed": args.seed,
         "deconvolution": deconvolution_of(args),
+        "keep_run": args.keep_run,
     }
 
 
@@ -192,6 +199,8 @@ def _restored_rows(
     _print_rows(bench(), columns, args.json, gap=False)
     _print_cues(workdir / CUES_FILE)
     print(f"figures: {workdir}/real_slices.png, real_spectra.png, real_tube.png")
+    if args.keep_run:
+        print(f"kept: {workdir}/run/tiles.zarr and prior.pt (cryogen reconstruct TILES PRIOR OUT, then stitch)")
 
 
 def _print_cues(path: Path) -> None:
