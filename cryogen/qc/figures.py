@@ -188,7 +188,9 @@ def truth_free_measures(before: str | Path, after: str | Path, wedge: Wedge, cro
     its band) and "consistency" (the FSC of the re-wedged result with the input over the measured
     region: its mean up to 0.25 cycles/voxel, its minimum up to Nyquist and where it falls below
     0.5). What a user of real data has to judge a restoration by: did the wedge fill, and does
-    the result still agree with what the microscope measured."""
+    the result still agree with what the microscope measured. Both are per shell of |k|, so a
+    radial filter of the input (the CTF deconvolution of `defocus` rows, restored in place of the
+    raw tomogram the report is given) changes neither."""
     with MrcReader(before) as rb, MrcReader(after) as ra:
         b, a = read_central_crop(rb, crop), read_central_crop(ra, crop)
         voxel = rb.info.isotropic_voxel_size or None
