@@ -190,7 +190,8 @@ def truth_free_measures(before: str | Path, after: str | Path, wedge: Wedge, cro
     0.5). What a user of real data has to judge a restoration by: did the wedge fill, and does
     the result still agree with what the microscope measured. Both are per shell of |k|, so a
     radial filter of the input (the CTF deconvolution of `defocus` rows, restored in place of the
-    raw tomogram the report is given) changes neither."""
+    raw tomogram the report is given) changes them little (the second real crop at 3 um:
+    consistency 0.971 against the raw input, 0.968 against the deconvolved one)."""
     with MrcReader(before) as rb, MrcReader(after) as ra:
         b, a = read_central_crop(rb, crop), read_central_crop(ra, crop)
         voxel = rb.info.isotropic_voxel_size or None
