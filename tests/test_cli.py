@@ -296,9 +296,10 @@ def test_run_measures_the_noise_from_halves(tmp_path, run_cli, write_volume):
     code, _, err = run_cli("run", obs, tmp_path / "bad.mrc", "--halves", even, small, *common)
     assert code != 0 and "small.mrc" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad.mrc").exists()
-    code, _, err = run_cli("run", obs, tmp_path / "r.mrc", "--halves", even, odd, *common)
+    code, out, err = run_cli("run", obs, tmp_path / "r.mrc", "--halves", even, odd, *common)
     assert code == 0, err
     assert (tmp_path / "r.mrc").exists()
+    assert "wedge fill" in out and "consistency with the data" in out  # the truth-free measures, at once
 
 
 # ----------------------------------------------------------------------------- --tilt-file

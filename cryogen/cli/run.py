@@ -56,12 +56,14 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..method.config import TrainConfig
+    from ..qc.figures import measures_line, truth_free_measures
     from ..restore.pipeline import run_one
 
+    wedge = wedge_of(args, args.input)
     run_one(
         args.input,
         args.output,
-        wedge_of(args, args.input),
+        wedge,
         std_path=args.std,
         time_budget=None if args.time_budget is None else args.time_budget * 60.0,
         steps=args.steps,
@@ -75,4 +77,6 @@ def run(args: argparse.Namespace) -> None:
         train_config=TrainConfig(seed=args.seed, batch=args.batch, patch=args.patch),
         deconvolution=deconvolution_of(args),
     )
+    # what a user of real data judges the result by, at once (as `cryogen report` and the workflow's report give it)
+    print(measures_line(truth_free_measures(args.input, args.output, wedge)))
     print(f"wrote {args.output}" + (f" and {args.std}" if args.std else ""))
