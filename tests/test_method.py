@@ -574,6 +574,64 @@ def test_fill_weight_weighs_the_turned_loss_where_it_lies_in_the_input_wedge():
     assert loss(5.0, still) == pytest.approx(loss(1.0, still), rel=1e-5)
 
 
+def test_refined_turns_show_g_the_input_measured_as_fully_as_the_data():
+    """With `refine` the input's own wedge is filled by g(y) before the turn, so the turned,
+    re-wedged input holds the turned truth over the whole measured region (an oracle fill gives
+    exactly A T x), where without it the turn leaves part of that region empty; the fill is no
+    answer key: a g that passes that input through is still penalised inside the wedge."""
+    from cryogen.method.step import recorrupted_loss
+    from cryogen.model.rotations import rotate_interp, tilt_axis_matrices
+
+    gen = torch.Generator().manual_seed(0)
+    wedge = Wedge(-60, 60)
+    x = torch.nn.functional.avg_pool3d(torch.randn(2, 1, 24, 24, 24, generator=gen), 3, 1, 1)[:, 0]
+    y = apply_wedge(x, wedge)
+    quiet = NoiseModel.white(1e-6)
+    turns = torch.tensor([45.0, -60.0])
+
+    seen: list[torch.Tensor] = []
+
+    def passthrough(v):
+        seen.append(v)
+        return v
+
+    def g_input(fill: torch.Tensor | None) -> torch.Tensor:
+        seen.clear()
+        recorrupted_loss(passthrough, y, wedge, quiet, 1.0, torch.Generator().manual_seed(1), turns, 1.0, fill)
+        return seen[-1]
+
+    full = apply_wedge(rotate_interp(x, tilt_axis_matrices(turns, "y"), padding="reflection"), wedge)
+    scale = full.pow(2).mean()
+    assert (g_input(x) - full).pow(2).mean() < 1e-4 * scale  # the oracle's fill: the truth
+    assert (g_input(None) - full).pow(2).mean() > 0.05 * scale
+    args = (y, wedge, quiet, 1.0, torch.Generator().manual_seed(1), turns, 1.0, x)
+    assert recorrupted_loss(passthrough, *args) > 0.05 * y.pow(2).mean()
+
+
+def test_refinement_fills_from_g_before_its_update(tiles, tmp_path):
+    """train_step hands recorrupted_loss g(y) as the fill (the same pass D's fake uses) only with
+    `refine`, and a refined run trains (finite losses) and records the setting in its prior."""
+    from cryogen.method import step as step_module
+
+    fills: list[torch.Tensor | None] = []
+    original = step_module.recorrupted_loss
+
+    def spy(*args, **kwargs):
+        fills.append(args[8] if len(args) > 8 else kwargs.get("fill"))
+        return original(*args, **kwargs)
+
+    step_module.recorrupted_loss = spy
+    try:
+        for refine in (True, False):
+            ck = train(
+                [tiles], tmp_path / f"{refine}.pt", replace(TINY, steps=2, refine=refine), device="cpu", progress=False
+            )
+            assert ck["train"]["refine"] is refine
+    finally:
+        step_module.recorrupted_loss = original
+    assert all(f is not None and not f.requires_grad for f in fills[:2]) and fills[2:] == [None, None]
+
+
 def test_fill_weight_must_be_positive_and_old_priors_read_as_unweighted():
     from cryogen.method.loop import check_settings
 
@@ -582,6 +640,8 @@ def test_fill_weight_must_be_positive_and_old_priors_read_as_unweighted():
     old = TrainConfig().to_dict()
     del old["fill_weight"]  # a prior saved before the weight existed trained with the loss unweighted
     assert TrainConfig.from_dict(old).fill_weight == 1.0
+    del old["refine"]  # ... and one saved before the refined turns trained without them
+    assert TrainConfig.from_dict(old).refine is False
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
 
 

@@ -43,6 +43,9 @@ class TrainConfig:
     # weight of the turned loss where it lies in the input's missing wedge (the measured part: 1);
     # measured: 3 fills the wedge better on both phantoms (README: the fill weight)
     fill_weight: float = 3.0
+    # fill the input's own wedge with g(y) before turning it (IsoNet's refinement), so that g trains
+    # on inputs measured as fully as the data it restores (README: the refined turns)
+    refine: bool = True
     recorrupt: float = 1.0  # alpha of the recorrupted pairs y + alpha n / y - n / alpha (1: measured best of 0.5, 1)
     adv_weight: float = 0.0
     # with adv_weight 0, D (the energy of MAP and the std map) trains on every d_every-th step only
@@ -62,5 +65,6 @@ class TrainConfig:
         d = {k: v for k, v in d.items() if k not in RETIRED}
         d.setdefault("denoise_turn", 0.0)  # checkpoints from before the turns were trained without them
         d.setdefault("fill_weight", 1.0)  # ... and from before the fill weight, with the turned loss unweighted
+        d.setdefault("refine", False)  # ... and from before the refined turns, with the input's wedge left empty
         d["net"] = NetConfig.from_dict(d["net"])
         return cls(**d)
