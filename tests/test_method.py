@@ -702,3 +702,27 @@ def test_d_sees_every_other_real_patch_half_turned_about_the_tilt_axis(wedge):
     assert torch.equal(turned[1::2], torch.flip(y[1::2], (-3, inplane)))
     assert torch.allclose(apply_wedge(turned, wedge), half_turned(apply_wedge(y, wedge), wedge.tilt_axis), atol=1e-5)
     assert not torch.allclose(apply_wedge(turned, wedge), turned, atol=1e-2)  # the wedge does act here
+
+
+def test_training_after_restoring_in_the_same_process():
+    """The operators cache their masks, radii and noise spectra per shape. A cache first filled
+    while restoring (under torch.inference_mode) held inference tensors, which autograd refuses:
+    the next training step in the same process (a notebook that restores, then trains) failed.
+    A wedge and a shape no other test uses, so these caches start empty here."""
+    from cryogen.method.step import recorrupted_loss
+
+    wedge = Wedge(-57, 53)
+    noise = NoiseModel.white(0.3)
+    g, _ = build(NetConfig())
+    y = torch.randn(2, 20, 20, 20, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():  # as reconstruct restores: every cached operator is made here
+        g(apply_wedge(y, wedge) + noise.sample(tuple(y.shape), wedge, generator=torch.Generator().manual_seed(1)))
+        radius_tensor(y.shape)
+        for t in (0.0, 10.0, -20.0):
+            mask_tensor(y.shape, wedge, turn=t)
+    loss = recorrupted_loss(g, y, wedge, noise, 1.0, torch.Generator().manual_seed(2), torch.tensor([10.0, -20.0]), 3.0)
+    loss.backward()
+    assert all(p.grad is not None for p in g.parameters())
+    z = y.clone().requires_grad_(True)
+    (apply_wedge(z, wedge) * radius_tensor(z.shape).mean()).sum().backward()
+    assert z.grad is not None

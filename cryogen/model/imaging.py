@@ -129,11 +129,19 @@ def as_volume(x: Any, what: str) -> np.ndarray:
     return a
 
 
-@functools.lru_cache(maxsize=512)
-def _mask_tensor(shape: tuple[int, int, int], wedge: Wedge, device: str, turn: float = 0.0) -> torch.Tensor:
+def cached_tensor(a: np.ndarray, device: str, dtype: Any = None) -> torch.Tensor:
+    """`a` as a tensor for a cache that training and restoring share. Made outside inference mode:
+    a tensor made inside it can never enter autograd, so a cache first filled while restoring
+    (under `torch.inference_mode`) would break every later training step in the same process."""
     import torch
 
-    return torch.from_numpy(wedge_mask(shape, wedge, turn=turn).astype(np.float32)).to(device)
+    with torch.inference_mode(False):
+        return torch.from_numpy(a).to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=512)
+def _mask_tensor(shape: tuple[int, int, int], wedge: Wedge, device: str, turn: float = 0.0) -> torch.Tensor:
+    return cached_tensor(wedge_mask(shape, wedge, turn=turn).astype(np.float32), device)
 
 
 def mask_tensor(
@@ -148,9 +156,7 @@ def mask_tensor(
 
 @functools.lru_cache(maxsize=64)
 def _radius_tensor(shape: tuple[int, int, int], device: str) -> torch.Tensor:
-    import torch
-
-    return torch.from_numpy(frequency_radius(shape)).to(device)
+    return cached_tensor(frequency_radius(shape), device)
 
 
 def radius_tensor(shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:

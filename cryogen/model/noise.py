@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CryogenError
-from .imaging import FFT_DIMS, Wedge, frequency_radius, rfft_weights, wedge_mask
+from .imaging import FFT_DIMS, Wedge, cached_tensor, frequency_radius, rfft_weights, wedge_mask
 from .noise_directional import DirectionalFactor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -327,9 +327,7 @@ def _implied_variance(model: NoiseModel, shape3: tuple[int, int, int], wedge: We
 
 @functools.lru_cache(maxsize=32)
 def _psd_tensor(model: NoiseModel, shape3: tuple[int, int, int], wedge: Wedge, device: str, sqrt: bool) -> torch.Tensor:
-    import torch
-
     psd = model.psd(shape3, wedge)
     if sqrt:
         psd = np.sqrt(psd)
-    return torch.from_numpy(psd.astype(np.float32)).to(device)
+    return cached_tensor(psd.astype(np.float32), device)

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CryogenError
-from .imaging import FFT_DIMS, Wedge, frequency_radius, tilt_angle, wedge_mask
+from .imaging import FFT_DIMS, Wedge, cached_tensor, frequency_radius, tilt_angle, wedge_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -201,9 +201,7 @@ class TransferFunction:
 
 @functools.lru_cache(maxsize=32)
 def _transfer_tensor(shape: tuple[int, int, int], transfer: TransferFunction, device: str, dtype: Any) -> torch.Tensor:
-    import torch
-
-    return torch.from_numpy(transfer.evaluate(shape)).to(device=device, dtype=dtype)
+    return cached_tensor(transfer.evaluate(shape), device, dtype)
 
 
 def apply_transfer(x: torch.Tensor, transfer: TransferFunction) -> torch.Tensor:
