@@ -48,3 +48,27 @@ def test_priors_saved_before_the_choice_rebuild_the_transposed_decoder():
 def test_unknown_upsampling_is_refused():
     with pytest.raises(ValueError, match="upsample"):
         UNet3d(4, 2, "pixelshuffle")
+
+
+def test_linear_upsampling_convolves_before_interpolating_with_the_same_result():
+    """The decoder's 1x1x1 convolution runs before the trilinear interpolation (8x fewer voxels):
+    the same function as interpolating first, and the same parameter names, so priors saved with
+    either order load and restore alike."""
+    torch.manual_seed(0)
+    g = UNet3d(4, 2, "linear")
+    for p in g.parameters():
+        torch.nn.init.normal_(p, std=0.3)  # non-zero biases too: they must commute as well
+    up = g.up[0]
+    h = torch.randn(2, 16, 5, 6, 7)  # the deepest level: 4 x 2**2 channels in, 8 out
+    with torch.no_grad():
+        interpolate_first = up[1](up[0](h))
+    seen: list[tuple[int, ...]] = []
+    up[1].register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
+    with torch.no_grad():
+        out = up(h)
+    assert seen == [tuple(h.shape)]  # the convolution saw the coarse grid
+    assert torch.allclose(out, interpolate_first, atol=1e-5 * float(interpolate_first.abs().max()))
+    assert out.shape == (2, 8, 10, 12, 14)
+    assert {k for k in g.state_dict() if k.startswith("up.")} == {
+        f"up.{i}.1.{p}" for i in range(2) for p in ("weight", "bias")
+    }
