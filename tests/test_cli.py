@@ -285,6 +285,27 @@ def test_simulate_dose_weighting_and_misalignment_reach_the_tilt_series(tmp_path
     assert not (tmp_path / "bad.mrc").exists()
 
 
+def test_simulate_beads_reach_both_models_and_leave_the_noise_level(tmp_path, run_cli):
+    """--beads adds gold to the truth of either forward model without changing the noise sigma
+    (set by the specimen without them); a negative count is a one-line error that writes nothing."""
+    for model in ("ideal", "tilt-series"):
+        sigmas, truths = [], []
+        for beads in (0, 2):
+            out, truth = tmp_path / f"{model}{beads}.mrc", tmp_path / f"{model}{beads}_t.mrc"
+            code, stdout, err = run_cli(
+                "simulate", out, "--truth", truth, "--shape", 32, 64, 64, "--model", model, "--beads", beads,
+                "--seed", 4,
+            )  # fmt: skip
+            assert code == 0, err
+            sigmas.append(float(stdout.split("noise sigma")[1]))
+            truths.append(mrcfile.read(truth))
+        assert sigmas[0] == pytest.approx(sigmas[1], rel=1e-6)
+        assert truths[0].max() < 1.5 < 5.0 < truths[1].max()
+    code, _, err = run_cli("simulate", tmp_path / "bad.mrc", "--beads", -1)
+    assert_one_line_error(code, err, "beads must be an integer from 0")
+    assert not (tmp_path / "bad.mrc").exists()
+
+
 def test_run_measures_the_noise_from_halves(tmp_path, run_cli, write_volume):
     """`cryogen run --halves EVEN ODD` hands the halves to chunk: mismatched ones are refused with
     a one-line error naming the half, matching ones restore."""

@@ -211,6 +211,38 @@ def test_dose_weighting_misalignment_and_a_given_phantom_switch_alone():
         simulate_tilt_series(SHAPE, TiltScheme(), 1.0, 3, phantom=phantom[:-1])
 
 
+def test_beads_are_gold_spheres_at_the_ice_surfaces_that_leave_the_rest_and_the_noise_level():
+    """Fiducials: N separate ~10 nm spheres of gold density just inside the slab's top or bottom
+    surface; the rest of the phantom is the one without them; the noise level is the bead-free
+    specimen's, so beads alone change nothing else; a given phantom takes no beads."""
+    from scipy.ndimage import label
+
+    from cryogen.sim.phantom import GOLD
+
+    shape = (48, 96, 96)
+    bare = simulate_tilt_series(shape, TiltScheme(), 0.5, 7)
+    gold = simulate_tilt_series(shape, TiltScheme(), 0.5, 7, beads=3)
+    labels, count = label(gold.truth > GOLD / 2)
+    assert count == 3
+    sizes = np.bincount(labels.ravel())[1:]
+    assert np.all(np.abs(sizes - 4 / 3 * np.pi * 5**3) < 0.25 * 4 / 3 * np.pi * 5**3)  # 10 nm at 10 A per voxel
+    far = np.ones(shape, bool)
+    for k in range(1, 4):
+        z, y, x = (c.mean() for c in np.nonzero(labels == k))
+        zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
+        far &= (zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2 > 9**2
+        column = bare.truth[:, round(y), round(x)]
+        ice = np.nonzero(column > VACUUM / 2)[0]  # the slab in the bead's column
+        assert min(abs(z - ice[0]), abs(z - ice[-1])) < 7  # at a surface, not in the middle
+    np.testing.assert_allclose(gold.truth[far], bare.truth[far], atol=1e-4)  # the band limit's tail
+    assert gold.sigma == pytest.approx(bare.sigma, rel=1e-6)
+    assert not np.allclose(gold.observation, bare.observation)
+    with pytest.raises(CryogenError, match="no beads"):
+        simulate_tilt_series(SHAPE, TiltScheme(), 1.0, 3, phantom=bare.truth[:16, :24, :32].copy(), beads=1)
+    with pytest.raises(CryogenError, match="beads must be an integer"):
+        make_phantom(SHAPE, np.random.default_rng(0), beads=-2)
+
+
 def test_sirt_like_filter_is_a_softened_ramp():
     ramp = wbp_filter(128)
     sirt5, sirt500 = wbp_filter(128, "sirt", 16, 5), wbp_filter(128, "sirt", 16, 500)

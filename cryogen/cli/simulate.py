@@ -51,6 +51,14 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--halves", action="store_true", help="also write even/odd half tomograms (OBS_even.mrc, OBS_odd.mrc)"
     )
+    p.add_argument(
+        "--beads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N gold fiducials (10 nm, ~10x protein's contrast) at the ice's surfaces; the noise level is set "
+        "without them (default 0)",
+    )
     _tilt_series_arguments(p)
 
 
@@ -138,9 +146,17 @@ def run(args: argparse.Namespace) -> None:
         wedge = sim.wedge
     else:
         sim = simulate(
-            tuple(args.shape), wedge, snr=args.snr, seed=args.seed, voxel_size=args.voxel_size, halves=args.halves
+            tuple(args.shape),
+            wedge,
+            snr=args.snr,
+            seed=args.seed,
+            voxel_size=args.voxel_size,
+            halves=args.halves,
+            beads=args.beads,
         )
     note = f"{tilt_label(wedge)} snr {args.snr:g} seed {args.seed} model {args.model}"
+    if args.beads:
+        note += f" beads {args.beads}"
     outputs: list[tuple[str | Path | None, np.ndarray | None, str]] = [
         (args.output, sim.observation, "observation"),
         (args.truth, sim.truth, "ground truth"),
@@ -179,4 +195,5 @@ def _simulate_tilt_series(args: argparse.Namespace, wedge: Wedge) -> Simulation:
         recon_filter=args.recon_filter,
         dose_weighting=args.dose_weighting,
         misalignment=args.misalign,
+        beads=args.beads,
     )

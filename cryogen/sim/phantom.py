@@ -27,7 +27,16 @@ from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
 from ..errors import CryogenError
 
-__all__ = ["BAND_LIMIT_SIGMA", "ICE", "VACUUM", "check_positive", "check_seed", "check_shape", "make_phantom"]
+__all__ = [
+    "BAND_LIMIT_SIGMA",
+    "ICE",
+    "VACUUM",
+    "check_count",
+    "check_positive",
+    "check_seed",
+    "check_shape",
+    "make_phantom",
+]
 
 ICE = 0.0  # density of vitreous ice: the reference level
 VACUUM = -0.5  # outside the specimen slab: less dense than ice
@@ -35,6 +44,8 @@ PROTEIN = 1.0  # filaments and complexes
 LIPID_HEAD = 0.9  # the two dense leaflets of a bilayer
 LIPID_TAIL = 0.25  # the hydrocarbon core between them
 LUMEN = 0.1  # vesicle content: slightly denser than ice
+GOLD = 10.0  # fiducial gold: ~10x protein's contrast against ice (mean inner potentials ~30 V, ~7 V, ~4.5 V)
+BEAD_NM = 10.0  # diameter of the usual fiducial
 BAND_LIMIT_SIGMA = 0.7  # voxels: final Gaussian low-pass so the truth has no aliasing
 MIN_SIGMA = 0.5  # voxels: the narrowest Gaussian feature that can be point-sampled
 
@@ -63,6 +74,13 @@ def check_positive(name: str, value: object) -> float:
     if not (math.isfinite(v) and v > 0):
         raise CryogenError(f"{name} must be positive and finite, not {v!r}")
     return v
+
+
+def check_count(name: str, value: object, high: int = 10_000) -> int:
+    """`value` as an integer count from 0 to `high`, else a one-line error naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= int(value) <= high:
+        raise CryogenError(f"{name} must be an integer from 0 to {high}, not {value!r}")
+    return int(value)
 
 
 def check_seed(seed: object) -> int:
@@ -463,18 +481,52 @@ def _render_complex(vol: np.ndarray, center: np.ndarray, r: float, rng: np.rando
     np.maximum(vol[sl], dens, out=vol[sl])
 
 
+# ----------------------------------------------------------------------------- fiducials
+
+
+def _beads(vol: np.ndarray, slab: _Slab, count: int, vpn: float, rng: np.random.Generator) -> None:
+    """`count` gold fiducials of BEAD_NM, just inside the slab's top or bottom surface (where
+    beads land when added to the grid before plunging), apart from each other. Occupancy like the
+    other objects (the denser value wins), with a one-voxel partial-volume edge."""
+    _nz, ny, nx = vol.shape
+    r = max(BEAD_NM / 2 * vpn, 1.0)
+    centers: list[np.ndarray] = []
+    for _ in range(count):
+        for _ in range(60):
+            y, x = rng.uniform(r, ny - r), rng.uniform(r, nx - r)
+            side = 1.0 if rng.random() < 0.5 else -1.0
+            z = slab.mid(y, x) + side * max(slab.thickness / 2 - r - 0.5, 0.0)
+            c = np.array([z, y, x])
+            if all(np.linalg.norm(c - o) > 3 * r for o in centers):
+                break
+        else:
+            continue
+        centers.append(c)
+        box = _box(c, np.full(3, r + 1.0), vol.shape)
+        if box is None:
+            continue
+        sl, rel = box
+        dist = np.sqrt(rel[0] ** 2 + rel[1] ** 2 + rel[2] ** 2)
+        np.maximum(vol[sl], np.float32(GOLD) * _ramp(dist - np.float32(r)), out=vol[sl])
+
+
 # ----------------------------------------------------------------------------- public API
 
 
-def make_phantom(shape: tuple[int, int, int], rng: np.random.Generator, voxel_size: float = 10.0) -> np.ndarray:
+def make_phantom(
+    shape: tuple[int, int, int], rng: np.random.Generator, voxel_size: float = 10.0, beads: int = 0
+) -> np.ndarray:
     """A clean, isotropic, cellular-like (z, y, x) float32 phantom; deterministic given `rng`.
 
     An ice slab (0) in vacuum (VACUUM), holding vesicles with bilayer membranes, microtubules and
     actin filaments in several orientations (one nearly along the beam z), and complexes of
     10-25 nm; sizes follow `voxel_size` (angstrom per voxel). Band-limited (Gaussian, 0.7 voxel).
+    `beads`: that many 10 nm gold fiducials (GOLD, ~10x protein) at the slab's surfaces, drawn
+    after everything else, so the rest of the phantom is the same with or without them.
     """
     shape = check_shape(shape)
     voxel_size = check_positive("voxel_size", voxel_size)
+    beads = check_count("beads", beads)
     if not isinstance(rng, np.random.Generator):
         raise CryogenError(f"rng must be a numpy.random.Generator, not {type(rng).__name__}")
     vpn = 10.0 / voxel_size  # voxels per nm
@@ -487,6 +539,8 @@ def make_phantom(shape: tuple[int, int, int], rng: np.random.Generator, voxel_si
     for fil in filaments:
         _render_filament(vol, fil.pts, fil.r_out, fil.r_in)
     _complexes(vol, slab, vesicles, filaments, vpn, rng)
+    if beads:
+        _beads(vol, slab, beads, vpn, rng)
     step = max(1, (1 << 22) // (shape[1] * shape[2]))  # blend with vacuum a few planes at a time
     for z0 in range(0, shape[0], step):
         z1 = min(shape[0], z0 + step)

@@ -8,6 +8,7 @@ The phantoms themselves are in `cryogen.sim.phantom`.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..errors import CryogenError
 from ..model.imaging import Wedge, apply_wedge_np
-from .phantom import ICE, VACUUM, check_positive, check_seed, check_shape, make_phantom
+from .phantom import ICE, VACUUM, check_count, check_positive, check_seed, check_shape, make_phantom
 
 __all__ = ["ICE", "VACUUM", "Simulation", "make_phantom", "simulate"]
 
@@ -39,9 +40,11 @@ def simulate(
     seed: int,
     voxel_size: float = 10.0,
     halves: bool = False,
+    beads: int = 0,
 ) -> Simulation:
     """A phantom and its observation y = A x + n, with n = A w for white w (noise confined to the
-    measured Fourier region, as after back-projection), scaled so var(A x) / var(n) = `snr`.
+    measured Fourier region, as after back-projection), scaled so var(A x) / var(n) = `snr`;
+    with `beads` gold fiducials in x, A x is taken without them, so they leave the noise alone.
 
     With `halves`, also even/odd half-tomograms with independent noise of twice the variance,
     whose average is exactly the observation (for noise2noise-style checks).
@@ -51,10 +54,14 @@ def simulate(
         raise CryogenError(f"wedge must be a cryogen.model.imaging.Wedge, not {type(wedge).__name__}")
     snr = check_positive("snr", snr)
     voxel_size = check_positive("voxel_size", voxel_size)
+    beads = check_count("beads", beads)
     phantom_rng, noise_rng = np.random.default_rng(check_seed(seed)).spawn(2)
-    truth = make_phantom(shape, phantom_rng, voxel_size)
+    bare_rng = copy.deepcopy(phantom_rng)
+    truth = make_phantom(shape, phantom_rng, voxel_size, beads=beads)
     signal = apply_wedge_np(truth, wedge)
-    target_var = float(np.var(signal, dtype=np.float64)) / snr
+    bare = signal if not beads else apply_wedge_np(make_phantom(shape, bare_rng, voxel_size), wedge)
+    target_var = float(np.var(bare, dtype=np.float64)) / snr
+    del bare
     even: np.ndarray | None
     odd: np.ndarray | None
     if halves:

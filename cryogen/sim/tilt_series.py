@@ -29,6 +29,7 @@ back-projection is arbitrary (the ramp filter removes the DC); it is set to the 
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from scipy.ndimage import gaussian_filter
 from ..errors import CryogenError
 from ..model.imaging import Wedge
 from .ctf import CTF, ctf_curve, dose_attenuation, filter_images
-from .phantom import BAND_LIMIT_SIGMA, VACUUM, check_positive, check_seed, check_shape, make_phantom
+from .phantom import BAND_LIMIT_SIGMA, VACUUM, check_count, check_positive, check_seed, check_shape, make_phantom
 from .projection import MAX_TILT, RECON_FILTERS, SlabProjector, weighted_backprojection
 from .simulate import Simulation
 
@@ -274,6 +275,7 @@ def simulate_tilt_series(
     dose_weighting: bool = False,
     misalignment: float = 0.0,
     phantom: np.ndarray | None = None,
+    beads: int = 0,
 ) -> Simulation:
     """A phantom of `shape` (z, y, x) and its tomogram through the tilt-series model, with noise
     scaled so var(signal) / var(noise) = `snr` in the reconstruction (see the module docstring).
@@ -284,7 +286,9 @@ def simulate_tilt_series(
     needs `dose`), `misalignment` (each image shifted at random, that many pixels rms per axis,
     `misalign`). With `halves`, also even/odd tomograms from alternating tilts; then
     observation == (even + odd) / 2. `phantom`: this truth (density relative to vacuum, `shape`)
-    instead of the cellular phantom, at binning 1. Deterministic given `seed`.
+    instead of the cellular phantom, at binning 1. `beads`: that many 10 nm gold fiducials in the
+    cellular phantom (`make_phantom`); the noise level is then set by the specimen without them,
+    so beads change the noise of nothing else. Deterministic given `seed`.
     """
     shape = check_shape(shape)
     snr = check_positive("snr", snr)
@@ -296,26 +300,43 @@ def simulate_tilt_series(
         raise CryogenError(f"misalignment must be >= 0 pixels, not {misalignment:g}")
     if dose_weighting and dose is None:
         raise CryogenError("dose weighting needs a dose (electrons per tilt)")
+    beads = check_count("beads", beads)
     b = int(binning)
     phantom_rng, noise_rng, align_rng = np.random.default_rng(seed).spawn(3)
+    gold = None  # the beads alone, to leave them out of the noise level
     if phantom is None:
-        fine = make_phantom((b * shape[0], b * shape[1], b * shape[2]), phantom_rng, voxel_size / b)
+        fine_shape = (b * shape[0], b * shape[1], b * shape[2])
+        bare_rng = copy.deepcopy(phantom_rng)
+        fine = make_phantom(fine_shape, phantom_rng, voxel_size / b, beads=beads)
+        if beads:
+            gold = fine - make_phantom(fine_shape, bare_rng, voxel_size / b)
         truth = _coarse_truth(fine, b)
         fine = fine - np.float32(VACUUM)  # a new array: at binning 1 the truth is `fine` itself
     else:
-        if np.shape(phantom) != shape or b != 1:
+        if np.shape(phantom) != shape or b != 1 or beads:
             raise CryogenError(
-                f"a given phantom must have the shape {shape} and binning 1, not {np.shape(phantom)} and {b}"
+                f"a given phantom must have the shape {shape}, binning 1 and no beads, not {np.shape(phantom)}, "
+                f"{b} and {beads}"
             )
         truth = fine = np.ascontiguousarray(phantom, dtype=np.float32)
-    images = acquire(fine, tilts, voxel_size / b, ctf=ctf, dose=dose, binning=b)
+
+    def image(volume: np.ndarray) -> np.ndarray:
+        """The tilt series of `volume`, misaligned and dose-weighted alike for every call."""
+        out = acquire(volume, tilts, voxel_size / b, ctf=ctf, dose=dose, binning=b)
+        if misalignment:
+            out = misalign(out, misalignment, copy.deepcopy(align_rng))
+        if dose_weighting:
+            assert dose is not None
+            out = dose_weight(out, tilts, dose, voxel_size)
+        return out
+
+    images = image(fine)
     del fine
-    if misalignment:
-        images = misalign(images, misalignment, align_rng)
+    specimen = images if gold is None else images - image(gold)
     noise = noise_rng.standard_normal(images.shape, dtype=np.float32)
     if dose_weighting:
         assert dose is not None
-        images, noise = (dose_weight(v, tilts, dose, voxel_size) for v in (images, noise))
+        noise = dose_weight(noise, tilts, dose, voxel_size)
     if dose is not None:
         noise *= dose.noise_factor(tilts).astype(np.float32)[:, None, None]
     angles = tilts.angles()
@@ -328,7 +349,12 @@ def simulate_tilt_series(
     signals = [wbp(images, p) for p in parts]
     noises = [wbp(noise, p) for p in parts]
     signal, noise_vol = sum(signals) / np.float32(len(parts)), sum(noises) / np.float32(len(parts))
-    target_var = float(np.var(signal, dtype=np.float64)) / snr
+    if gold is not None:  # the noise level is the bead-free specimen's
+        bare = sum(wbp(specimen, p) for p in parts) / np.float32(len(parts))
+        target_var = float(np.var(bare, dtype=np.float64)) / snr
+        del bare
+    else:
+        target_var = float(np.var(signal, dtype=np.float64)) / snr
     scale = np.float32(math.sqrt(target_var / max(float(np.var(noise_vol, dtype=np.float64)), 1e-30)))
     offset = np.float32(float(np.mean(truth, dtype=np.float64)) - float(np.mean(signal, dtype=np.float64)))
     vols = [s + offset + scale * n for s, n in zip(signals, noises, strict=True)]
