@@ -22,6 +22,7 @@ tomogram's width, not on its size.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -31,6 +32,7 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
+from .beads import BeadModel, cached_responses, model_beads, render_beads, subtract_beads
 from .deconvolve import Deconvolution, deconvolve
 from .errors import CryogenError
 from .io.files import atomic_output
@@ -41,6 +43,8 @@ from .model.noise import NoiseModel
 from .model.noise_estimate import NOISE_CROP, check_halves, estimate_for_tomogram
 from .qc.geometry import warn_geometry
 from .qc.warnings import check_volume
+
+log = logging.getLogger(__name__)
 
 
 def axis_starts(n: int, tile: int, overlap: int, margin: int = 0) -> tuple[int, ...]:
@@ -134,6 +138,7 @@ def chunk(
     check_geometry: bool = True,
     halves: tuple[str | Path, str | Path] | None = None,
     deconvolution: Deconvolution | None = None,
+    beads: bool = True,
 ) -> TileMeta:
     """Stream an MRC tomogram into a tile store at `out_path` (written atomically).
 
@@ -145,24 +150,39 @@ def chunk(
     files beside the output (`cryogen.deconvolve`), and the tiles are those of the deconvolved
     volume; its noise model is the halves' (deconvolved alike) or, without halves, the raw
     tomogram's carried through the filter (`_deconvolved_noise`); the store records what was done.
+    With `beads`, gold fiducials are looked for, and where there are any, the tiles are those of
+    the tomogram (and halves) less the beads' responses, their streaks (`cryogen.beads`); the
+    store records the beads, and `stitch` draws them back round.
     """
-    if deconvolution is None:
+    if deconvolution is None and not beads:
         return _chunk(mrc_path, mrc_path, out_path, tile, overlap, wedge, voxel_size, progress, check_geometry, halves)
-    with MrcReader(mrc_path) as reader:  # bad input stops before the deconvolution's work
+    with MrcReader(mrc_path) as reader:  # bad input stops before the preparation's work
         TileGrid(reader.info.shape, tile, overlap)
         vsize = voxel_size_of(reader.info.voxel_size, voxel_size, mrc_path)
     if halves is not None:
         check_halves(mrc_path, halves)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.deconvolve-", dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.prepare-", dir=out.parent) as tmp:
         sources = [Path(mrc_path), *(Path(h) for h in halves or ())]
-        done = [Path(tmp) / f"{i}.mrc" for i in range(len(sources))]
-        for i, (src, dst) in enumerate(zip(sources, done, strict=True)):
-            # the tomogram keeps its header's voxel size (unless overridden); the halves' are not read
-            deconvolve(src, dst, deconvolution, voxel_size=vsize[2] if i or voxel_size else None, progress=progress)
+        if deconvolution is not None:
+            done = [Path(tmp) / f"{i}.mrc" for i in range(len(sources))]
+            for i, (src, dst) in enumerate(zip(sources, done, strict=True)):
+                # the tomogram keeps its header's voxel size (unless overridden); the halves' are not read
+                deconvolve(src, dst, deconvolution, voxel_size=vsize[2] if i or voxel_size else None, progress=progress)
+            sources = done
+        found = None
+        if beads:
+            found = model_beads(sources[0], wedge, vsize[2], progress=progress)
+            if found.beads:
+                log.info("%s: %d gold beads found; their streaks are subtracted", Path(mrc_path).name, len(found.beads))
+                subtracted = [Path(tmp) / f"beads{i}.mrc" for i in range(len(sources))]
+                for i, (src, dst) in enumerate(zip(sources, subtracted, strict=True)):
+                    model = found if i == 0 else model_beads(src, wedge, vsize[2], found.beads)  # each half's own
+                    subtract_beads(src, dst, model, vsize, progress=progress)
+                sources = subtracted
         return _chunk(
-            done[0],
+            sources[0],
             mrc_path,
             out_path,
             tile,
@@ -171,8 +191,9 @@ def chunk(
             voxel_size,
             progress,
             check_geometry,
-            (done[1], done[2]) if halves is not None else None,
-            deconvolution.as_dict(),
+            (sources[1], sources[2]) if halves is not None else None,
+            deconvolution.as_dict() if deconvolution is not None else None,
+            found.as_dict() if found is not None and found.beads else None,
         )
 
 
@@ -188,6 +209,7 @@ def _chunk(
     check_geometry: bool,
     halves: tuple[str | Path, str | Path] | None,
     deconvolution: dict | None = None,
+    beads: dict | None = None,
 ) -> TileMeta:
     """`chunk` of the volume at `read_path`, recorded as coming from `source`."""
     with MrcReader(read_path) as reader:
@@ -209,6 +231,7 @@ def _chunk(
             wedge=wedge,
             labels=info.labels,
             deconvolution=deconvolution,
+            beads=beads,
         )
         with atomic_output(out_path) as tmp:
             group = create_store(tmp, meta)
@@ -288,7 +311,8 @@ def stitch(
     block_voxels: int = 2_000_000,
     progress: bool = True,
 ) -> None:
-    """Blend the tiles of a store back into an MRC volume (written atomically, streaming)."""
+    """Blend the tiles of a store back into an MRC volume (written atomically, streaming); the
+    gold beads chunk subtracted (if any) are drawn back into the restored volume, round."""
     group, meta = open_store(store_path)
     if array_name not in group:
         raise CryogenError(f"store has no '{array_name}' array (was it reconstructed with samples?)", store_path)
@@ -309,6 +333,8 @@ def stitch(
         else:
             y_blocks.append((lo, hi))
     labels = [*[lab for lab in meta.labels if lab][-9:], f"cryogen stitch of {Path(store_path).name}"]
+    beads = BeadModel.from_dict(meta.beads) if meta.beads and array_name == TILE_ARRAY else None
+    drawn = cached_responses(beads, isotropic=True) if beads is not None else []
     total = len(z_blocks) * len(y_blocks)
     with (
         MrcWriter(out_path, shape, meta.voxel_size, meta.origin, labels) as writer,
@@ -338,5 +364,7 @@ def stitch(
                             out[z0 - bz0 : z1 - bz0, y0 - by0 : y1 - by0, x0:x1] += (
                                 w * t[z0 - sz : z1 - sz, y0 - sy : y1 - sy, x0 - sx : x1 - sx]
                             )
+                if beads is not None:
+                    out += render_beads(beads, (bz0, bz1, by0, by1), shape[2], True, drawn)
                 writer.write_block(bz0, by0, out)
                 bar.update()

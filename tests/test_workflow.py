@@ -410,6 +410,18 @@ def test_sheet_halves(tmp_path):
     assert run.code == 0 and "--halves data/a_even.mrc data/a_odd.mrc" in run.log, run
 
 
+def test_chunk_beads_false_reaches_chunk_as_no_beads(tmp_path):
+    """Gold fiducials are looked for by default; config chunk.beads false asks chunk not to."""
+    ws = make_workspace(tmp_path / "ws")
+    (ws / "data").mkdir()
+    (ws / "data/a.mrc").write_bytes(b"")
+    (ws / "config/tomograms.tsv").write_text("name\tpath\ttilt_min\ttilt_max\na\tdata/a.mrc\t-60\t60\n")
+    run = snakemake(ws, "-n", "-p", "results/a/tiles.zarr")
+    assert run.code == 0 and "cryogen chunk" in run.log and "--no-beads" not in run.log, run
+    run = snakemake(ws, "-n", "-p", "results/a/tiles.zarr", "--config", "chunk={beads: false}")
+    assert run.code == 0 and "--no-beads" in run.log, run
+
+
 def test_sheet_auto_tilt_range_reaches_chunk_and_report(tmp_path):
     """tilt_min/tilt_max 'auto' make chunk (and the report's spectra) read the range off the wedge."""
     ws = make_workspace(tmp_path / "ws")

@@ -38,7 +38,7 @@ def test_empty_config_takes_the_schema_defaults():
     cfg: dict = {}
     check_config(cfg, SCHEMA)
     assert cfg["results"] == "results" and cfg["device"] == "auto"
-    assert cfg["chunk"] == {"tile": 64, "overlap": 16} and cfg["train"]["steps"] == 1000
+    assert cfg["chunk"] == {"tile": 64, "overlap": 16, "beads": True} and cfg["train"]["steps"] == 1000
     assert cfg["dask"] == {"scheduler_address": None} and cfg["export"]["ome_zarr"] is False
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from .common import EPILOG, add_ctf_args, add_halves_arg, add_wedge_args, deconvolution_of, default_of, wedge_of
+from .common import (
+    EPILOG,
+    add_beads_arg,
+    add_ctf_args,
+    add_halves_arg,
+    add_wedge_args,
+    deconvolution_of,
+    default_of,
+    wedge_of,
+)
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -38,6 +47,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     add_wedge_args(p, required=True, auto=True)
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in angstrom, overriding the MRC header")
     add_halves_arg(p)
+    add_beads_arg(p)
     add_ctf_args(p)
 
 
@@ -54,6 +64,7 @@ def run(args: argparse.Namespace) -> None:
         voxel_size=args.voxel_size,
         halves=halves,
         deconvolution=deconvolution_of(args),
+        beads=args.beads,
     )
     gz, gy, gx = meta.grid_shape
     print(f"wrote {meta.n_tiles} tiles ({gz} x {gy} x {gx}) of {meta.tile}^3 to {args.output}")

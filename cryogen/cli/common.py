@@ -105,6 +105,17 @@ def add_halves_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_beads_arg(p: argparse.ArgumentParser) -> None:
+    """--no-beads: leave gold fiducials as they are (chunk, run)."""
+    p.add_argument(
+        "--no-beads",
+        dest="beads",
+        action="store_false",
+        help="do not look for gold fiducials (by default, beads found have their X-shaped streaks subtracted before "
+        "training and are drawn back round into the result)",
+    )
+
+
 def add_ctf_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     """--defocus and the microscope's optics: CTF deconvolution of the input (`cryogen.deconvolve`)."""
     from ..deconvolve import Deconvolution

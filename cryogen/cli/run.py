@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from .common import (
     EPILOG,
+    add_beads_arg,
     add_ctf_args,
     add_device_args,
     add_halves_arg,
@@ -48,6 +49,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, default=overlap, help=f"tile overlap in voxels (default {overlap})")
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in angstrom, overriding the MRC header")
     add_halves_arg(p)
+    add_beads_arg(p)
     add_ctf_args(p)
     add_train_args(p)
     add_solve_args(p)
@@ -76,6 +78,7 @@ def run(args: argparse.Namespace) -> None:
         halves=None if args.halves is None else (args.halves[0], args.halves[1]),
         train_config=TrainConfig(seed=args.seed, batch=args.batch, patch=args.patch),
         deconvolution=deconvolution_of(args),
+        beads=args.beads,
     )
     # what a user of real data judges the result by, at once (as `cryogen report` and the workflow's report give it)
     print(measures_line(truth_free_measures(args.input, args.output, wedge)))

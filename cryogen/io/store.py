@@ -41,6 +41,7 @@ class TileMeta:
     labels: list[str] = field(default_factory=list)
     noise: dict[str, Any] | None = None
     deconvolution: dict[str, Any] | None = None  # the CTF deconvolution chunk applied (`cryogen.deconvolve`)
+    beads: dict[str, Any] | None = None  # the gold beads chunk subtracted, drawn back by stitch (`cryogen.beads`)
     kind: str = "tiles"
     format_version: int = FORMAT_VERSION
 

@@ -74,6 +74,7 @@ def _stages(
     halves: tuple[str | Path, str | Path] | None,
     snapshot_every: int = 0,
     deconvolution: Deconvolution | None = None,
+    beads: bool = True,
 ) -> dict[str, float]:
     times: dict[str, float] = {}
     if std_path is not None and solve.samples == 0:
@@ -89,6 +90,7 @@ def _stages(
         voxel_size=voxel_size,
         halves=halves,
         deconvolution=deconvolution,
+        beads=beads,
     )
     times["chunk"] = time.monotonic() - t
     cfg = train_config or TrainConfig(seed=seed)
@@ -137,12 +139,15 @@ def run_one(
     halves: tuple[str | Path, str | Path] | None = None,
     snapshot_every: int = 0,
     deconvolution: Deconvolution | None = None,
+    beads: bool = True,
 ) -> dict[str, float]:
     """Restore one tomogram; returns the seconds spent per stage. With `halves` (even, odd half
     tomograms), the noise model is measured from their difference (see `tiling.chunk`). With
     `snapshot_every` (and `keep_work`), training keeps its prior every that many steps in the
     work folder (`method.checkpoints.snapshot_dir`), for learning curves. With `deconvolution`,
-    chunk CTF-deconvolves the tomogram (and halves) first (`cryogen.deconvolve`)."""
+    chunk CTF-deconvolves the tomogram (and halves) first (`cryogen.deconvolve`). With `beads`,
+    gold fiducials' streaks are subtracted before training and the beads drawn back round
+    (`cryogen.beads`)."""
     start = time.monotonic()
     output = Path(output)
     work = keep_work or output.with_name(f".{output.name}.work")
@@ -167,6 +172,7 @@ def run_one(
             halves,
             snapshot_every,
             deconvolution,
+            beads,
         )
     except BaseException:
         if keep_work is None:  # nothing half-done is left beside the output

@@ -9,6 +9,7 @@ rule chunk:
     params:
         tile=config["chunk"]["tile"],
         overlap=config["chunk"]["overlap"],
+        beads="" if config["chunk"].get("beads", True) else " --no-beads",
         options=chunk_options,
         code=CODE["chunk"],
     log:
@@ -22,4 +23,4 @@ rule chunk:
     shell:
         THREADS
         + "cryogen chunk {input.mrc:q} {output:q} --tile {params.tile} --overlap {params.overlap}"
-        " {params.options} > {log:q} 2>&1"
+        "{params.beads} {params.options} > {log:q} 2>&1"

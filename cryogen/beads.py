@@ -1,0 +1,363 @@
+"""Gold fiducials: found, their streaks subtracted before training, put back isotropic after.
+
+Why: a gold bead has ~10x protein's contrast, and weighted back-projection leaves it X-shaped
+streaks along the tilt range's edges across the whole plane through it normal to the tilt axis.
+The streaks lie in the measured region, so the network takes them for data and keeps them, and
+they cross everything in the bead's plane: on a tilt-series phantom with three beads the default
+method's cc away from the beads fell from 0.628 to 0.463 (docs/quality-log.md, "Gold fiducials").
+
+How: beads are the few compact blobs far above everything else (`find_beads`, streamed). Their
+response is measured from the data themselves: the transfer H of the tomogram, binned by angle
+and radius in the plane normal to the tilt axis, fitted so that H times the spectrum of a sphere
+of each bead's radius matches the data around the beads (`measure`). It holds the discrete tilts,
+the soft wedge edge, the filter and the CTF as this tomogram has them, which a model of the
+wedge does not. `subtract_beads` writes the tomogram less every bead's response (streamed), and
+`render_beads` draws the beads back into the result as spheres seen through the measured
+region's radial transfer, the same in every direction: round beads, no streaks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import gaussian_filter, label, maximum_filter
+from tqdm.auto import tqdm
+
+from .errors import CryogenError
+from .io.mrc import MrcReader, MrcWriter, check_finite_block
+from .model.imaging import Wedge, tilt_angle
+
+__all__ = [
+    "Bead",
+    "BeadModel",
+    "cached_responses",
+    "find_beads",
+    "measure",
+    "model_beads",
+    "render_beads",
+    "subtract_beads",
+]
+
+DIAMETERS_NM = (4.0, 25.0)  # fiducials are 5-20 nm; larger dense blobs (ice crystals) are not beads
+THRESHOLD = (
+    12.0  # robust standard deviations of the lightly smoothed volume (bead-free phantoms and crops peak at 6-10)
+)
+STREAK = 0.5  # a weaker blob in an accepted bead's plane is one of its streaks below this ratio
+REACH = 128  # voxels: each bead's response is measured and subtracted within +-REACH in its plane
+ANGLES, SHELLS = 180, 32  # bins of the transfer: 1 degree, shells up to the corner of the plane
+BLOCK = 64  # z planes per block when streaming
+RADIUS_SCALES = tuple(np.linspace(0.9, 1.4, 11))  # tried on find_beads' radii
+
+
+@dataclass
+class Bead:
+    """One fiducial: centre (z, y, x) in voxels, radius in voxels, peak of the smoothed data."""
+
+    z: float
+    y: float
+    x: float
+    radius: float
+    peak: float
+
+    @property
+    def center(self) -> np.ndarray:
+        return np.array([self.z, self.y, self.x])
+
+
+@dataclass
+class BeadModel:
+    """What chunk did: the beads, the tilt axis, and the transfer measured from them (per angle
+    and shell, in the plane normal to the tilt axis), from which each bead's response (streaks)
+    and its isotropic form are drawn."""
+
+    beads: list[Bead]
+    tilt_axis: str
+    transfer: list[list[float]] = field(default_factory=list)  # ANGLES x SHELLS
+    isotropic: list[float] = field(default_factory=list)  # SHELLS: the measured angles' mean
+
+    def as_dict(self) -> dict[str, Any]:
+        """What a tile store records: the beads and the isotropic transfer that draws them back
+        (the full transfer is only needed to subtract them, and would swell the store's metadata)."""
+        d = asdict(self)
+        del d["transfer"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BeadModel:
+        return cls([Bead(**b) for b in d["beads"]], d["tilt_axis"], d.get("transfer", []), d["isotropic"])
+
+
+def _robust(values: np.ndarray) -> tuple[float, float]:
+    med = float(np.median(values))
+    return med, 1.4826 * float(np.median(np.abs(values - med)))
+
+
+def _central_crop(reader: MrcReader, size: int = 128) -> np.ndarray:
+    """The volume's central crop of at most `size` voxels a side: its level and scale."""
+    shape = reader.info.shape
+    c = [max(0, (n - size) // 2) for n in shape]
+    crop = reader.read_block(c[0], min(shape[0], c[0] + size), c[1], min(shape[1], c[1] + size))
+    return crop[:, :, c[2] : c[2] + size].astype(np.float32)
+
+
+def _blocks(n: int, block: int) -> list[tuple[int, int]]:
+    return [(a, min(a + block, n)) for a in range(0, n, block)]
+
+
+def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progress: bool = False) -> list[Bead]:
+    """The gold beads of the tomogram behind `reader`, streamed in blocks of z planes: peaks of the
+    volume smoothed by one voxel that stand THRESHOLD robust standard deviations off its median and
+    3x above the central crop's 99th percentile (beads are ~10x protein), all of the strongest
+    one's sign, 4-25 nm across in the plane normal to the beam (where the wedge does not smear
+    them), less the pieces of a stronger bead's streaks."""
+    shape = reader.info.shape
+    r_min = DIAMETERS_NM[0] * 5.0 / voxel_size
+    r_max = DIAMETERS_NM[1] * 5.0 / voxel_size
+    margin = math.ceil(r_max) + 4
+    crop = gaussian_filter(_central_crop(reader), 1.0, mode="nearest")  # smoothed as the blocks are
+    med, scale = _robust(crop)
+    if not scale > 0:
+        return []
+    threshold = max(THRESHOLD, 3.0 * float(np.percentile(np.abs(crop - med), 99.0)) / scale)
+    found: list[Bead] = []
+    for z0, z1 in tqdm(_blocks(shape[0], BLOCK), desc="find beads", unit="block", disable=not progress):
+        a, b = max(0, z0 - margin), min(shape[0], z1 + margin)
+        dev = gaussian_filter(reader.read_block(a, b, 0, shape[1]).astype(np.float32), 1.0, mode="nearest")
+        dev = (dev - np.float32(med)) / np.float32(scale)
+        mag = np.abs(dev)
+        peaks = np.argwhere((mag > threshold) & (mag == maximum_filter(mag, size=3)))
+        for z, y, x in peaks:
+            if not z0 <= z + a < z1:  # the block that owns the peak counts it
+                continue
+            peak = float(dev[z, y, x])
+            # its radius: the half-maximum area of its section normal to the beam
+            ry = slice(max(0, y - margin), y + margin + 1)
+            rx = slice(max(0, x - margin), x + margin + 1)
+            blobs, _ = label(dev[z, ry, rx] * np.sign(peak) > abs(peak) / 2)
+            radius = math.sqrt(float((blobs == blobs[y - ry.start, x - rx.start]).sum()) / math.pi)
+            if not r_min <= radius <= r_max:
+                continue
+            # its centre: the centroid of its half-maximum voxels within 1.5 radii (not its streaks)
+            reach = math.ceil(1.5 * radius)
+            lo = np.maximum(np.array([z, y, x]) - reach, 0)
+            box = dev[tuple(slice(int(c), int(c) + 2 * reach + 1) for c in lo)] * np.sign(peak)
+            grid = np.indices(box.shape).reshape(3, -1) + lo[:, None]
+            w = np.clip(box.ravel() - abs(peak) / 2, 0, None)
+            w *= np.linalg.norm(grid - np.array([[z], [y], [x]]), axis=0) <= 1.5 * radius
+            cz, cy, cx = (grid * w).sum(axis=1) / w.sum()
+            found.append(Bead(float(cz) + a, float(cy), float(cx), radius, peak))
+    if not found:
+        return []
+    sign = np.sign(max(found, key=lambda bead: abs(bead.peak)).peak)
+    return _without_streaks([bead for bead in found if np.sign(bead.peak) == sign], tilt_axis)
+
+
+def _without_streaks(candidates: list[Bead], tilt_axis: str) -> list[Bead]:
+    """Strongest first; a candidate in the plane of an accepted bead (normal to the tilt axis) and
+    less than STREAK of its peak is a piece of that bead's streaks."""
+    axis = 1 if tilt_axis == "y" else 2
+    kept: list[Bead] = []
+    for cand in sorted(candidates, key=lambda b: -abs(b.peak)):
+        if any(np.linalg.norm(cand.center - b.center) < b.radius + cand.radius for b in kept):
+            continue  # the same bead (a plateau of its peak), or one overlapping it
+        streak = any(
+            abs(cand.center[axis] - b.center[axis]) <= b.radius + cand.radius and abs(cand.peak) < STREAK * abs(b.peak)
+            for b in kept
+        )
+        if not streak:
+            kept.append(cand)
+    return sorted(kept, key=lambda b: (b.z, b.y, b.x))
+
+
+# ----------------------------------------------------------------------------- the local boxes
+
+
+def _halves(bead: Bead, tilt_axis: str) -> tuple[int, int, int]:
+    """Half sizes of a bead's box: REACH in the plane normal to the tilt axis, the bead along it."""
+    along = math.ceil(bead.radius) + 4
+    return (REACH, along, REACH) if tilt_axis == "y" else (REACH, REACH, along)
+
+
+def _box(bead: Bead, tilt_axis: str) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The box's first voxel (global, may lie outside the volume) and its shape."""
+    half = _halves(bead, tilt_axis)
+    lo = np.round(bead.center).astype(int) - np.array(half)
+    return lo, tuple(2 * h for h in half)  # type: ignore[return-value]
+
+
+def _sphere_spectrum(bead: Bead, lo: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Spectrum of a unit sphere of the bead's radius at its place in the box (partial-volume edge)."""
+    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
+    d = np.sqrt(sum((g + o - c) ** 2 for g, o, c in zip(grids, lo, bead.center, strict=True)))
+    return np.fft.fftn(np.clip(bead.radius + 0.5 - d, 0.0, 1.0).astype(np.float32))
+
+
+def _bins(shape: tuple[int, int, int], tilt_axis: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each frequency's (angle bin, shell bin) in the plane normal to the tilt axis."""
+    kz = np.fft.fftfreq(shape[0])[:, None, None]
+    other = np.fft.fftfreq(shape[2])[None, None, :] if tilt_axis == "y" else np.fft.fftfreq(shape[1])[None, :, None]
+    angle = np.degrees(np.arctan2(kz, other)) % 180.0
+    shell = np.hypot(kz, other)
+    a = np.minimum((angle / 180.0 * ANGLES).astype(int), ANGLES - 1)
+    s = np.minimum((shell / math.sqrt(0.5) * SHELLS).astype(int), SHELLS - 1)
+    return np.broadcast_to(a, shape), np.broadcast_to(s, shape)
+
+
+def _read_box(reader: MrcReader, lo: np.ndarray, shape: tuple[int, int, int], level: float) -> np.ndarray:
+    """The volume in the box, less `level`, zero outside the volume."""
+    vol = reader.info.shape
+    out = np.zeros(shape, np.float32)
+    a = np.maximum(lo, 0)
+    b = np.minimum(lo + np.array(shape), vol)
+    if np.any(b <= a):
+        return out
+    piece = reader.read_block(int(a[0]), int(b[0]), int(a[1]), int(b[1]))[:, :, a[2] : b[2]]
+    out[a[0] - lo[0] : b[0] - lo[0], a[1] - lo[1] : b[1] - lo[1], a[2] - lo[2] : b[2] - lo[2]] = piece - level
+    return out
+
+
+def _normal_equations(
+    reader: MrcReader, beads: list[Bead], tilt_axis: str, level: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bin (angle x shell): sum Re(D S*), sum |S|^2 and sum |D|^2 over the beads' boxes."""
+    num, den, power = (np.zeros(ANGLES * SHELLS) for _ in range(3))
+    for bead in beads:
+        lo, shape = _box(bead, tilt_axis)
+        a, s = _bins(shape, tilt_axis)
+        idx = (a * SHELLS + s).ravel()
+        sphere = _sphere_spectrum(bead, lo, shape)
+        data = np.fft.fftn(_read_box(reader, lo, shape, level))
+        num += np.bincount(idx, (data * sphere.conj()).real.ravel(), ANGLES * SHELLS)
+        den += np.bincount(idx, (np.abs(sphere) ** 2).ravel(), ANGLES * SHELLS)
+        power += np.bincount(idx, (np.abs(data) ** 2).ravel(), ANGLES * SHELLS)
+    return num, den, power
+
+
+def measure(reader: MrcReader, beads: list[Bead], wedge: Wedge) -> BeadModel:
+    """The transfer H (angle x shell, normal to the tilt axis) that best maps the beads' spheres
+    onto the data around them, least squares over all beads, with the beads' radii scaled by the
+    one factor (RADIUS_SCALES) that leaves the least residual (a sphere's spectrum has zeros, and
+    the half-maximum radius `find_beads` reads is biased by the blur); and H's isotropic form, its
+    mean over the measured angles per shell (the data's resolution, without the wedge)."""
+    level = float(np.median(_central_crop(reader)))
+    best: tuple[float, list[Bead], np.ndarray, np.ndarray] | None = None
+    for scale in RADIUS_SCALES:
+        scaled = [replace(b, radius=b.radius * scale) for b in beads]
+        num, den, power = _normal_equations(reader, scaled, wedge.tilt_axis, level)
+        ok = den > 1e-6 * den.max()
+        residual = float((power - np.where(ok, num**2 / np.maximum(den, 1e-30), 0.0)).sum())
+        if best is None or residual < best[0]:
+            best = (residual, scaled, num, den)
+    assert best is not None
+    _, beads, num, den = best
+    ok = den > 1e-6 * den.max()
+    h = np.where(ok, num / np.maximum(den, 1e-30), 0.0).reshape(ANGLES, SHELLS)
+    centres = np.radians((np.arange(ANGLES) + 0.5) * 180.0 / ANGLES)  # each bin's direction in the plane
+    tilt = tilt_angle(np.sin(centres), np.cos(centres))
+    measured = (tilt >= wedge.tilt_min + 2) & (tilt <= wedge.tilt_max - 2)
+    num, den = num.reshape(ANGLES, SHELLS)[measured].sum(axis=0), den.reshape(ANGLES, SHELLS)[measured].sum(axis=0)
+    iso = np.where(den > 0, num / np.maximum(den, 1e-30), 0.0)
+    return BeadModel(beads, wedge.tilt_axis, h.tolist(), iso.tolist())
+
+
+def _taper(shape: tuple[int, int, int], tilt_axis: str) -> np.ndarray:
+    """1 over the inner three quarters of the box in the plane, a cosine to 0 at its faces (no hard cut of
+    the streaks); 1 along the tilt axis."""
+    axes = []
+    for ax, n in enumerate(shape):
+        if ax == (1 if tilt_axis == "y" else 2):
+            axes.append(np.ones(n, np.float32))
+            continue
+        r = np.abs(np.arange(n) - n / 2) / (n / 2)
+        axes.append(
+            np.where(r < 0.75, 1.0, 0.5 + 0.5 * np.cos(np.pi * np.clip((r - 0.75) / 0.25, 0, 1))).astype(np.float32)
+        )
+    return axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+
+
+def _responses(model: BeadModel, isotropic: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each bead's (box origin, response): through the measured transfer (its streaks), or the
+    isotropic one in a small box (round)."""
+    h = np.asarray(model.transfer)
+    iso = np.asarray(model.isotropic)
+    out = []
+    for bead in model.beads:
+        if isotropic:
+            half = math.ceil(bead.radius) + 8
+            lo = np.round(bead.center).astype(int) - half
+            shape = (2 * half,) * 3
+            grids = np.meshgrid(*[np.fft.fftfreq(n) for n in shape], indexing="ij", sparse=True)
+            k = np.sqrt(sum(g**2 for g in grids))
+            t = iso[np.minimum((k / math.sqrt(0.5) * SHELLS).astype(int), SHELLS - 1)]
+            resp = np.fft.ifftn(t * _sphere_spectrum(bead, lo, shape)).real.astype(np.float32)
+        else:
+            lo, shape = _box(bead, model.tilt_axis)
+            a, s = _bins(shape, model.tilt_axis)
+            resp = np.fft.ifftn(h[a, s] * _sphere_spectrum(bead, lo, shape)).real.astype(np.float32)
+            resp *= _taper(shape, model.tilt_axis)
+        out.append((lo, resp))
+    return out
+
+
+def render_beads(
+    model: BeadModel, block: tuple[int, int, int, int], width: int, isotropic: bool, cache: list | None = None
+) -> np.ndarray:
+    """The beads' responses in planes z0:z1, rows y0:y1 (all `width` columns) of the volume."""
+    z0, z1, y0, y1 = block
+    out = np.zeros((z1 - z0, y1 - y0, width), np.float32)
+    for lo, resp in cache if cache is not None else _responses(model, isotropic):
+        hi = lo + np.array(resp.shape)
+        a = np.maximum(lo, (z0, y0, 0))
+        b = np.minimum(hi, (z1, y1, width))
+        if np.any(b <= a):
+            continue
+        out[a[0] - z0 : b[0] - z0, a[1] - y0 : b[1] - y0, a[2] : b[2]] += resp[
+            a[0] - lo[0] : b[0] - lo[0], a[1] - lo[1] : b[1] - lo[1], a[2] - lo[2] : b[2] - lo[2]
+        ]
+    return out
+
+
+def cached_responses(model: BeadModel, isotropic: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`render_beads`' responses computed once, for a streamed pass over many blocks."""
+    return _responses(model, isotropic)
+
+
+def model_beads(
+    path: str | Path, wedge: Wedge, voxel_size: float, beads: list[Bead] | None = None, progress: bool = False
+) -> BeadModel:
+    """The beads of the MRC at `path` (found, unless `beads` gives them: the halves take the
+    tomogram's) and the transfer measured from them; no beads, no transfer."""
+    with MrcReader(path) as reader:
+        if beads is None:
+            beads = find_beads(reader, voxel_size, wedge.tilt_axis, progress)
+        model = measure(reader, beads, wedge) if beads else BeadModel([], wedge.tilt_axis)
+    if not np.isfinite(np.asarray(model.transfer)).all():
+        raise CryogenError("the gold beads' measured transfer is not finite", path)
+    return model
+
+
+def subtract_beads(
+    in_path: str | Path,
+    out_path: str | Path,
+    model: BeadModel,
+    voxel_size: tuple[float, float, float],
+    progress: bool = True,
+) -> None:
+    """Write the MRC `in_path` less its beads' responses (`model`) to `out_path`, streamed by
+    blocks of z planes, with `voxel_size` and the header's origin and labels (a label added)."""
+    in_path, out_path = Path(in_path), Path(out_path)
+    cache = cached_responses(model, isotropic=False)
+    with MrcReader(in_path) as reader:
+        info = reader.info
+        note = f"cryogen: the responses of {len(model.beads)} gold beads subtracted"
+        with MrcWriter(out_path, info.shape, voxel_size, info.origin, [*info.labels, note]) as writer:
+            blocks = _blocks(info.shape[0], BLOCK)
+            for z0, z1 in tqdm(blocks, desc=f"subtract beads {in_path.name}", unit="block", disable=not progress):
+                piece = reader.read_block(z0, z1)
+                check_finite_block(piece, in_path, z0)
+                piece -= render_beads(model, (z0, z1, 0, info.shape[1]), info.shape[2], False, cache)
+                writer.write_block(z0, 0, piece)
