@@ -49,7 +49,7 @@ THRESHOLD = (
 STREAK = 0.5  # a weaker blob in an accepted bead's plane is one of its streaks below this ratio
 REACH = 128  # voxels: each bead's response is measured and subtracted within +-REACH in its plane
 ANGLES, SHELLS = 180, 32  # bins of the transfer: 1 degree, shells up to the corner of the plane
-BLOCK = 64  # z planes per block when streaming (and 4x as many y rows)
+BLOCK = 64  # z planes and y rows per block when streaming
 RADIUS_SCALES = tuple(np.linspace(0.9, 1.4, 11))  # tried on find_beads' radii
 
 
@@ -124,7 +124,7 @@ def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progr
         return []
     threshold = max(THRESHOLD, 3.0 * float(np.percentile(np.abs(crop - med), 99.0)) / scale)
     found: list[Bead] = []
-    pieces = [(z, y) for z in _blocks(shape[0], BLOCK) for y in _blocks(shape[1], 4 * BLOCK)]
+    pieces = [(z, y) for z in _blocks(shape[0], BLOCK) for y in _blocks(shape[1], BLOCK)]
     for (z0, z1), (y0, y1) in tqdm(pieces, desc="find beads", unit="block", disable=not progress):
         a, b = max(0, z0 - margin), min(shape[0], z1 + margin)
         c, d = max(0, y0 - margin), min(shape[1], y1 + margin)
@@ -357,7 +357,7 @@ def subtract_beads(
         info = reader.info
         note = f"cryogen: the responses of {len(model.beads)} gold beads subtracted"
         with MrcWriter(out_path, info.shape, voxel_size, info.origin, [*info.labels, note]) as writer:
-            pieces = [(z, y) for z in _blocks(info.shape[0], BLOCK // 2) for y in _blocks(info.shape[1], 4 * BLOCK)]
+            pieces = [(z, y) for z in _blocks(info.shape[0], BLOCK // 2) for y in _blocks(info.shape[1], BLOCK)]
             for (z0, z1), (y0, y1) in tqdm(
                 pieces, desc=f"subtract beads {in_path.name}", unit="block", disable=not progress
             ):

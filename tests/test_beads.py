@@ -133,7 +133,7 @@ def test_small_blocks_find_and_subtract_the_same(tmp_path, monkeypatch):
     _pair(tmp_path)
     model = model_beads(tmp_path / "gold.mrc", Wedge(-60, 60), 10.0)
     subtract_beads(tmp_path / "gold.mrc", tmp_path / "a.mrc", model, (10.0,) * 3, progress=False)
-    monkeypatch.setattr(beads_module, "BLOCK", 4)  # z blocks of 4 (2 when subtracting), y blocks of 16
+    monkeypatch.setattr(beads_module, "BLOCK", 4)  # blocks of 4 planes and rows (2 planes when subtracting)
     small = model_beads(tmp_path / "gold.mrc", Wedge(-60, 60), 10.0)
     assert [b.center.round(3).tolist() for b in small.beads] == [b.center.round(3).tolist() for b in model.beads]
     subtract_beads(tmp_path / "gold.mrc", tmp_path / "b.mrc", small, (10.0,) * 3, progress=False)
