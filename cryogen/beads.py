@@ -120,15 +120,17 @@ def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progr
     margin = math.ceil(r_max) + 4
     crop = gaussian_filter(_central_crop(reader), 1.0, mode="nearest")  # smoothed as the blocks are
     med, scale = _robust(crop)
-    if not scale > 0:
-        return []
+    if not scale > 0:  # a constant crop (or a bad voxel in it, which the blocks below name)
+        scale = float("inf")
     threshold = max(THRESHOLD, 3.0 * float(np.percentile(np.abs(crop - med), 99.0)) / scale)
     found: list[Bead] = []
     pieces = [(z, y) for z in _blocks(shape[0], BLOCK) for y in _blocks(shape[1], BLOCK)]
     for (z0, z1), (y0, y1) in tqdm(pieces, desc="find beads", unit="block", disable=not progress):
         a, b = max(0, z0 - margin), min(shape[0], z1 + margin)
         c, d = max(0, y0 - margin), min(shape[1], y1 + margin)
-        dev = gaussian_filter(reader.read_block(a, b, c, d).astype(np.float32), 1.0, mode="nearest")
+        piece = reader.read_block(a, b, c, d)
+        check_finite_block(piece, reader.path, a)  # bad voxels stop here, as chunk would stop on them
+        dev = gaussian_filter(piece.astype(np.float32), 1.0, mode="nearest")
         dev = (dev - np.float32(med)) / np.float32(scale)
         mag = np.abs(dev)
         peaks = np.argwhere((mag > threshold) & (mag == maximum_filter(mag, size=3)))

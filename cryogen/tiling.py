@@ -154,13 +154,19 @@ def chunk(
     the tomogram (and halves) less the beads' responses, their streaks (`cryogen.beads`); the
     store records the beads, and `stitch` draws them back round.
     """
+    plain = (mrc_path, mrc_path, out_path, tile, overlap, wedge, voxel_size, progress, check_geometry, halves)
     if deconvolution is None and not beads:
-        return _chunk(mrc_path, mrc_path, out_path, tile, overlap, wedge, voxel_size, progress, check_geometry, halves)
+        return _chunk(*plain)
     with MrcReader(mrc_path) as reader:  # bad input stops before the preparation's work
         TileGrid(reader.info.shape, tile, overlap)
         vsize = voxel_size_of(reader.info.voxel_size, voxel_size, mrc_path)
     if halves is not None:
         check_halves(mrc_path, halves)
+    found = None
+    if beads and deconvolution is None:  # most tomograms have none: then no temporary copy at all
+        found = model_beads(mrc_path, wedge, vsize[2], progress=progress)
+        if not found.beads:
+            return _chunk(*plain)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.prepare-", dir=out.parent) as tmp:
@@ -171,16 +177,15 @@ def chunk(
                 # the tomogram keeps its header's voxel size (unless overridden); the halves' are not read
                 deconvolve(src, dst, deconvolution, voxel_size=vsize[2] if i or voxel_size else None, progress=progress)
             sources = done
-        found = None
-        if beads:
+        if beads and found is None:  # on the deconvolved tomogram
             found = model_beads(sources[0], wedge, vsize[2], progress=progress)
-            if found.beads:
-                log.info("%s: %d gold beads found; their streaks are subtracted", Path(mrc_path).name, len(found.beads))
-                subtracted = [Path(tmp) / f"beads{i}.mrc" for i in range(len(sources))]
-                for i, (src, dst) in enumerate(zip(sources, subtracted, strict=True)):
-                    model = found if i == 0 else model_beads(src, wedge, vsize[2], found.beads)  # each half's own
-                    subtract_beads(src, dst, model, vsize, progress=progress)
-                sources = subtracted
+        if found is not None and found.beads:
+            log.info("%s: %d gold beads found; their streaks are subtracted", Path(mrc_path).name, len(found.beads))
+            subtracted = [Path(tmp) / f"beads{i}.mrc" for i in range(len(sources))]
+            for i, (src, dst) in enumerate(zip(sources, subtracted, strict=True)):
+                model = found if i == 0 else model_beads(src, wedge, vsize[2], found.beads)  # each half's own
+                subtract_beads(src, dst, model, vsize, progress=progress)
+            sources = subtracted
         return _chunk(
             sources[0],
             mrc_path,
