@@ -42,7 +42,7 @@ __all__ = [
     "subtract_beads",
 ]
 
-DIAMETERS_NM = (4.0, 25.0)  # fiducials are 5-20 nm; larger dense blobs (ice crystals) are not beads
+DIAMETERS_NM = (5.0, 25.0)  # fiducials are 5-20 nm; larger dense blobs (ice crystals) are not beads
 THRESHOLD = (
     12.0  # robust standard deviations of the lightly smoothed volume (bead-free phantoms and crops peak at 6-10)
 )
@@ -112,8 +112,8 @@ def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progr
     """The gold beads of the tomogram behind `reader`, streamed in blocks of z planes and y rows: peaks of the
     volume smoothed by one voxel that stand THRESHOLD robust standard deviations off its median and
     3x above the central crop's 99th percentile (beads are ~10x protein), all of the strongest
-    one's sign, 4-25 nm across in the plane normal to the beam (where the wedge does not smear
-    them), less the pieces of a stronger bead's streaks."""
+    one's sign, 5-25 nm across in the plane normal to the beam (where the wedge does not smear
+    them) and at least half inside the volume, less the pieces of a stronger bead's streaks."""
     shape = reader.info.shape
     r_min = DIAMETERS_NM[0] * 5.0 / voxel_size
     r_max = DIAMETERS_NM[1] * 5.0 / voxel_size
@@ -153,7 +153,10 @@ def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progr
             w = np.clip(box.ravel() - abs(peak) / 2, 0, None)
             w *= np.linalg.norm(grid - np.array([[z], [y], [x]]), axis=0) <= 1.5 * radius
             cz, cy, cx = (grid * w).sum(axis=1) / w.sum()
-            found.append(Bead(float(cz) + a, float(cy) + c, float(cx), radius, peak))
+            bead = Bead(float(cz) + a, float(cy) + c, float(cx), radius, peak)
+            inside = np.minimum(bead.center, np.array(shape) - 1 - bead.center)
+            if np.all(inside >= radius / 2):  # a peak on a face is more often the reconstruction's edge
+                found.append(bead)
     if not found:
         return []
     sign = np.sign(max(found, key=lambda bead: abs(bead.peak)).peak)

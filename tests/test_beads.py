@@ -138,3 +138,37 @@ def test_small_blocks_find_and_subtract_the_same(tmp_path, monkeypatch):
     assert [b.center.round(3).tolist() for b in small.beads] == [b.center.round(3).tolist() for b in model.beads]
     subtract_beads(tmp_path / "gold.mrc", tmp_path / "b.mrc", small, (10.0,) * 3, progress=False)
     np.testing.assert_allclose(read_mrc(tmp_path / "b.mrc")[0], read_mrc(tmp_path / "a.mrc")[0], atol=1e-5)
+
+
+def test_chunk_with_halves_and_with_a_defocus_subtracts_the_beads(tmp_path):
+    """With halves, each half loses its beads too (its own transfer), and the noise measured from
+    them is the bead-free tomogram's; with a defocus, beads are found on the deconvolved volume."""
+    from cryogen.deconvolve import Deconvolution
+    from cryogen.sim.ctf import CTF
+
+    scheme, wedge = TiltScheme(-60, 60), Wedge(-60, 60)
+    sims = {}
+    for name, beads in (("gold", 2), ("bare", 0)):
+        sim = simulate_tilt_series(SHAPE, scheme, 0.5, 3, halves=True, ctf=CTF(3.0), beads=beads)
+        for part in ("observation", "even", "odd"):
+            write_mrc(tmp_path / f"{name}_{part}.mrc", getattr(sim, part), 10.0)
+        sims[name] = sim
+    metas = {}
+    for name in ("gold", "bare"):
+        halves = (tmp_path / f"{name}_even.mrc", tmp_path / f"{name}_odd.mrc")
+        metas[name] = chunk(
+            tmp_path / f"{name}_observation.mrc", tmp_path / f"{name}.zarr", 32, 8, wedge, progress=False, halves=halves
+        )
+    assert len(metas["gold"].beads["beads"]) == 2 and metas["bare"].beads is None
+    # the halves' difference holds no bead: the noise level is the bead-free tomogram's
+    assert metas["gold"].noise["sigma"] == pytest.approx(metas["bare"].noise["sigma"], rel=0.1)
+    deconv = chunk(
+        tmp_path / "gold_observation.mrc",
+        tmp_path / "d.zarr",
+        32,
+        8,
+        wedge,
+        progress=False,
+        deconvolution=Deconvolution(CTF(3.0)),
+    )
+    assert deconv.deconvolution is not None and len(deconv.beads["beads"]) == 2
