@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CryogenError
 from .common import EPILOG, add_wedge_args, default_of, tilt_label, wedge_of
@@ -145,15 +145,7 @@ def run(args: argparse.Namespace) -> None:
         sim = _simulate_tilt_series(args, wedge)
         wedge = sim.wedge
     else:
-        sim = simulate(
-            tuple(args.shape),
-            wedge,
-            snr=args.snr,
-            seed=args.seed,
-            voxel_size=args.voxel_size,
-            halves=args.halves,
-            beads=args.beads,
-        )
+        sim = simulate(tuple(args.shape), wedge, **_common(args))
     note = f"{tilt_label(wedge)} snr {args.snr:g} seed {args.seed} model {args.model}"
     if args.beads:
         note += f" beads {args.beads}"
@@ -175,6 +167,17 @@ def run(args: argparse.Namespace) -> None:
     print(f"noise sigma {sim.sigma:.4g}")
 
 
+def _common(args: argparse.Namespace) -> dict[str, Any]:
+    """The options both forward models take."""
+    return {
+        "snr": args.snr,
+        "seed": args.seed,
+        "voxel_size": args.voxel_size,
+        "halves": args.halves,
+        "beads": args.beads,
+    }
+
+
 def _simulate_tilt_series(args: argparse.Namespace, wedge: Wedge) -> Simulation:
     from ..sim.ctf import CTF
     from ..sim.tilt_series import Dose, TiltScheme, simulate_tilt_series
@@ -185,15 +188,11 @@ def _simulate_tilt_series(args: argparse.Namespace, wedge: Wedge) -> Simulation:
     return simulate_tilt_series(
         tuple(args.shape),
         tilts,
-        snr=args.snr,
-        seed=args.seed,
-        voxel_size=args.voxel_size,
-        halves=args.halves,
+        **_common(args),
         ctf=ctf,
         dose=dose,
         binning=args.binning,
         recon_filter=args.recon_filter,
         dose_weighting=args.dose_weighting,
         misalignment=args.misalign,
-        beads=args.beads,
     )
