@@ -28,7 +28,7 @@ from scipy.ndimage import gaussian_filter, label, maximum_filter
 from tqdm.auto import tqdm
 
 from .errors import CryogenError
-from .io.mrc import MrcReader, MrcWriter, check_finite_block
+from .io.mrc import MrcReader, MrcWriter, block_spans, check_finite_block
 from .model.imaging import Wedge, tilt_angle
 
 __all__ = [
@@ -43,9 +43,7 @@ __all__ = [
 ]
 
 DIAMETERS_NM = (5.0, 25.0)  # fiducials are 5-20 nm; larger dense blobs (ice crystals) are not beads
-THRESHOLD = (
-    12.0  # robust standard deviations of the lightly smoothed volume (bead-free phantoms and crops peak at 6-10)
-)
+THRESHOLD = 12.0  # robust standard deviations of the smoothed volume (bead-free data peak at 6-10)
 STREAK = 0.5  # a weaker blob in an accepted bead's plane is one of its streaks below this ratio
 REACH = 128  # voxels: each bead's response is measured and subtracted within +-REACH in its plane
 ANGLES, SHELLS = 180, 32  # bins of the transfer: 1 degree, shells up to the corner of the plane
@@ -104,10 +102,6 @@ def _central_crop(reader: MrcReader, size: int = 128) -> np.ndarray:
     return crop[:, :, c[2] : c[2] + size].astype(np.float32)
 
 
-def _blocks(n: int, block: int) -> list[tuple[int, int]]:
-    return [(a, min(a + block, n)) for a in range(0, n, block)]
-
-
 def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progress: bool = False) -> list[Bead]:
     """The gold beads of the tomogram behind `reader`, streamed in blocks of z planes and y rows: peaks of the
     volume smoothed by one voxel that stand THRESHOLD robust standard deviations off its median and
@@ -124,7 +118,7 @@ def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progr
         scale = float("inf")
     threshold = max(THRESHOLD, 3.0 * float(np.percentile(np.abs(crop - med), 99.0)) / scale)
     found: list[Bead] = []
-    pieces = [(z, y) for z in _blocks(shape[0], BLOCK) for y in _blocks(shape[1], BLOCK)]
+    pieces = [(z, y) for z in block_spans(shape[0], BLOCK) for y in block_spans(shape[1], BLOCK)]
     for (z0, z1), (y0, y1) in tqdm(pieces, desc="find beads", unit="block", disable=not progress):
         a, b = max(0, z0 - margin), min(shape[0], z1 + margin)
         c, d = max(0, y0 - margin), min(shape[1], y1 + margin)
@@ -148,7 +142,7 @@ def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progr
             # its centre: the centroid of its half-maximum voxels within 1.5 radii (not its streaks)
             reach = math.ceil(1.5 * radius)
             lo = np.maximum(np.array([z, y, x]) - reach, 0)
-            box = dev[tuple(slice(int(c), int(c) + 2 * reach + 1) for c in lo)] * np.sign(peak)
+            box = dev[tuple(slice(int(v), int(v) + 2 * reach + 1) for v in lo)] * np.sign(peak)
             grid = np.indices(box.shape).reshape(3, -1) + lo[:, None]
             w = np.clip(box.ravel() - abs(peak) / 2, 0, None)
             w *= np.linalg.norm(grid - np.array([[z], [y], [x]]), axis=0) <= 1.5 * radius
@@ -253,7 +247,7 @@ def measure(reader: MrcReader, beads: list[Bead], wedge: Wedge) -> BeadModel:
     level = float(np.median(_central_crop(reader)))
     best: tuple[float, list[Bead], np.ndarray, np.ndarray] | None = None
     for scale in RADIUS_SCALES:
-        scaled = [replace(b, radius=b.radius * scale) for b in beads]
+        scaled = [replace(b, radius=float(b.radius * scale)) for b in beads]
         num, den, power = _normal_equations(reader, scaled, wedge.tilt_axis, level)
         ok = den > 1e-6 * den.max()
         residual = float((power - np.where(ok, num**2 / np.maximum(den, 1e-30), 0.0)).sum())
@@ -362,7 +356,7 @@ def subtract_beads(
         info = reader.info
         note = f"cryogen: the responses of {len(model.beads)} gold beads subtracted"
         with MrcWriter(out_path, info.shape, voxel_size, info.origin, [*info.labels, note]) as writer:
-            pieces = [(z, y) for z in _blocks(info.shape[0], BLOCK // 2) for y in _blocks(info.shape[1], BLOCK)]
+            pieces = [(z, y) for z in block_spans(info.shape[0], BLOCK // 2) for y in block_spans(info.shape[1], BLOCK)]
             for (z0, z1), (y0, y1) in tqdm(
                 pieces, desc=f"subtract beads {in_path.name}", unit="block", disable=not progress
             ):

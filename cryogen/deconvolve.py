@@ -49,7 +49,7 @@ import scipy.fft
 from tqdm import tqdm
 
 from .errors import CryogenError
-from .io.mrc import MrcReader, MrcWriter, check_finite_block, voxel_size_of
+from .io.mrc import MrcReader, MrcWriter, block_spans, check_finite_block, voxel_size_of
 from .model.imaging import frequency_radius
 from .sim.ctf import CTF, ctf_curve, electron_wavelength
 
@@ -210,10 +210,6 @@ class _BlockFilter:
 Reader = Callable[[int, int, int, int], np.ndarray]
 
 
-def _blocks(n: int, block: int) -> list[tuple[int, int]]:
-    return [(a, min(a + block, n)) for a in range(0, n, block)]
-
-
 def _filter_slab(
     read: Reader, shape: tuple[int, int, int], z: tuple[int, int], y: tuple[int, int], filt: _BlockFilter, block: int
 ) -> np.ndarray:
@@ -225,7 +221,7 @@ def _filter_slab(
     z_lo, z_hi, y_lo, y_hi = int(zi.min()), int(zi.max()) + 1, int(yi.min()), int(yi.max()) + 1
     slab = read(z_lo, z_hi, y_lo, y_hi)[np.ix_(zi - z_lo, yi - y_lo)]
     out = np.empty((z[1] - z[0], y[1] - y[0], nx), dtype=np.float32)
-    for x0, x1 in _blocks(nx, block):
+    for x0, x1 in block_spans(nx, block):
         xi = _mirror(np.arange(x0 - m, x1 + m), nx)
         out[:, :, x0:x1] = filt(slab[:, :, xi].astype(np.float64))
     return out
@@ -240,8 +236,8 @@ def deconvolve_volume(volume: np.ndarray, deconv: Deconvolution, voxel_size: flo
         return np.asarray(volume[z0:z1, y0:y1], dtype=np.float32)
 
     out = np.empty(shape, dtype=np.float32)
-    for z in _blocks(shape[0], block):
-        for y in _blocks(shape[1], block):
+    for z in block_spans(shape[0], block):
+        for y in block_spans(shape[1], block):
             out[z[0] : z[1], y[0] : y[1]] = _filter_slab(read, shape, z, y, filt, block)
     return out
 
@@ -271,7 +267,7 @@ def deconvolve(
             check_finite_block(piece, in_path, z0)
             return piece
 
-        pieces = [(z, y) for z in _blocks(shape[0], block) for y in _blocks(shape[1], block)]
+        pieces = [(z, y) for z in block_spans(shape[0], block) for y in block_spans(shape[1], block)]
         with contextlib.ExitStack() as stack:
             writer = stack.enter_context(MrcWriter(out_path, shape, vsize, info.origin, [*info.labels, deconv.label()]))
             for z, y in tqdm(

@@ -204,6 +204,11 @@ def read_mrc(path: str | Path, check_finite: bool = True) -> tuple[np.ndarray, M
         return data, r.info
 
 
+def block_spans(n: int, block: int) -> list[tuple[int, int]]:
+    """[start, stop) spans of at most `block` covering 0..n: the blocks a volume is streamed in."""
+    return [(a, min(a + block, n)) for a in range(0, n, block)]
+
+
 def check_finite_block(block: np.ndarray, path: str | Path, z0: int) -> None:
     """Raise a one-line error naming the file and the first z plane with NaN or Inf voxels."""
     if not np.isfinite(block).all():
