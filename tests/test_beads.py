@@ -23,11 +23,14 @@ SHAPE = (48, 96, 96)
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real" / "14pf_MT.tif"
 
 
-def _pair(tmp_path: Path, axis: str = "y", seed: int = 3):
-    """The same tilt-series tomogram with two beads and without (same noise level and draw)."""
+def _pair(tmp_path: Path, axis: str = "y", seed: int = 3, sign: float = 1.0):
+    """The same tilt-series tomogram with two beads and without (same noise level and draw);
+    `sign` -1: with inverted contrast (dense is dark), as many reconstructions are written."""
     scheme = TiltScheme(-60, 60, axis=axis)
     gold = simulate_tilt_series(SHAPE, scheme, 0.5, seed, beads=2)
     bare = simulate_tilt_series(SHAPE, scheme, 0.5, seed)
+    gold.observation *= np.float32(sign)
+    bare.observation *= np.float32(sign)
     write_mrc(tmp_path / "gold.mrc", gold.observation, 10.0)
     write_mrc(tmp_path / "bare.mrc", bare.observation, 10.0)
     return gold, bare, Wedge(-60, 60, axis)
@@ -38,9 +41,9 @@ def _true_beads(truth: np.ndarray) -> list[np.ndarray]:
     return [np.array(center_of_mass(labels == k)) for k in range(1, count + 1)]
 
 
-@pytest.mark.parametrize("axis", ["y", "x"])
-def test_beads_found_where_they_are_and_their_streaks_subtracted(tmp_path, axis):
-    gold, bare, wedge = _pair(tmp_path, axis)
+@pytest.mark.parametrize(("axis", "sign"), [("y", 1.0), ("x", 1.0), ("y", -1.0)])
+def test_beads_found_where_they_are_and_their_streaks_subtracted(tmp_path, axis, sign):
+    gold, bare, wedge = _pair(tmp_path, axis, sign=sign)
     true = _true_beads(gold.truth)
     model = model_beads(tmp_path / "gold.mrc", wedge, 10.0)
     assert len(model.beads) == len(true) == 2
@@ -48,6 +51,7 @@ def test_beads_found_where_they_are_and_their_streaks_subtracted(tmp_path, axis)
         err = min(np.linalg.norm(bead.center - c) for c in true)
         assert err < 1.0, (bead, true)
         assert 3.5 < bead.radius < 6.5  # 10 nm at 10 A per voxel
+        assert np.sign(bead.peak) == sign
     subtract_beads(tmp_path / "gold.mrc", tmp_path / "sub.mrc", model, (10.0,) * 3, progress=False)
     sub = read_mrc(tmp_path / "sub.mrc")[0].astype(np.float64)
     ref = bare.observation.astype(np.float64)
