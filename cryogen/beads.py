@@ -49,6 +49,7 @@ REACH = 128  # voxels: each bead's response is measured and subtracted within +-
 ANGLES, SHELLS = 180, 32  # bins of the transfer: 1 degree, shells up to the corner of the plane
 BLOCK = 64  # z planes and y rows per block when streaming
 RADIUS_SCALES = tuple(np.linspace(0.9, 1.4, 11))  # tried on find_beads' radii
+ROUND = 2.0  # a bead's section: second moments at most this far apart (two touching beads: ~5)
 
 
 @dataclass
@@ -106,8 +107,8 @@ def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progr
     """The gold beads of the tomogram behind `reader`, streamed in blocks of z planes and y rows: peaks of the
     volume smoothed by one voxel that stand THRESHOLD robust standard deviations off its median and
     3x above the central crop's 99th percentile (beads are ~10x protein), all of the strongest
-    one's sign, 5-25 nm across in the plane normal to the beam (where the wedge does not smear
-    them) and at least half inside the volume, less the pieces of a stronger bead's streaks."""
+    one's sign, round and 5-25 nm across in the plane normal to the beam (where the wedge does not
+    smear them) and at least half inside the volume, less the pieces of a stronger bead's streaks."""
     shape = reader.info.shape
     r_min = DIAMETERS_NM[0] * 5.0 / voxel_size
     r_max = DIAMETERS_NM[1] * 5.0 / voxel_size
@@ -136,8 +137,9 @@ def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progr
             ry = slice(max(0, y - margin), y + margin + 1)
             rx = slice(max(0, x - margin), x + margin + 1)
             blobs, _ = label(dev[z, ry, rx] * np.sign(peak) > abs(peak) / 2)
-            radius = math.sqrt(float((blobs == blobs[y - ry.start, x - rx.start]).sum()) / math.pi)
-            if not r_min <= radius <= r_max:
+            section = np.argwhere(blobs == blobs[y - ry.start, x - rx.start])
+            radius = math.sqrt(len(section) / math.pi)
+            if not r_min <= radius <= r_max or not _round(section):
                 continue
             # its centre: the centroid of its half-maximum voxels within 1.5 radii (not its streaks)
             reach = math.ceil(1.5 * radius)
@@ -155,6 +157,16 @@ def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progr
         return []
     sign = np.sign(max(found, key=lambda bead: abs(bead.peak)).peak)
     return _without_streaks([bead for bead in found if np.sign(bead.peak) == sign], tilt_axis)
+
+
+def _round(points: np.ndarray) -> bool:
+    """Whether a section's voxels (N x 2) make a disc: its second moments within ROUND of each
+    other. Two touching beads (a cluster, common on real grids) make a 5:1 section; one sphere
+    drawn back for them would invent a bead between them, so a cluster is left as it is."""
+    if len(points) < 3:
+        return True
+    eig = np.linalg.eigvalsh(np.cov(points.T.astype(np.float64)))
+    return bool(eig[1] <= ROUND * max(eig[0], 1e-9))
 
 
 def _without_streaks(candidates: list[Bead], tilt_axis: str) -> list[Bead]:

@@ -176,3 +176,23 @@ def test_chunk_with_halves_and_with_a_defocus_subtracts_the_beads(tmp_path):
         deconvolution=Deconvolution(CTF(3.0)),
     )
     assert deconv.deconvolution is not None and len(deconv.beads["beads"]) == 2
+
+
+@pytest.mark.parametrize("apart", [6, 8, 10])
+def test_beads_in_a_cluster_are_never_merged_into_one_between_them(tmp_path, apart):
+    """Two beads `apart` voxels between centres (10 nm each: 10 touch, less overlap) and a lone
+    one: each found is one of the true beads (to 1.5 voxels), none is a sphere between the pair
+    (which would invent a bead there: their merged section is not round); the lone one is found."""
+    base = simulate_tilt_series(SHAPE, TiltScheme(-60, 60), 0.5, 3).truth
+    truth = base - base.min()
+    zz, yy, xx = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    true = [np.array(c, float) for c in ((24, 30, 40), (24, 30, 40 + apart), (24, 70, 60))]
+    for c in true:
+        d = np.sqrt((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2)
+        truth = np.maximum(truth, GOLD * np.clip(5.5 - d, 0, 1).astype(np.float32))
+    sim = simulate_tilt_series(SHAPE, TiltScheme(-60, 60), 0.5, 3, phantom=truth)
+    write_mrc(tmp_path / "pair.mrc", sim.observation, 10.0)
+    with MrcReader(tmp_path / "pair.mrc") as reader:
+        found = find_beads(reader, 10.0)
+    assert all(min(np.linalg.norm(b.center - c) for c in true) < 1.5 for b in found), found
+    assert any(np.linalg.norm(b.center - true[2]) < 1.5 for b in found)
