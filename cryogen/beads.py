@@ -30,15 +30,16 @@ from tqdm.auto import tqdm
 from .errors import CryogenError
 from .io.mrc import MrcReader, MrcWriter, block_spans, check_finite_block
 from .model.imaging import Wedge, tilt_angle
+from .qc.geometry import read_central_crop
 
 __all__ = [
     "Bead",
     "BeadModel",
-    "cached_responses",
     "find_beads",
     "measure",
     "model_beads",
     "render_beads",
+    "responses",
     "subtract_beads",
 ]
 
@@ -95,14 +96,6 @@ def _robust(values: np.ndarray) -> tuple[float, float]:
     return med, 1.4826 * float(np.median(np.abs(values - med)))
 
 
-def _central_crop(reader: MrcReader, size: int = 128) -> np.ndarray:
-    """The volume's central crop of at most `size` voxels a side: its level and scale."""
-    shape = reader.info.shape
-    c = [max(0, (n - size) // 2) for n in shape]
-    crop = reader.read_block(c[0], min(shape[0], c[0] + size), c[1], min(shape[1], c[1] + size))
-    return crop[:, :, c[2] : c[2] + size].astype(np.float32)
-
-
 def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progress: bool = False) -> list[Bead]:
     """The gold beads of the tomogram behind `reader`, streamed in blocks of z planes and y rows: peaks of the
     volume smoothed by one voxel that stand THRESHOLD robust standard deviations off its median and
@@ -113,7 +106,7 @@ def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progr
     r_min = DIAMETERS_NM[0] * 5.0 / voxel_size
     r_max = DIAMETERS_NM[1] * 5.0 / voxel_size
     margin = math.ceil(r_max) + 4
-    crop = gaussian_filter(_central_crop(reader), 1.0, mode="nearest")  # smoothed as the blocks are
+    crop = gaussian_filter(read_central_crop(reader), 1.0, mode="nearest")  # smoothed as the blocks are
     med, scale = _robust(crop)
     if not scale > 0:  # a constant crop (or a bad voxel in it, which the blocks below name)
         scale = float("inf")
@@ -189,7 +182,7 @@ def _without_streaks(candidates: list[Bead], tilt_axis: str) -> list[Bead]:
 # ----------------------------------------------------------------------------- the local boxes
 
 
-def _halves(bead: Bead, tilt_axis: str) -> tuple[int, int, int]:
+def _half_sizes(bead: Bead, tilt_axis: str) -> tuple[int, int, int]:
     """Half sizes of a bead's box: REACH in the plane normal to the tilt axis, the bead along it."""
     along = math.ceil(bead.radius) + 4
     return (REACH, along, REACH) if tilt_axis == "y" else (REACH, REACH, along)
@@ -197,7 +190,7 @@ def _halves(bead: Bead, tilt_axis: str) -> tuple[int, int, int]:
 
 def _box(bead: Bead, tilt_axis: str) -> tuple[np.ndarray, tuple[int, int, int]]:
     """The box's first voxel (global, may lie outside the volume) and its shape."""
-    half = _halves(bead, tilt_axis)
+    half = _half_sizes(bead, tilt_axis)
     lo = np.round(bead.center).astype(int) - np.array(half)
     return lo, tuple(2 * h for h in half)  # type: ignore[return-value]
 
@@ -233,21 +226,25 @@ def _read_box(reader: MrcReader, lo: np.ndarray, shape: tuple[int, int, int], le
     return out
 
 
-def _normal_equations(
-    reader: MrcReader, beads: list[Bead], tilt_axis: str, level: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per bin (angle x shell): sum Re(D S*), sum |S|^2 and sum |D|^2 over the beads' boxes."""
-    num, den, power = (np.zeros(ANGLES * SHELLS) for _ in range(3))
+def _normal_equations(reader: MrcReader, beads: list[Bead], tilt_axis: str, level: float) -> np.ndarray:
+    """Per radius scale (RADIUS_SCALES) and bin (angle x shell): sum Re(D S*), sum |S|^2 and
+    sum |D|^2 over the beads' boxes, (scales, 3, bins). Each box is read and transformed once
+    per size it takes (the box follows the scaled radius along the tilt axis), not per scale."""
+    sums = np.zeros((len(RADIUS_SCALES), 3, ANGLES * SHELLS))
     for bead in beads:
-        lo, shape = _box(bead, tilt_axis)
-        a, s = _bins(shape, tilt_axis)
-        idx = (a * SHELLS + s).ravel()
-        sphere = _sphere_spectrum(bead, lo, shape)
-        data = np.fft.fftn(_read_box(reader, lo, shape, level))
-        num += np.bincount(idx, (data * sphere.conj()).real.ravel(), ANGLES * SHELLS)
-        den += np.bincount(idx, (np.abs(sphere) ** 2).ravel(), ANGLES * SHELLS)
-        power += np.bincount(idx, (np.abs(data) ** 2).ravel(), ANGLES * SHELLS)
-    return num, den, power
+        boxes: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        for k, scale in enumerate(RADIUS_SCALES):
+            scaled = replace(bead, radius=float(bead.radius * scale))
+            lo, shape = _box(scaled, tilt_axis)
+            if shape not in boxes:
+                a, s = _bins(shape, tilt_axis)
+                boxes[shape] = ((a * SHELLS + s).ravel(), np.fft.fftn(_read_box(reader, lo, shape, level)))
+            idx, data = boxes[shape]
+            sphere = _sphere_spectrum(scaled, lo, shape)
+            sums[k, 0] += np.bincount(idx, (data * sphere.conj()).real.ravel(), ANGLES * SHELLS)
+            sums[k, 1] += np.bincount(idx, (np.abs(sphere) ** 2).ravel(), ANGLES * SHELLS)
+            sums[k, 2] += np.bincount(idx, (np.abs(data) ** 2).ravel(), ANGLES * SHELLS)
+    return sums
 
 
 def measure(reader: MrcReader, beads: list[Bead], wedge: Wedge) -> BeadModel:
@@ -256,17 +253,17 @@ def measure(reader: MrcReader, beads: list[Bead], wedge: Wedge) -> BeadModel:
     one factor (RADIUS_SCALES) that leaves the least residual (a sphere's spectrum has zeros, and
     the half-maximum radius `find_beads` reads is biased by the blur); and H's isotropic form, its
     mean over the measured angles per shell (the data's resolution, without the wedge)."""
-    level = float(np.median(_central_crop(reader)))
-    best: tuple[float, list[Bead], np.ndarray, np.ndarray] | None = None
-    for scale in RADIUS_SCALES:
-        scaled = [replace(b, radius=float(b.radius * scale)) for b in beads]
-        num, den, power = _normal_equations(reader, scaled, wedge.tilt_axis, level)
+    level = float(np.median(read_central_crop(reader)))
+    sums = _normal_equations(reader, beads, wedge.tilt_axis, level)
+    best: tuple[float, int] | None = None
+    for k, (num, den, power) in enumerate(sums):
         ok = den > 1e-6 * den.max()
         residual = float((power - np.where(ok, num**2 / np.maximum(den, 1e-30), 0.0)).sum())
         if best is None or residual < best[0]:
-            best = (residual, scaled, num, den)
+            best = (residual, k)
     assert best is not None
-    _, beads, num, den = best
+    num, den, _ = sums[best[1]]
+    beads = [replace(b, radius=float(b.radius * RADIUS_SCALES[best[1]])) for b in beads]
     ok = den > 1e-6 * den.max()
     h = np.where(ok, num / np.maximum(den, 1e-30), 0.0).reshape(ANGLES, SHELLS)
     centres = np.radians((np.arange(ANGLES) + 0.5) * 180.0 / ANGLES)  # each bin's direction in the plane
@@ -292,9 +289,10 @@ def _taper(shape: tuple[int, int, int], tilt_axis: str) -> np.ndarray:
     return axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
 
 
-def _responses(model: BeadModel, isotropic: bool) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each bead's (box origin, response): through the measured transfer (its streaks), or the
-    isotropic one in a small box (round)."""
+def responses(model: BeadModel, isotropic: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each bead's (box origin, response), computed once for a streamed pass: through the
+    measured transfer (its streaks, what `subtract_beads` removes), or the isotropic one in a
+    small box (round, what `stitch` draws back)."""
     h = np.asarray(model.transfer)
     iso = np.asarray(model.isotropic)
     out = []
@@ -317,12 +315,12 @@ def _responses(model: BeadModel, isotropic: bool) -> list[tuple[np.ndarray, np.n
 
 
 def render_beads(
-    model: BeadModel, block: tuple[int, int, int, int], width: int, isotropic: bool, cache: list | None = None
+    drawn: list[tuple[np.ndarray, np.ndarray]], block: tuple[int, int, int, int], width: int
 ) -> np.ndarray:
-    """The beads' responses in planes z0:z1, rows y0:y1 (all `width` columns) of the volume."""
+    """The beads' `responses` in planes z0:z1, rows y0:y1 (all `width` columns) of the volume."""
     z0, z1, y0, y1 = block
     out = np.zeros((z1 - z0, y1 - y0, width), np.float32)
-    for lo, resp in cache if cache is not None else _responses(model, isotropic):
+    for lo, resp in drawn:
         hi = lo + np.array(resp.shape)
         a = np.maximum(lo, (z0, y0, 0))
         b = np.minimum(hi, (z1, y1, width))
@@ -332,11 +330,6 @@ def render_beads(
             a[0] - lo[0] : b[0] - lo[0], a[1] - lo[1] : b[1] - lo[1], a[2] - lo[2] : b[2] - lo[2]
         ]
     return out
-
-
-def cached_responses(model: BeadModel, isotropic: bool) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`render_beads`' responses computed once, for a streamed pass over many blocks."""
-    return _responses(model, isotropic)
 
 
 def model_beads(
@@ -363,7 +356,7 @@ def subtract_beads(
     """Write the MRC `in_path` less its beads' responses (`model`) to `out_path`, streamed by
     blocks of z planes, with `voxel_size` and the header's origin and labels (a label added)."""
     in_path, out_path = Path(in_path), Path(out_path)
-    cache = cached_responses(model, isotropic=False)
+    drawn = responses(model, isotropic=False)
     with MrcReader(in_path) as reader:
         info = reader.info
         note = f"cryogen: the responses of {len(model.beads)} gold beads subtracted"
@@ -374,5 +367,5 @@ def subtract_beads(
             ):
                 piece = reader.read_block(z0, z1, y0, y1)
                 check_finite_block(piece, in_path, z0)
-                piece -= render_beads(model, (z0, z1, y0, y1), info.shape[2], False, cache)
+                piece -= render_beads(drawn, (z0, z1, y0, y1), info.shape[2])
                 writer.write_block(z0, y0, piece)

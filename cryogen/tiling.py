@@ -32,7 +32,7 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from .beads import BeadModel, cached_responses, model_beads, render_beads, subtract_beads
+from .beads import BeadModel, model_beads, render_beads, responses, subtract_beads
 from .deconvolve import Deconvolution, deconvolve
 from .errors import CryogenError
 from .io.files import atomic_output
@@ -339,7 +339,7 @@ def stitch(
             y_blocks.append((lo, hi))
     labels = [*[lab for lab in meta.labels if lab][-9:], f"cryogen stitch of {Path(store_path).name}"]
     beads = BeadModel.from_dict(meta.beads) if meta.beads and array_name == TILE_ARRAY else None
-    drawn = cached_responses(beads, isotropic=True) if beads is not None else []
+    drawn = responses(beads, isotropic=True) if beads is not None else []
     total = len(z_blocks) * len(y_blocks)
     with (
         MrcWriter(out_path, shape, meta.voxel_size, meta.origin, labels) as writer,
@@ -369,7 +369,7 @@ def stitch(
                             out[z0 - bz0 : z1 - bz0, y0 - by0 : y1 - by0, x0:x1] += (
                                 w * t[z0 - sz : z1 - sz, y0 - sy : y1 - sy, x0 - sx : x1 - sx]
                             )
-                if beads is not None:
-                    out += render_beads(beads, (bz0, bz1, by0, by1), shape[2], True, drawn)
+                if drawn:
+                    out += render_beads(drawn, (bz0, bz1, by0, by1), shape[2])
                 writer.write_block(bz0, by0, out)
                 bar.update()
