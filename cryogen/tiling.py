@@ -38,6 +38,7 @@ from .errors import CryogenError
 from .io.files import atomic_output
 from .io.mrc import MrcReader, MrcWriter, RunningStats, check_finite_block, voxel_size_of
 from .io.store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles, zarr_array
+from .model.content import tile_content
 from .model.imaging import Wedge
 from .model.noise import NoiseModel
 from .model.noise_estimate import NOISE_CROP, check_halves, estimate_for_tomogram
@@ -240,7 +241,7 @@ def _chunk(
         )
         with atomic_output(out_path) as tmp:
             group = create_store(tmp, meta)
-            stats = _write_tiles(reader, source, zarr_array(group, TILE_ARRAY, tmp), meta, progress)
+            stats, meta.content = _write_tiles(reader, source, zarr_array(group, TILE_ARRAY, tmp), meta, progress)
             if stats.min == stats.max:
                 raise CryogenError("volume is constant: there is nothing to restore", source)
             meta.stats = {"mean": stats.mean, "std": stats.std, "min": stats.min, "max": stats.max}
@@ -283,13 +284,15 @@ def _deconvolved_noise(
 
 def _write_tiles(
     reader: MrcReader, path: str | Path, array: zarr.Array, meta: TileMeta, progress: bool
-) -> RunningStats:
+) -> tuple[RunningStats, list[float]]:
     """Stream the volume into `array`, (n_tiles, T, T, T), one row of tiles (T z-planes x T rows
     of voxels) at a time, checking every block for NaN/Inf; returns the volume's statistics,
-    accumulated over a partition of it (each voxel counts once)."""
+    accumulated over a partition of it (each voxel counts once), and each tile's content
+    (`cryogen.model.content.tile_content`)."""
     shape, tile, starts, gshape = meta.source_shape, meta.tile, meta.starts, meta.grid_shape
     own = [owned_ranges(n, tile, s) for n, s in zip(shape, starts, strict=False)]
     stats = RunningStats()
+    content: list[float] = []
     rows = [(iz, iy) for iz in range(gshape[0]) for iy in range(gshape[1])]
     for iz, iy in tqdm(rows, desc=f"chunk {Path(path).name}", unit="row", disable=not progress, mininterval=2):
         sz, sy = starts[0][iz], starts[1][iy]
@@ -304,9 +307,10 @@ def _write_tiles(
         for ix, sx in enumerate(starts[2]):
             x0, x1 = max(sx, 0), min(sx + tile, shape[2])
             row[ix] = _pad_axis(block[:, :, x0:x1], 2, sx, tile, shape[2])
+            content.append(tile_content(row[ix]))
         first = tile_index(gshape, iz, iy, 0)
         array[first : first + gshape[2]] = row
-    return stats
+    return stats, content
 
 
 def stitch(

@@ -42,6 +42,8 @@ class TileMeta:
     noise: dict[str, Any] | None = None
     deconvolution: dict[str, Any] | None = None  # the CTF deconvolution chunk applied (`cryogen.deconvolve`)
     beads: dict[str, Any] | None = None  # the gold beads chunk subtracted, drawn back by stitch (`cryogen.beads`)
+    # each tile's structure, in the data's units squared (`cryogen.model.content`): training draws by it
+    content: list[float] | None = None
     kind: str = "tiles"
     format_version: int = FORMAT_VERSION
 

@@ -3,6 +3,7 @@ tomogram, with each tomogram's noise model expressed in the same normalised unit
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,11 @@ import zarr
 
 from ..errors import CryogenError, setting
 from ..io.store import TILE_ARRAY, TileMeta, open_store, read_tiles, zarr_array
+from ..model.content import draw_weights
 from ..model.noise import NoiseModel
 from ..model.noise_estimate import estimate_from_data
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,11 +74,11 @@ class PatchSampler:
     a run resumed with the saved generator state draws the same patches.
 
     Each batch comes from one tomogram, drawn uniformly: every tomogram of a prior's group is
-    seen equally often whatever its size, so a few large ones do not drown the others (a tile of
-    tomogram s is drawn with probability 1 / (n_sources * n_tiles[s])); within it, tiles and patch
-    corners are uniform. Tiles are read one at a time, when drawn, and the recently used ones are
-    cached, a fixed number of them, so memory does not grow with the dataset or the number of
-    tomograms: decompressing a tile from Zarr costs about a millisecond, far less than a step."""
+    seen equally often whatever its size, so a few large ones do not drown the others; within it,
+    tiles are drawn by their structure where some hold little (vacuum or bare ice above and below
+    the specimen: `cryogen.model.content`), else uniformly, and patch corners uniformly. Tiles
+    are read one at a time, when drawn, and the recently used ones are cached, a fixed number of
+    them, so memory does not grow with the dataset or the number of tomograms: decompressing a tile from Zarr costs about a millisecond, far less than a step."""
 
     def __init__(self, sources: list[Source], patch: int, cache_tiles: int = 48) -> None:
         self.sources = sources
@@ -84,6 +88,7 @@ class PatchSampler:
             raise CryogenError(f"patch size {patch} is larger than the tile size {self.tile}")
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cache_size = cache_tiles
+        self._weights = [_weights(src, self.tile) for src in sources]
 
     def _tile(self, s: int, i: int) -> np.ndarray:
         key = (s, i)
@@ -103,8 +108,26 @@ class PatchSampler:
         out = np.empty((batch, self.patch, self.patch, self.patch), dtype=np.float32)
         span = self.tile - self.patch + 1
         s = int(torch.randint(len(self.sources), (1,), generator=generator))
+        weights = self._weights[s]
         for b in range(batch):
-            i = int(torch.randint(self.sources[s].meta.n_tiles, (1,), generator=generator))
+            if weights is None:
+                i = int(torch.randint(self.sources[s].meta.n_tiles, (1,), generator=generator))
+            else:
+                i = int(torch.multinomial(weights, 1, generator=generator))
             z, y, x = (int(v) for v in torch.randint(span, (3,), generator=generator))
             out[b] = self._tile(s, i)[z : z + self.patch, y : y + self.patch, x : x + self.patch]
         return torch.from_numpy(out), self.sources[s]
+
+
+def _weights(src: Source, tile: int) -> torch.Tensor | None:
+    """The source's tile weights (`draw_weights`), logged where some tiles are drawn less often."""
+    weights = draw_weights(src.meta.content, src.std, src.noise, tile, src.meta.wedge)
+    if weights is None:
+        return None
+    log.info(
+        "%s: %d of %d tiles hold little structure (vacuum or bare ice?): training draws them less often",
+        src.path.name,
+        int(np.sum(weights < 0.5)),
+        len(weights),
+    )
+    return torch.from_numpy(weights)
