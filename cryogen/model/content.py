@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from .imaging import Wedge
 from .noise import NoiseModel
@@ -55,6 +54,8 @@ def tile_content(tile: np.ndarray) -> float:
 def noise_content(noise: NoiseModel, tile: int, wedge: Wedge) -> float:
     """`tile_content` of the noise model's own draws on a tile (a fixed seed: the same every
     time, and the training's random stream is not touched)."""
+    import torch  # here, not at the top: chunk imports this module, and importing cryogen must not load torch
+
     gen = torch.Generator().manual_seed(0)
     draws = noise.sample((NOISE_DRAWS, tile, tile, tile), wedge, gen).numpy()
     return float(np.mean([tile_content(d) for d in draws]))
