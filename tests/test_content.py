@@ -114,3 +114,10 @@ def test_a_store_without_content_draws_uniformly(thick):
     group.attrs.update(attrs)
     assert open_store(store)[1].content is None
     assert PatchSampler(open_sources([store]), patch=16)._weights == [None]
+
+
+def test_a_volume_of_noise_alone_draws_uniformly(tmp_path):
+    """Its tiles differ by the noise's chance alone: none is told empty."""
+    volume = np.random.default_rng(0).standard_normal((48, 56, 56)).astype(np.float32)
+    store = _chunked(tmp_path, volume, "noise")
+    assert PatchSampler(open_sources([store]), patch=16)._weights == [None]

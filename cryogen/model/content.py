@@ -38,6 +38,10 @@ FLOOR = 0.05
 #: throughout, with a few weaker tiles (at SNR 0.25 on the benchmark's phantoms: down to 0.63),
 #: is drawn uniformly, as before
 EMPTY = 0.25
+#: the PERCENTILE-th tile's structure must be at least this many times the noise's own content:
+#: below it the tiles differ by the noise alone (a volume of noise, or a specimen too faint at
+#: this scale), and none is told empty
+MIN_STRUCTURE = 1.0
 #: noise draws (tiles) behind the noise model's own content
 NOISE_DRAWS = 8
 
@@ -71,12 +75,15 @@ def draw_weights(
 
     `content` in the data's units, `scale` the std the tiles are divided by, `noise` in those
     normalised units. A tile's structure is its content less the noise's; it counts fully from
-    FULL_SHARE of the PERCENTILE-th percentile, and never below FLOOR."""
+    FULL_SHARE of the PERCENTILE-th percentile, and never below FLOOR; where that percentile is
+    within MIN_STRUCTURE of the noise's own content, the tiles differ by noise only: None."""
     if not content:
         return None
-    excess = np.maximum(np.asarray(content, dtype=np.float64) / scale**2 - noise_content(noise, tile, wedge), 0.0)
-    full = FULL_SHARE * float(np.percentile(excess, PERCENTILE))
-    if full <= 0:
+    floor = noise_content(noise, tile, wedge)
+    excess = np.maximum(np.asarray(content, dtype=np.float64) / scale**2 - floor, 0.0)
+    structured = float(np.percentile(excess, PERCENTILE))
+    if not structured >= MIN_STRUCTURE * floor or structured <= 0:
         return None
+    full = FULL_SHARE * structured
     weights = np.clip(excess / full, FLOOR, 1.0)
     return weights if bool(np.any(weights < EMPTY)) else None
