@@ -116,8 +116,12 @@ def test_a_store_without_content_draws_uniformly(thick):
     assert PatchSampler(open_sources([store]), patch=16)._weights == [None]
 
 
-def test_a_volume_of_noise_alone_draws_uniformly(tmp_path):
-    """Its tiles differ by the noise's chance alone: none is told empty."""
-    volume = np.random.default_rng(0).standard_normal((48, 56, 56)).astype(np.float32)
-    store = _chunked(tmp_path, volume, "noise")
-    assert PatchSampler(open_sources([store]), patch=16)._weights == [None]
+@pytest.mark.parametrize(("shape", "tile"), [((48, 56, 56), 32), ((16, 28, 28), 16)])
+def test_a_volume_of_noise_alone_draws_uniformly(tmp_path, shape, tile):
+    """Its tiles differ by the noise's chance alone (and, on small tiles, by their mirrored
+    faces): none is told empty."""
+    mrc = tmp_path / "noise.mrc"
+    write_mrc(mrc, np.random.default_rng(0).standard_normal(shape).astype(np.float32), 10.0)
+    store = tmp_path / "noise.zarr"
+    chunk(mrc, store, tile=tile, overlap=tile // 4, wedge=WEDGE, progress=False, check_geometry=False, beads=False)
+    assert PatchSampler(open_sources([store]), patch=8)._weights == [None]
