@@ -126,7 +126,7 @@ def _weights(src: Source, tile: int) -> torch.Tensor | None:
         return None
     log.info(
         "%s: %d of %d tiles hold little structure (vacuum or bare ice?): training draws them less often",
-        src.path.name,
+        Path(src.meta.source).name,
         int(np.sum(weights < 0.5)),
         len(weights),
     )
