@@ -78,7 +78,8 @@ class PatchSampler:
     tiles are drawn by their structure where some hold little (vacuum or bare ice above and below
     the specimen: `cryogen.model.content`), else uniformly, and patch corners uniformly. Tiles
     are read one at a time, when drawn, and the recently used ones are cached, a fixed number of
-    them, so memory does not grow with the dataset or the number of tomograms: decompressing a tile from Zarr costs about a millisecond, far less than a step."""
+    them, so memory does not grow with the dataset or the number of tomograms: decompressing a
+    tile from Zarr costs about a millisecond, far less than a step."""
 
     def __init__(self, sources: list[Source], patch: int, cache_tiles: int = 48) -> None:
         self.sources = sources
