@@ -23,11 +23,11 @@ WEDGE = Wedge(-60, 60)
 TILE, OVERLAP = 32, 8
 
 
-def _chunked(tmp_path, volume: np.ndarray, name: str):
+def _chunked(tmp_path, volume: np.ndarray, name: str, tile: int = TILE, overlap: int = OVERLAP):
     mrc = tmp_path / f"{name}.mrc"
     write_mrc(mrc, volume, 10.0)
     store = tmp_path / f"{name}.zarr"
-    chunk(mrc, store, tile=TILE, overlap=OVERLAP, wedge=WEDGE, progress=False, check_geometry=False, beads=False)
+    chunk(mrc, store, tile=tile, overlap=overlap, wedge=WEDGE, progress=False, check_geometry=False, beads=False)
     return store
 
 
@@ -120,8 +120,6 @@ def test_a_store_without_content_draws_uniformly(thick):
 def test_a_volume_of_noise_alone_draws_uniformly(tmp_path, shape, tile):
     """Its tiles differ by the noise's chance alone (and, on small tiles, by their mirrored
     faces): none is told empty."""
-    mrc = tmp_path / "noise.mrc"
-    write_mrc(mrc, np.random.default_rng(0).standard_normal(shape).astype(np.float32), 10.0)
-    store = tmp_path / "noise.zarr"
-    chunk(mrc, store, tile=tile, overlap=tile // 4, wedge=WEDGE, progress=False, check_geometry=False, beads=False)
+    volume = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    store = _chunked(tmp_path, volume, "noise", tile, tile // 4)
     assert PatchSampler(open_sources([store]), patch=8)._weights == [None]

@@ -50,13 +50,11 @@ NOISE_DRAWS = 8
 
 def tile_content(tile: np.ndarray) -> float:
     """The variance of the tile's means over BIN-voxel blocks (edges beyond a multiple of BIN
-    left out), in the data's units squared."""
+    left out; tiles are at least 8 a side), in the data's units squared, accumulated in float64
+    without a float64 copy of the tile."""
     n = [s // BIN * BIN for s in tile.shape]
-    if min(n) == 0:
-        return float(np.var(tile, dtype=np.float64))
-    t = np.asarray(tile[: n[0], : n[1], : n[2]], dtype=np.float64)
-    blocks = t.reshape(n[0] // BIN, BIN, n[1] // BIN, BIN, n[2] // BIN, BIN).mean(axis=(1, 3, 5))
-    return float(blocks.var())
+    t = tile[: n[0], : n[1], : n[2]].reshape(n[0] // BIN, BIN, n[1] // BIN, BIN, n[2] // BIN, BIN)
+    return float(t.mean(axis=(1, 3, 5), dtype=np.float64).var())
 
 
 def noise_content(noise: NoiseModel, tile: int, wedge: Wedge) -> float:
