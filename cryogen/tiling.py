@@ -35,9 +35,10 @@ from tqdm import tqdm
 from .beads import BeadModel, model_beads, render_beads, responses, subtract_beads
 from .deconvolve import Deconvolution, deconvolve
 from .errors import CryogenError
+from .io.binning import bin_mrc
 from .io.files import atomic_output
 from .io.mrc import MrcReader, MrcWriter, RunningStats, check_finite_block, voxel_size_of
-from .io.store import TILE_ARRAY, TileMeta, create_store, open_store, read_tiles, zarr_array
+from .io.store import COARSE_LEVEL, TILE_ARRAY, TileMeta, create_store, open_store, read_tiles, zarr_array
 from .model.content import tile_content
 from .model.imaging import Wedge
 from .model.noise import NoiseModel
@@ -46,6 +47,9 @@ from .qc.geometry import warn_geometry
 from .qc.warnings import check_volume
 
 log = logging.getLogger(__name__)
+
+#: the thinnest axis, in binned voxels, a coarse level is made for
+MIN_COARSE = 8
 
 
 def axis_starts(n: int, tile: int, overlap: int, margin: int = 0) -> tuple[int, ...]:
@@ -140,6 +144,7 @@ def chunk(
     halves: tuple[str | Path, str | Path] | None = None,
     deconvolution: Deconvolution | None = None,
     beads: bool = True,
+    coarse: bool = True,
 ) -> TileMeta:
     """Stream an MRC tomogram into a tile store at `out_path` (written atomically).
 
@@ -154,10 +159,12 @@ def chunk(
     With `beads`, gold fiducials are looked for, and where there are any, the tiles are those of
     the tomogram (and halves) less the beads' responses, their streaks (`cryogen.beads`); the
     store records the beads, and `stitch` draws them back round.
+    With `coarse`, the store also holds its coarse level (`COARSE_LEVEL`): the prepared tomogram
+    (and halves) binned 2x and chunked alike, with a noise model of its own (`_coarse_level`).
     """
     plain = (mrc_path, mrc_path, out_path, tile, overlap, wedge, voxel_size, progress, check_geometry, halves)
     if deconvolution is None and not beads:
-        return _chunk(*plain)
+        return _chunk(*plain, coarse=coarse)
     with MrcReader(mrc_path) as reader:  # bad input stops before the preparation's work
         TileGrid(reader.info.shape, tile, overlap)
         vsize = voxel_size_of(reader.info.voxel_size, voxel_size, mrc_path)
@@ -167,7 +174,7 @@ def chunk(
     if beads and deconvolution is None:  # most tomograms have none: then no temporary copy at all
         found = model_beads(mrc_path, wedge, vsize[2], progress=progress)
         if not found.beads:
-            return _chunk(*plain)
+            return _chunk(*plain, coarse=coarse)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.prepare-", dir=out.parent) as tmp:
@@ -200,6 +207,7 @@ def chunk(
             (sources[1], sources[2]) if halves is not None else None,
             deconvolution.as_dict() if deconvolution is not None else None,
             found.as_dict() if found is not None and found.beads else None,
+            coarse=coarse,
         )
 
 
@@ -216,8 +224,11 @@ def _chunk(
     halves: tuple[str | Path, str | Path] | None,
     deconvolution: dict | None = None,
     beads: dict | None = None,
+    coarse: bool = True,
+    warn: bool = True,
 ) -> TileMeta:
-    """`chunk` of the volume at `read_path`, recorded as coming from `source`."""
+    """`chunk` of the volume at `read_path`, recorded as coming from `source`; `warn`: check the
+    volume for what would mislead training (off for the coarse level: said once, at full size)."""
     with MrcReader(read_path) as reader:
         info = reader.info
         grid = TileGrid(info.shape, tile, overlap)
@@ -252,8 +263,56 @@ def _chunk(
                 noise = _deconvolved_noise(source, info.shape, noise, wedge, deconv, vsize[2])
             meta.noise = noise.to_dict()
             group.attrs["cryogen"] = meta.to_json()
-        check_volume(reader, wedge, meta.stats, noise)  # warnings only: no signal, unstable sigma, noise model
+            if coarse:
+                _coarse_level(read_path, source, Path(tmp), tile, overlap, wedge, vsize, halves)
+        if warn:
+            check_volume(reader, wedge, meta.stats, noise)  # warnings only: no signal, unstable sigma, noise model
     return meta
+
+
+def _coarse_level(
+    read_path: str | Path,
+    source: str | Path,
+    store: Path,
+    tile: int,
+    overlap: int,
+    wedge: Wedge,
+    voxel_size: tuple[float, float, float],
+    halves: tuple[str | Path, str | Path] | None,
+) -> None:
+    """Write the coarse level into `store` (being written): the volume at `read_path` (already
+    deconvolved, beads subtracted) and its halves binned 2x, into temporary files beside the
+    store, then chunked with the same tile grid settings. Training learns the coarse network from
+    it (`cryogen.method.coarse`): binned, the data are less noisy and a patch spans twice the
+    specimen, so the wedge's low frequencies, most of its power, are learned from far more of the
+    specimen per step (README, Quality: the coarse network). Skipped, with a note in the log,
+    where a binned axis would be thinner than MIN_COARSE voxels. The noise model is estimated on
+    the binned data (from the binned halves where given); after a CTF deconvolution without
+    halves it is not carried through the filter as the full-size one is."""
+    with MrcReader(read_path) as reader:
+        shape = reader.info.shape
+    if min(shape) < 2 * MIN_COARSE:
+        log.info("%s: too thin for a coarse level (%s voxels): the two-scale fill uses g", Path(source).name, shape)
+        return
+    with tempfile.TemporaryDirectory(prefix=f".{store.name}.coarse-", dir=store.parent) as tmp:
+        paths = [Path(read_path), *(Path(h) for h in halves or ())]
+        binned = [Path(tmp) / f"{i}.mrc" for i in range(len(paths))]
+        for src, dst in zip(paths, binned, strict=True):
+            bin_mrc(src, dst, voxel_size)
+        _chunk(
+            binned[0],
+            source,
+            store / COARSE_LEVEL,
+            tile,
+            overlap,
+            wedge,
+            None,
+            False,
+            False,
+            (binned[1], binned[2]) if halves is not None else None,
+            coarse=False,
+            warn=False,
+        )
 
 
 def _deconvolved_noise(

@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import CryogenError, setting
+from .binning import bin2
 from .files import atomic_output
 from .mrc import MrcReader, RunningStats, check_finite_block
 
@@ -72,17 +73,6 @@ def pyramid_shapes(shape: tuple[int, int, int], chunk: int = CHUNK) -> list[tupl
     while max(shapes[-1]) > chunk:
         shapes.append(tuple(math.ceil(n / 2) for n in shapes[-1]))
     return shapes  # type: ignore[return-value]
-
-
-def bin2(block: np.ndarray) -> np.ndarray:
-    """Mean of 2x2x2 blocks. An odd edge is padded by repeating its last plane, which makes the
-    cut block's mean exactly the mean of the voxels it has."""
-    pad = [(0, n % 2) for n in block.shape]
-    if any(p for _, p in pad):
-        block = np.pad(block, pad, mode="edge")
-    nz, ny, nx = block.shape
-    out = block.reshape(nz // 2, 2, ny // 2, 2, nx // 2, 2).mean(axis=(1, 3, 5), dtype=np.float32)
-    return out.astype(np.float32, copy=False)
 
 
 def multiscales(

@@ -22,6 +22,9 @@ from ..model.imaging import Wedge
 
 FORMAT_VERSION = 1
 TILE_ARRAY = "tiles"
+#: the store's coarse level: the same (prepared) tomogram binned 2x, a tile store of its own inside
+#: this one (`cryogen.tiling`), from which training learns the coarse network
+COARSE_LEVEL = "coarse"
 
 
 @dataclass
@@ -133,6 +136,13 @@ def open_store(path: str | Path, mode: Literal["r", "r+"] = "r") -> tuple[zarr.G
     if tuple(tiles.shape) != expected:
         raise CryogenError(f"'{TILE_ARRAY}' has shape {tuple(tiles.shape)}, metadata says {expected}", p)
     return group, meta
+
+
+def coarse_level(path: str | Path) -> Path | None:
+    """The coarse level of the tile store at `path`, or None where it has none (chunked before
+    it was made, or too small to bin)."""
+    level = Path(path) / COARSE_LEVEL
+    return level if (level / "zarr.json").exists() or (level / ".zgroup").exists() else None
 
 
 def zarr_array(group: zarr.Group, name: str, path: str | Path) -> zarr.Array:
