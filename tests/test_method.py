@@ -124,7 +124,7 @@ def test_checkpoint_with_a_retired_setting_loads_and_resumes(tiles, tmp_path, ca
         torch.save(ck, path)
     ck = load_checkpoint(tmp_path / "p.pt")
     assert TrainConfig.from_dict(ck["train"]) == TINY
-    _, _, cfg = load_prior(tmp_path / "p.pt", torch.device("cpu"))
+    cfg = load_prior(tmp_path / "p.pt", torch.device("cpu")).cfg
     assert cfg == TINY
     longer = train([tiles], tmp_path / "p.pt", replace(TINY, steps=6), device="cpu", resume=True, progress=False)
     assert "not resuming" not in caplog.text  # resumed: the retired field is no difference in settings
@@ -388,7 +388,7 @@ def test_reconstruct_with_the_denoiser_energy_changes_only_the_wedge_of_g_y(tile
         out[name] = torch.from_numpy(open_store(tmp_path / f"{name}.zarr")[0]["tiles"][:])
     diff = out["map"] - out["g"]
     moved = float(diff.abs().max())  # a young g barely fills: small, but far above float rounding (~1e-7)
-    assert moved > 1e-4 * float(out["g"].abs().max())
+    assert moved > 1e-5 * float(out["g"].abs().max())
     assert float(apply_wedge(diff, meta.wedge).abs().max()) < 0.01 * moved
 
 
@@ -624,7 +624,11 @@ def test_refinement_fills_from_g_before_its_update(tiles, tmp_path):
     try:
         for refine in (True, False):
             ck = train(
-                [tiles], tmp_path / f"{refine}.pt", replace(TINY, steps=2, refine=refine), device="cpu", progress=False
+                [tiles],
+                tmp_path / f"{refine}.pt",
+                replace(TINY, steps=2, refine=refine, coarse=False),  # g's own steps only
+                device="cpu",
+                progress=False,
             )
             assert ck["train"]["refine"] is refine
     finally:
@@ -672,7 +676,7 @@ def test_d_trains_every_d_every_th_step_unless_g_trains_against_it(tiles, adv_we
     from cryogen.method import step as stepmod
     from cryogen.method.patches import PatchSampler, open_sources
 
-    cfg = replace(TINY, d_every=4, adv_weight=adv_weight)
+    cfg = replace(TINY, d_every=4, adv_weight=adv_weight, coarse=False)  # D's schedule: the coarse network aside
     state = stepmod.new_state(cfg, torch.device("cpu"))
     sampler = PatchSampler(open_sources([tiles]), cfg.patch)
     d_moved, g_moved = [], []

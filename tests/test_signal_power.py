@@ -143,7 +143,7 @@ def test_d_trains_on_fakes_made_from_the_matched_g(monkeypatch):
     calls = []
     real = step.matched_to_signal
     monkeypatch.setattr(step, "matched_to_signal", lambda x, yy, w, n: calls.append((x, yy)) or real(x, yy, w, n))
-    cfg = TrainConfig(batch=2, patch=16, steps=1)
+    cfg = TrainConfig(batch=2, patch=16, steps=1, coarse=False)
     state = step.new_state(cfg, torch.device("cpu"))
     step.train_step(state, One(), cfg, torch.device("cpu"))
     assert len(calls) == 1

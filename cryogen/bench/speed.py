@@ -205,6 +205,7 @@ def train_phases(store: Path, device: str, steps: int) -> dict[str, float]:
     import tempfile
 
     from ..method.checkpoints import checkpoint_dict, save_checkpoint
+    from ..method.loop import coarse_sampler
     from ..method.patches import PatchSampler, Source, open_sources
     from ..method.step import new_state, train_step
 
@@ -221,12 +222,13 @@ def train_phases(store: Path, device: str, steps: int) -> dict[str, float]:
             return out
 
     sampler = TimedSampler(sources, cfg.patch)
+    cfg, coarse = coarse_sampler(cfg, [store])  # a step trains the coarse network too, as in the product
     state = new_state(cfg, dev)
-    train_step(state, sampler, cfg, dev)  # warm-up
+    train_step(state, sampler, cfg, dev, coarse)  # warm-up
     drawing[0] = 0.0
     t = time.perf_counter()
     for _ in range(steps):
-        train_step(state, sampler, cfg, dev)  # ends in .item(): a GPU's work is finished
+        train_step(state, sampler, cfg, dev, coarse)  # ends in .item(): a GPU's work is finished
     total = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()

@@ -19,6 +19,16 @@ CHECKPOINT_FORMAT = 1
 
 
 def checkpoint_dict(state: State, cfg: TrainConfig, sources: list[Source], tag: str = "") -> dict[str, Any]:
+    coarse = state.coarse
+    nets = (
+        {}
+        if coarse is None
+        else {
+            "g_coarse": coarse.g.state_dict(),
+            "g_coarse_ema": coarse.g_ema.state_dict(),
+            "opt_coarse": coarse.opt.state_dict(),
+        }
+    )
     return {
         "format": CHECKPOINT_FORMAT,
         "kind": "cryogen-prior",
@@ -32,6 +42,7 @@ def checkpoint_dict(state: State, cfg: TrainConfig, sources: list[Source], tag: 
         "d": state.d.state_dict(),
         "opt_g": state.opt_g.state_dict(),
         "opt_d": state.opt_d.state_dict(),
+        **nets,
         "rng": state.generator.get_state(),
         "history": state.history,
         "sources": [str(s.path) for s in sources],
@@ -123,6 +134,10 @@ def restore_state(ck: dict[str, Any], cfg: TrainConfig, device: torch.device) ->
     state.d.load_state_dict(ck["d"])
     state.opt_g.load_state_dict(ck["opt_g"])
     state.opt_d.load_state_dict(ck["opt_d"])
+    if state.coarse is not None:
+        state.coarse.g.load_state_dict(ck["g_coarse"])
+        state.coarse.g_ema.load_state_dict(ck["g_coarse_ema"])
+        state.coarse.opt.load_state_dict(ck["opt_coarse"])
     state.generator.set_state(ck["rng"])
     state.step = ck["step"]
     state.lr_scale = ck["lr_scale"]

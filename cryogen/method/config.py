@@ -46,6 +46,10 @@ class TrainConfig:
     # fill the input's own wedge with g(y) before turning it (IsoNet's refinement), so that g trains
     # on inputs measured as fully as the data it restores (README: the refined turns)
     refine: bool = True
+    # train the coarse network beside g, a step of each per training step, on the tile stores'
+    # coarse levels (the tomograms binned 2x; stores without one train without it): the two-scale
+    # fill takes the wedge's low frequencies from it (README, Quality: the coarse network)
+    coarse: bool = True
     recorrupt: float = 1.0  # alpha of the recorrupted pairs y + alpha n / y - n / alpha (1: measured best of 0.5, 1)
     adv_weight: float = 0.0
     # with adv_weight 0, D (the energy of MAP and the std map) trains on every d_every-th step only
@@ -66,5 +70,6 @@ class TrainConfig:
         d.setdefault("denoise_turn", 0.0)  # checkpoints from before the turns were trained without them
         d.setdefault("fill_weight", 1.0)  # ... and from before the fill weight, with the turned loss unweighted
         d.setdefault("refine", False)  # ... and from before the refined turns, with the input's wedge left empty
+        d.setdefault("coarse", False)  # ... and from before the coarse network, without it
         d["net"] = NetConfig.from_dict(d["net"])
         return cls(**d)

@@ -9,6 +9,7 @@ import copy
 import csv
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from ..errors import CryogenError
 from ..io.files import atomic_output
+from ..io.store import coarse_level
 from .checkpoints import (
     checkpoint_dict,
     checkpoint_path,
@@ -128,6 +130,24 @@ def _roll_back(
     return state
 
 
+def coarse_sampler(cfg: TrainConfig, stores: list[str | Path]) -> tuple[TrainConfig, PatchSampler | None]:
+    """The coarse network's batches, from the stores' coarse levels; where a store has none
+    (chunked before they were made, or too thin to bin), training goes on without the coarse
+    network (and says so), and its settings record that."""
+    if not cfg.coarse:
+        return cfg, None
+    levels = [coarse_level(p) for p in stores]
+    missing = [Path(p).name for p, level in zip(stores, levels, strict=True) if level is None]
+    if missing:
+        log.warning(
+            "no coarse level in %s (chunked before it was made, or too thin): training without the coarse "
+            "network; re-run chunk to have it",
+            ", ".join(missing),
+        )
+        return replace(cfg, coarse=False), None
+    return cfg, PatchSampler(open_sources([level for level in levels if level is not None]), cfg.patch)
+
+
 def run_progress(cfg: TrainConfig, step: int, elapsed: float) -> float:
     """How far through its run training is (0 to 1): by steps, or by the time budget when that
     is the nearer end. The learning-rate schedule follows it."""
@@ -192,6 +212,7 @@ def train(
     sources = open_sources(list(stores))
     check_settings(cfg)
     sampler = PatchSampler(sources, cfg.patch)
+    cfg, coarse = coarse_sampler(cfg, stores)
     ckpt = checkpoint_path(out)
     state = _initial_state(ckpt, cfg, sources, dev, resume, tag)
     good = copy.deepcopy(checkpoint_dict(state, cfg, sources, tag))
@@ -205,7 +226,7 @@ def train(
                 break
             if cfg.lr_final != 1.0:
                 set_lr(state, cfg, run_progress(cfg, state.step, time.monotonic() - start))
-            losses = train_step(state, sampler, cfg, dev)
+            losses = train_step(state, sampler, cfg, dev, coarse)
             if diverged(losses, state.history):
                 state = _roll_back(state, good, losses, cfg, dev, out)
                 continue

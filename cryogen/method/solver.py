@@ -59,10 +59,16 @@ class SolveConfig:
     denoiser_step: float = 0.3
     denoiser_low_step: float = 0.7
     denoiser_low_sigma: float = 8.0
-    # the missing wedge below this |k| (cycles per voxel) is filled from g at half the resolution
-    # (`coarse_fill`; on 64^3 tiles: each tile's depth profile), before the MAP steps; 0 turns it
-    # off (README, Quality: the two-scale fill)
-    coarse_cutoff: float = 0.03
+    # the missing wedge below this |k| (cycles per voxel) is filled from the coarse network at half
+    # the resolution (`coarse_fill`), before the MAP steps; 0 turns it off. With a prior trained
+    # without the coarse network, g fills it, below COARSE_CUTOFF_G at most (README, Quality: the
+    # two-scale fill, the coarse network)
+    coarse_cutoff: float = 0.15
+
+
+#: the two-scale fill's band when g itself fills it (priors without a coarse network): on 64^3
+#: tiles each tile's depth profile; above it g, trained at full size, fills the binned tile worse
+COARSE_CUTOFF_G = 0.03
 
 
 ENERGIES = ("denoiser", "discriminator")
@@ -81,16 +87,33 @@ def warm_start(g: torch.nn.Module, y: torch.Tensor, wedge: Wedge, flips: int = 1
     return total / len(chosen)
 
 
+class CoarseInput(torch.nn.Module):
+    """The coarse network seen from a full-size store's tiles: `coarse_fill` bins a tile normalised
+    by the full-size store's statistics, while the coarse network learned on the coarse level's
+    (the binned data have less noise, so a smaller std); `full` and `coarse` are the two stores'
+    statistics ("mean", "std"), and the input and output are carried between the two units."""
+
+    def __init__(self, net: torch.nn.Module, full: dict[str, float], coarse: dict[str, float]) -> None:
+        super().__init__()
+        self.net = net
+        self.multiple = int(getattr(net, "multiple", 1))
+        self.scale = float(full["std"]) / float(coarse["std"])
+        self.shift = (float(full["mean"]) - float(coarse["mean"])) / float(coarse["std"])
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return (self.net(y * self.scale + self.shift) - self.shift) / self.scale
+
+
 def coarse_fill(
     g: torch.nn.Module, y: torch.Tensor, x0: torch.Tensor, wedge: Wedge, cutoff: float, flips: int = 1
 ) -> torch.Tensor:
     """x0 (B, Z, Y, X) with its missing wedge below |k| = `cutoff` (cycles per voxel) taken from g
-    applied to y binned 2x (averaged over `flips` like g(y)) and upsampled. At half the resolution
-    g's receptive field spans the whole tile and the binned data are less noisy, so it estimates
-    the tile's slowest variations better than g(y). On a 64^3 tile the wedge below 0.03 holds
-    only the tile's first harmonic along the beam: how the density changes over the tile's depth
-    (the specimen's slab, layers of material), which no tilt measures (README, Quality: the
-    two-scale fill, measured). The measured region and the rest of the wedge keep x0. Tile edges
+    applied to y binned 2x (averaged over `flips` like g(y)) and upsampled; g is the coarse
+    network (`CoarseInput`), trained on the binned data, or, for priors without one, g itself.
+    At half the resolution g's receptive field spans the whole tile and the binned data are less
+    noisy, so it estimates the wedge's low frequencies better than g(y): on the tilt-series
+    benchmark most of the wedge's power lies below 0.06 cycles/voxel (README, Quality: the
+    two-scale fill, the coarse network). The measured region and the rest of the wedge keep x0. Tile edges
     must be even; a binned tile that is not a multiple of what g needs is padded by reflection
     and cropped. Where the band holds no coefficient of the tile (cutoff 0, or tiles of 32 or less
     at 0.03) x0 is returned and g not run."""

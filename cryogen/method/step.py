@@ -50,6 +50,17 @@ from .posterior import langevin
 
 
 @dataclass
+class CoarseNet:
+    """The coarse network (`TrainConfig.coarse`): a second g, trained beside g on the tile stores'
+    coarse levels (the tomograms binned 2x) with the same loss, whose output the two-scale fill
+    takes the wedge's low frequencies from (`solver.coarse_fill`)."""
+
+    g: UNet3d
+    g_ema: UNet3d
+    opt: torch.optim.Optimizer
+
+
+@dataclass
 class State:
     g: UNet3d
     g_ema: UNet3d
@@ -61,6 +72,11 @@ class State:
     lr_scale: float = 1.0
     rollbacks: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    coarse: CoarseNet | None = None
+
+
+def _adam(net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.99))
 
 
 def new_state(cfg: TrainConfig, device: torch.device) -> State:
@@ -68,9 +84,11 @@ def new_state(cfg: TrainConfig, device: torch.device) -> State:
     g, d = build(cfg.net)
     g, d = place(g, device), place(d, device)
     g_ema = copy.deepcopy(g).requires_grad_(False)
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(0.5, 0.99))
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
-    return State(g, g_ema, d, opt_g, opt_d, torch.Generator().manual_seed(cfg.seed))
+    state = State(g, g_ema, d, _adam(g, cfg.lr_g), _adam(d, cfg.lr_d), torch.Generator().manual_seed(cfg.seed))
+    if cfg.coarse:  # built after g and D, so that their start does not depend on it
+        gc = place(build(cfg.net)[0], device)
+        state.coarse = CoarseNet(gc, copy.deepcopy(gc).requires_grad_(False), _adam(gc, cfg.lr_g))
+    return state
 
 
 def lr_factor(cfg: TrainConfig, progress: float) -> float:
@@ -81,7 +99,8 @@ def lr_factor(cfg: TrainConfig, progress: float) -> float:
 
 
 def set_lr(state: State, cfg: TrainConfig, progress: float = 0.0) -> None:
-    for group in state.opt_g.param_groups:
+    g_opts = [state.opt_g] + ([state.coarse.opt] if state.coarse is not None else [])
+    for group in (group for opt in g_opts for group in opt.param_groups):
         group["lr"] = cfg.lr_g * state.lr_scale * lr_factor(cfg, progress)
     for group in state.opt_d.param_groups:
         group["lr"] = cfg.lr_d * state.lr_scale
@@ -151,8 +170,37 @@ def random_turns(n: int, max_turn: float, generator: torch.Generator) -> torch.T
     return torch.randint(-int(max_turn), int(max_turn) + 1, (n,), generator=generator).float()
 
 
-def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
-    """One E/M/D step; returns the losses."""
+def _update_ema(g_ema: torch.nn.Module, g: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for pe, p in zip(g_ema.parameters(), g.parameters(), strict=False):
+            pe.lerp_(p, 1.0 - decay)
+
+
+def coarse_step(
+    net: CoarseNet, sampler: Sampler, cfg: TrainConfig, generator: torch.Generator, device: torch.device
+) -> float:
+    """One step of the coarse network on a batch of the coarse levels: g's own M-step (the
+    recorrupted, turned and refined loss), nothing else (no D: the energy is g's). Returns its loss."""
+    y, src = sampler.sample(cfg.batch, generator)
+    y = y.to(device)
+    turns = random_turns(cfg.batch, cfg.denoise_turn, generator) if cfg.denoise_turn else None
+    fill = None
+    if cfg.refine and turns is not None:
+        with torch.no_grad():
+            fill = net.g(y)
+    loss = recorrupted_loss(net.g, y, src.meta.wedge, src.noise, cfg.recorrupt, generator, turns, cfg.fill_weight, fill)
+    net.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    net.opt.step()
+    _update_ema(net.g_ema, net.g, cfg.ema)
+    return loss.item()
+
+
+def train_step(
+    state: State, sampler: Sampler, cfg: TrainConfig, device: torch.device, coarse: Sampler | None = None
+) -> dict[str, float]:
+    """One E/M/D step, and one step of the coarse network on batches from `coarse` where the state
+    has one; returns the losses."""
     gen = state.generator
     y, src = sampler.sample(cfg.batch, gen)
     y = y.to(device)
@@ -229,9 +277,12 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
     else:
         d_figures = {key: state.history[-1][key] for key in ("loss_d", "d_acc_real", "d_acc_fake")}
 
-    with torch.no_grad():
-        for pe, p in zip(g_ema.parameters(), g.parameters(), strict=False):
-            pe.lerp_(p, 1.0 - cfg.ema)
+    _update_ema(g_ema, g, cfg.ema)
+    coarse_figures = {}
+    if state.coarse is not None:
+        if coarse is None:
+            raise ValueError("the state has a coarse network but no coarse batches were given")
+        coarse_figures["loss_coarse"] = coarse_step(state.coarse, coarse, cfg, gen, device)
     state.step += 1
     return {
         "step": state.step,
@@ -241,6 +292,7 @@ def train_step(state: State, sampler: Sampler, cfg: TrainConfig, device: torch.d
         "loss_denoise": loss_denoise.item(),
         "loss_adv": loss_adv.item(),
         **d_figures,
+        **coarse_figures,
         "lr_scale": state.lr_scale,
         "lr_g": state.opt_g.param_groups[0]["lr"],
     }

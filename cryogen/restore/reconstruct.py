@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -25,34 +25,52 @@ from tqdm import tqdm
 
 from ..errors import CryogenError
 from ..io.files import output_error
-from ..io.store import TILE_ARRAY, TileMeta, open_store, read_tiles, zarr_array
+from ..io.store import TILE_ARRAY, TileMeta, coarse_level, open_store, read_tiles, zarr_array
 from ..method.checkpoints import load_checkpoint
 from ..method.config import TrainConfig
 from ..method.devices import pick_device
 from ..method.patches import normalised_noise
-from ..method.solver import SolveConfig, coarse_fill, map_estimate, posterior_std, warm_start
+from ..method.solver import (
+    COARSE_CUTOFF_G,
+    CoarseInput,
+    SolveConfig,
+    coarse_fill,
+    map_estimate,
+    posterior_std,
+    warm_start,
+)
 from ..model.nets import build, place
 from .partial import DONE_ARRAY, discard_if_empty, file_digest, finish, open_partial, partial_path
 
 log = logging.getLogger(__name__)
 
 
-def load_prior(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, TrainConfig]:
-    """g (EMA weights) and D from a prior checkpoint, in eval mode, gradients off."""
+class Prior(NamedTuple):
+    """A trained prior's networks, in eval mode, gradients off, and how it was trained."""
+
+    g: torch.nn.Module  # EMA weights
+    d: torch.nn.Module
+    cfg: TrainConfig
+    coarse: torch.nn.Module | None  # the coarse network's EMA weights; None for priors trained without it
+
+
+def load_prior(path: str | Path, device: torch.device) -> Prior:
+    """The networks of a prior checkpoint (`Prior`)."""
     ck = load_checkpoint(path, device)
     cfg = TrainConfig.from_dict(ck["train"])
     g, d = build(cfg.net)
+    coarse = build(cfg.net)[0] if cfg.coarse else None
     try:
         g.load_state_dict(ck["g_ema"])
         d.load_state_dict(ck["d"])
-    except RuntimeError as exc:
+        if coarse is not None:
+            coarse.load_state_dict(ck["g_coarse_ema"])
+    except (RuntimeError, KeyError) as exc:
         raise CryogenError(
             f"checkpoint does not match this CryoGEN's networks ({str(exc).splitlines()[0]})", path
         ) from None
-    g, d = place(g, device).eval(), place(d, device).eval()
-    g.requires_grad_(False)
-    d.requires_grad_(False)
-    return g, d, cfg
+    nets = [place(net, device).eval().requires_grad_(False) for net in (g, d, coarse) if net is not None]
+    return Prior(nets[0], nets[1], cfg, nets[2] if coarse is not None else None)
 
 
 def _batches(indices: list[int], size: int) -> Iterable[list[int]]:
@@ -77,7 +95,15 @@ class TileRestorer:
         self.store = Path(store)
         self.dev = pick_device(device)
         group, self.meta = open_store(store)
-        self.g, self.d, _ = load_prior(prior, self.dev)  # checked against the tiles by prepare()
+        self.g, self.d, _, coarse = load_prior(prior, self.dev)  # checked against the tiles by prepare()
+        # the two-scale fill's network and band: the coarse network, seen from this store's tiles, where
+        # the prior has one and the store its coarse level; else g itself, below COARSE_CUTOFF_G
+        level = coarse_level(store)
+        self.fill_net: torch.nn.Module = self.g
+        self.fill_cutoff = min(cfg.coarse_cutoff, COARSE_CUTOFF_G)
+        if coarse is not None and level is not None:
+            self.fill_net = CoarseInput(coarse, self.meta.stats, open_store(level)[1].stats)
+            self.fill_cutoff = cfg.coarse_cutoff
         self.tiles = zarr_array(group, TILE_ARRAY, store)
         self.noise = normalised_noise(self.meta, read_tiles(self.tiles, 0, 1, store))
         self.cfg, self.seed = cfg, seed
@@ -108,7 +134,7 @@ class TileRestorer:
             x0 = warm_start(self.g, y, self.meta.wedge, self.cfg.flips)
         x0 = x0.clone()  # out of inference mode: the MAP steps and samples take gradients
         with torch.no_grad():  # not inference mode: the wedge masks it caches serve gradients later
-            x0 = coarse_fill(self.g, y, x0, self.meta.wedge, self.cfg.coarse_cutoff, self.cfg.flips)
+            x0 = coarse_fill(self.fill_net, y, x0, self.meta.wedge, self.fill_cutoff, self.cfg.flips)
         if self.cfg.map_steps == 0 and self.cfg.samples == 0:
             return {TILE_ARRAY: (x0 * std + mean).cpu().numpy()}
         x, _ = map_estimate(x0, y, self.d, self.meta.wedge, self.noise, self.cfg, gen, self.g)
@@ -170,11 +196,21 @@ def prepare(
 
 
 def check_prior(prior: str | Path, meta: TileMeta, store: str | Path) -> None:
-    """Fail with one line if `prior` is not a usable prior for the tiles of `store`."""
-    _, _, tcfg = load_prior(prior, torch.device("cpu"))
+    """Fail with one line if `prior` is not a usable prior for the tiles of `store`; say so where
+    the two-scale fill cannot use the coarse network."""
+    tcfg, coarse = load_prior(prior, torch.device("cpu"))[2:]
     if meta.tile % (2**tcfg.net.g_depth):
         raise CryogenError(
             f"tile size {meta.tile} is not a multiple of {2**tcfg.net.g_depth}, which the prior's network needs", store
+        )
+    why = "" if coarse is not None else f"{prior} was trained without a coarse network"
+    if coarse is not None and coarse_level(store) is None:
+        why = f"{store} has no coarse level (chunked before it was made, or too thin)"
+    if why:
+        log.warning(
+            "%s: the two-scale fill uses g below %g cycles/voxel instead (re-run chunk and train to have it)",
+            why,
+            COARSE_CUTOFF_G,
         )
 
 
