@@ -264,7 +264,7 @@ def _chunk(
             meta.noise = noise.to_dict()
             group.attrs["cryogen"] = meta.to_json()
             if coarse:
-                _coarse_level(read_path, source, Path(tmp), tile, overlap, wedge, vsize, halves)
+                _coarse_level(read_path, info.shape, source, Path(tmp), tile, overlap, wedge, vsize, halves)
         if warn:
             check_volume(reader, wedge, meta.stats, noise)  # warnings only: no signal, unstable sigma, noise model
     return meta
@@ -272,6 +272,7 @@ def _chunk(
 
 def _coarse_level(
     read_path: str | Path,
+    shape: tuple[int, int, int],
     source: str | Path,
     store: Path,
     tile: int,
@@ -280,17 +281,15 @@ def _coarse_level(
     voxel_size: tuple[float, float, float],
     halves: tuple[str | Path, str | Path] | None,
 ) -> None:
-    """Write the coarse level into `store` (being written): the volume at `read_path` (already
+    """Write the coarse level into `store` (being written): the volume at `read_path` (of `shape`; already
     deconvolved, beads subtracted) and its halves binned 2x, into temporary files beside the
     store, then chunked with the same tile grid settings. Training learns the coarse network from
-    it (`cryogen.method.coarse`): binned, the data are less noisy and a patch spans twice the
+    it (`cryogen.method.step.coarse_step`): binned, the data are less noisy and a patch spans twice the
     specimen, so the wedge's low frequencies, most of its power, are learned from far more of the
     specimen per step (README, Quality: the coarse network). Skipped, with a note in the log,
     where a binned axis would be thinner than MIN_COARSE voxels. The noise model is estimated on
     the binned data (from the binned halves where given); after a CTF deconvolution without
     halves it is not carried through the filter as the full-size one is."""
-    with MrcReader(read_path) as reader:
-        shape = reader.info.shape
     if min(shape) < 2 * MIN_COARSE:
         log.info("%s: too thin for a coarse level (%s voxels): the two-scale fill uses g", Path(source).name, shape)
         return
