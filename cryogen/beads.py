@@ -28,9 +28,9 @@ from scipy.ndimage import gaussian_filter, label, maximum_filter
 from tqdm.auto import tqdm
 
 from .errors import CryogenError
-from .io.mrc import MrcReader, MrcWriter, block_spans, check_finite_block
+from .io.mrc import MrcReader, MrcWriter, block_spans, check_finite_block, read_central_crop
 from .model.imaging import Wedge, tilt_angle
-from .qc.geometry import read_central_crop
+from .qc.geometry import CROP
 
 __all__ = [
     "Bead",
@@ -106,7 +106,7 @@ def find_beads(reader: MrcReader, voxel_size: float, tilt_axis: str = "y", progr
     r_min = DIAMETERS_NM[0] * 5.0 / voxel_size
     r_max = DIAMETERS_NM[1] * 5.0 / voxel_size
     margin = math.ceil(r_max) + 4
-    crop = gaussian_filter(read_central_crop(reader), 1.0, mode="nearest")  # smoothed as the blocks are
+    crop = gaussian_filter(read_central_crop(reader, CROP), 1.0, mode="nearest")  # smoothed as the blocks are
     med, scale = _robust(crop)
     if not scale > 0:  # a constant crop (or a bad voxel in it, which the blocks below name)
         scale = float("inf")
@@ -253,7 +253,7 @@ def measure(reader: MrcReader, beads: list[Bead], wedge: Wedge) -> BeadModel:
     one factor (RADIUS_SCALES) that leaves the least residual (a sphere's spectrum has zeros, and
     the half-maximum radius `find_beads` reads is biased by the blur); and H's isotropic form, its
     mean over the measured angles per shell (the data's resolution, without the wedge)."""
-    level = float(np.median(read_central_crop(reader)))
+    level = float(np.median(read_central_crop(reader, CROP)))
     sums = _normal_equations(reader, beads, wedge.tilt_axis, level)
     best: tuple[float, int] | None = None
     for k, (num, den, power) in enumerate(sums):

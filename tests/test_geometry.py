@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from cryogen.cli.main import main
-from cryogen.io.mrc import MrcReader, write_mrc
+from cryogen.io.mrc import MrcReader, read_central_crop, write_mrc
 from cryogen.model.imaging import Wedge
-from cryogen.qc.geometry import Geometry, check_geometry, read_central_crop, tilt_range, warn_geometry, wedge_scores
+from cryogen.qc.geometry import Geometry, check_geometry, tilt_range, warn_geometry, wedge_scores
 from cryogen.sim.simulate import simulate
 from cryogen.tiling import chunk
 

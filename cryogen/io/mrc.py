@@ -219,6 +219,18 @@ def check_finite_block(block: np.ndarray, path: str | Path, z0: int) -> None:
         )
 
 
+def read_central_crop(reader: MrcReader, crop: int) -> np.ndarray:
+    """The central crop (at most `crop` voxels per axis) as float32, one z plane at a time, so
+    only the crop is ever in memory however large the tomogram."""
+    shape = reader.shape
+    lo = [(n - min(n, crop)) // 2 for n in shape]
+    hi = [a + min(n, crop) for a, n in zip(lo, shape, strict=True)]
+    out = np.empty(tuple(b - a for a, b in zip(lo, hi, strict=True)), dtype=np.float32)
+    for i, z in enumerate(range(lo[0], hi[0])):
+        out[i] = reader.read_block(z, z + 1, lo[1], hi[1])[0, :, lo[2] : hi[2]]
+    return out
+
+
 class RunningStats:
     """Count, mean, std, min and max of a volume seen block by block, in float64 one plane at a
     time (a float64 copy of a whole block would cost more memory than the block itself)."""

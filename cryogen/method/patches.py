@@ -14,7 +14,7 @@ import torch
 import zarr
 
 from ..errors import CryogenError, setting
-from ..io.store import TILE_ARRAY, TileMeta, open_store, read_tiles, zarr_array
+from ..io.store import COARSE_LEVEL, TILE_ARRAY, TileMeta, open_store, read_tiles, zarr_array
 from ..model.content import draw_weights
 from ..model.noise import NoiseModel
 from ..model.noise_estimate import estimate_from_data
@@ -126,8 +126,9 @@ def _weights(src: Source, tile: int) -> torch.Tensor | None:
     if weights is None:
         return None
     log.info(
-        "%s: %d of %d tiles hold little structure (vacuum or bare ice?): training draws them less often",
+        "%s%s: %d of %d tiles hold little structure (vacuum or bare ice?): training draws them less often",
         Path(src.meta.source).name,
+        " (coarse level)" if src.path.name == COARSE_LEVEL else "",
         int(np.sum(weights < 0.5)),
         len(weights),
     )

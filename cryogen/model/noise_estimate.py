@@ -326,16 +326,14 @@ NOISE_CROP = 128  # edge of the central crop the noise is estimated on: enough c
 
 
 def _central_crop(path: str | Path, crop: int) -> np.ndarray:
-    """The central min(crop, n)^3 block of an MRC volume, read without loading the rest."""
-    from ..io.mrc import MrcReader, check_finite_block
+    """The central min(crop, n)^3 block of an MRC volume, read without loading the rest; NaN or
+    Inf in it stop with the file's name."""
+    from ..io.mrc import MrcReader, check_finite_block, read_central_crop
 
     with MrcReader(path) as reader:
-        nz, ny, nx = reader.shape
-        cz, cy, cx = min(crop, nz), min(crop, ny), min(crop, nx)
-        z0, y0, x0 = (nz - cz) // 2, (ny - cy) // 2, (nx - cx) // 2
-        block = reader.read_block(z0, z0 + cz, y0, y0 + cy)[:, :, x0 : x0 + cx]
-        check_finite_block(block, path, z0)
-    return np.ascontiguousarray(block)
+        block = read_central_crop(reader, crop)
+        check_finite_block(block, path, (reader.shape[0] - block.shape[0]) // 2)
+    return block
 
 
 def check_halves(path: str | Path, halves: tuple[str | Path, str | Path]) -> None:

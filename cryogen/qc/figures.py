@@ -14,7 +14,7 @@ not depend on the coordinate along the tilt axis, so every such plane shows it).
 - `truth_free_measures`: what real data can be judged by without a truth (the summary's
   "measures", and the figure's subtitle when there is no truth): the missing wedge's fill before
   and after, and the restored volume's consistency with the data in the measured region, on the
-  central crop (`qc.geometry.read_central_crop`: bounded memory on any tomogram).
+  central crop (`io.mrc.read_central_crop`: bounded memory on any tomogram).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import numpy as np
 
 from ..errors import CryogenError
 from ..io.files import atomic_output
-from ..io.mrc import MrcReader
+from ..io.mrc import MrcReader, read_central_crop
 from ..model.imaging import Wedge
-from .geometry import CROP, read_central_crop
+from .geometry import CROP
 from .isotropy import data_consistency, wedge_fill
 from .plotting import pyplot
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CryogenError, setting
-from ..io.mrc import MrcReader
+from ..io.mrc import MrcReader, read_central_crop
 from ..model.imaging import Wedge, frequency_radius, tilt_angle, wedge_mask
 
 log = logging.getLogger(__name__)
@@ -290,18 +290,6 @@ def wedge_scores(volume: np.ndarray, wedge: Wedge) -> GeometryCheck:
                 best = min(best, float(white[missing].mean()))
         check.scores[cand] = best
     return check
-
-
-def read_central_crop(reader: MrcReader, crop: int = CROP) -> np.ndarray:
-    """The central crop (at most `crop` voxels per axis) as float32, one z plane at a time, so
-    only the crop is ever in memory however large the tomogram."""
-    shape = reader.shape
-    lo = [(n - min(n, crop)) // 2 for n in shape]
-    hi = [a + min(n, crop) for a, n in zip(lo, shape, strict=False)]
-    out = np.empty(tuple(b - a for a, b in zip(lo, hi, strict=False)), dtype=np.float32)
-    for i, z in enumerate(range(lo[0], hi[0])):
-        out[i] = reader.read_block(z, z + 1, lo[1], hi[1])[0, :, lo[2] : hi[2]]
-    return out
 
 
 def check_geometry(source: MrcReader | str | Path, wedge: Wedge, crop: int = CROP) -> GeometryCheck | None:
