@@ -98,6 +98,19 @@ def test_real_benchmark_with_a_defocus_measures_the_deconvolved_input_too(tmp_pa
     assert -1 <= rows[2]["consistency_min"] <= rows[2]["consistency"]
     assert rows[1]["tube_top_bottom"] != pytest.approx(rows[0]["tube_top_bottom"])
     assert (tmp_path / "work" / "input_deconvolved.mrc").exists()
+    # the table's measures are the whole volume's (the figure's title shows the same), against what was restored
+    from cryogen.io.mrc import read_mrc
+    from cryogen.model.imaging import Wedge
+    from cryogen.qc.isotropy import data_consistency, wedge_fill
+
+    restored, info = read_mrc(tmp_path / "work" / "restored.mrc")
+    deconvolved = read_mrc(tmp_path / "work" / "input_deconvolved.mrc")[0]
+    wedge = Wedge(-60.0, 60.0)
+    assert rows[2]["wedge_fill"] == pytest.approx(wedge_fill(restored, wedge), rel=1e-5)
+    assert rows[1]["wedge_fill"] == pytest.approx(wedge_fill(deconvolved, wedge), rel=1e-5)
+    assert rows[2]["consistency"] == pytest.approx(
+        data_consistency(restored, deconvolved, wedge, info.isotropic_voxel_size).mean, rel=1e-5
+    )
 
 
 def test_real_benchmark_keeps_its_run_when_asked(tmp_path):

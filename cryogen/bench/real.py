@@ -119,7 +119,7 @@ def read_volume(path: Path) -> tuple[np.ndarray, float | None]:
     return np.ascontiguousarray(data, dtype=np.float32), info.isotropic_voxel_size or None
 
 
-def _row(name: str, tube: TubeProfile, fill: float, wall_s: float | None = None) -> dict:
+def _row(name: str, tube: TubeProfile, fill: float | None, wall_s: float | None = None) -> dict:
     return {
         "volume": name,
         "tube_ratio": tube.ratio,
@@ -188,27 +188,9 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
     wall = time.monotonic() - t0
     restored, _ = read_mrc(restored_path)
 
-    tube_in = filament_isotropy(volume, radius, raw_tube.axis_angle if raw_tube else options.filament_angle, wall_vox)
-    # the result's tube: the same direction and the same sign as the input's
-    tube_out = filament_isotropy(restored, radius, tube_in.axis_angle, wall_vox, tube_in.polarity)
-    rows = [_row("input", tube_in, wedge_fill(volume, wedge)), _row("restored", tube_out, wedge_fill(restored, wedge))]
-    rows[0]["consistency"] = 1.0
-    if raw_tube is not None:
-        rows[0]["volume"] = "input, deconvolved"
-        rows.insert(0, _row("input", raw_tube, wedge_fill(raw, wedge)))
-    consistency = data_consistency(restored, volume, wedge, voxel)
-    rows[-1]["consistency"] = consistency.mean
-    rows[-1]["consistency_min"] = consistency.minimum
-    rows[-1]["consistency_fsc_0.5_angstrom"] = consistency.fsc_05_angstrom
-    curves = restored_path.with_name(restored_path.stem + "_prior_curves.csv")
-    if curves.exists():
-        rows[-1]["d_separation"], rows[-1]["train_steps"] = d_separation(curves)
-    shares = d_cues(run_work / "prior.pt", run_work / "tiles.zarr", seed=options.seed)
-    write_cues(shares, work / CUES_FILE)
-    rows[-1]["wall_s"] = wall
-
     name = f"{Path(options.input).name}, tilt {wedge.tilt_min:g}..{wedge.tilt_max:g} about {wedge.tilt_axis}"
-    report_figures(
+    # the figures' truth-free measures, on the whole crop: the table's, measured once
+    measures = report_figures(
         observed,
         restored_path,
         work / "real_slices.png",
@@ -216,7 +198,27 @@ def run_real_benchmark(options: RealOptions) -> list[dict]:
         (wedge.tilt_min, wedge.tilt_max),
         wedge.tilt_axis,
         name=name,
-    )
+        crop=max(volume.shape),
+    )["measures"]
+    tube_in = filament_isotropy(volume, radius, raw_tube.axis_angle if raw_tube else options.filament_angle, wall_vox)
+    # the result's tube: the same direction and the same sign as the input's
+    tube_out = filament_isotropy(restored, radius, tube_in.axis_angle, wall_vox, tube_in.polarity)
+    fill = measures["wedge_fill"]
+    rows = [_row("input", tube_in, fill["before"]), _row("restored", tube_out, fill["after"])]
+    rows[0]["consistency"] = 1.0
+    if raw_tube is not None:
+        rows[0]["volume"] = "input, deconvolved"
+        rows.insert(0, _row("input", raw_tube, wedge_fill(raw, wedge)))
+    rows[-1]["consistency"] = measures["consistency"]
+    rows[-1]["consistency_min"] = measures["consistency_min"]
+    rows[-1]["consistency_fsc_0.5_angstrom"] = measures["consistency_fsc_0.5_angstrom"]
+    curves = restored_path.with_name(restored_path.stem + "_prior_curves.csv")
+    if curves.exists():
+        rows[-1]["d_separation"], rows[-1]["train_steps"] = d_separation(curves)
+    shares = d_cues(run_work / "prior.pt", run_work / "tiles.zarr", seed=options.seed)
+    write_cues(shares, work / CUES_FILE)
+    rows[-1]["wall_s"] = wall
+
     plot_tube_sections([("input", tube_in), ("restored", tube_out)], wall_vox, work / "real_tube.png")
     if options.curve_every:
         measure = _Measure(volume, wedge, voxel, radius, wall_vox, tube_in)

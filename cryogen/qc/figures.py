@@ -236,10 +236,11 @@ def report_figures(
     truth: str | Path | None = None,
     summary_json: str | Path | None = None,
     name: str = "",
+    crop: int = CROP,
 ) -> dict:
     """Write the slices and spectra figures of one tomogram and, if asked, a JSON summary (shape,
-    voxel size, tilt, the truth-free measures, and with a truth cc / FSC / wedge recovery before
-    and after)."""
+    voxel size, tilt, the truth-free measures on the central `crop`, and with a truth cc / FSC /
+    wedge recovery before and after)."""
     vols = [("before", read_sections(before, tilt_axis)), ("after", read_sections(after, tilt_axis))]
     if vols[0][1].shape != vols[1][1].shape:
         raise CryogenError(f"shape {vols[1][1].shape} differs from the input's {vols[0][1].shape} ({before})", after)
@@ -252,7 +253,7 @@ def report_figures(
         "tilt": {"tilt_min": tilt_range[0], "tilt_max": tilt_range[1], "tilt_axis": tilt_axis},
         "truth": None if truth is None else str(truth),
         "metrics": None,
-        "measures": truth_free_measures(before, after, Wedge(tilt_range[0], tilt_range[1], tilt_axis)),
+        "measures": truth_free_measures(before, after, Wedge(tilt_range[0], tilt_range[1], tilt_axis), crop),
     }
     if truth is not None:
         vols.append(("truth", read_sections(truth, tilt_axis)))
