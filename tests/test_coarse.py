@@ -17,8 +17,8 @@ from cryogen.io.mrc import read_mrc, write_mrc
 from cryogen.io.store import TILE_ARRAY, coarse_level, open_store, zarr_array
 from cryogen.method.config import TrainConfig
 from cryogen.method.loop import train
-from cryogen.method.solver import COARSE_CUTOFF_G, CoarseInput, SolveConfig
-from cryogen.model.imaging import Wedge
+from cryogen.method.solver import COARSE_CUTOFF_G, CoarseInput, SolveConfig, TwoScaleDenoiser
+from cryogen.model.imaging import Wedge, mask_tensor, radius_tensor
 from cryogen.model.nets import NetConfig
 from cryogen.restore.reconstruct import TileRestorer, load_prior, prepare
 from cryogen.sim.simulate import simulate
@@ -127,6 +127,32 @@ def test_the_two_scale_fill_uses_the_coarse_network_where_prior_and_store_have_i
         assert isinstance(restorer.fill_net, CoarseInput) == uses_coarse
         assert restorer.fill_cutoff == (cfg.coarse_cutoff if uses_coarse else COARSE_CUTOFF_G)
         assert ("the two-scale fill uses g below" in caplog.text) != uses_coarse
+        # the MAP steps' denoiser is two-scale where the fill is, else g itself
+        assert isinstance(restorer.denoiser, TwoScaleDenoiser) == uses_coarse
+        assert (restorer.denoiser is restorer.g) != uses_coarse
+    plain = TileRestorer(with_level, tmp_path / "c.pt", partial, replace(cfg, denoiser_coarse_cutoff=0.0), device="cpu")
+    assert plain.denoiser is plain.g
+
+
+def test_the_two_scale_denoiser_is_g_but_for_the_low_wedge_band_which_the_coarse_network_fills():
+    """Only the missing wedge below the cutoff differs from g(x), and there it is the coarse
+    network's estimate from x binned 2x (upsampled): the MAP step keeps the coarse fill's band."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 16, 16)
+
+    def g(t):
+        return 0.5 * t
+
+    def coarse(t):
+        return torch.zeros_like(t) + 3.0
+
+    out = TwoScaleDenoiser(g, coarse, WEDGE, 0.2)(x)  # type: ignore[arg-type]
+    band = (1.0 - mask_tensor(x.shape, WEDGE, x.device)) * (radius_tensor(x.shape, x.device) < 0.2)
+    diff = torch.fft.rfftn(out - g(x), dim=(-3, -2, -1))  # the masks' rfft layout
+    assert float(diff.abs()[..., band == 0].max()) < 1e-4 * float(diff.abs().max())
+    assert float(diff.abs()[..., band > 0].max()) > 1.0
+    same = TwoScaleDenoiser(g, coarse, WEDGE, 0.0)(x)  # type: ignore[arg-type]
+    torch.testing.assert_close(same, g(x))
 
 
 def test_coarse_input_carries_the_tiles_between_the_two_stores_units(stores):

@@ -34,6 +34,7 @@ from ..method.solver import (
     COARSE_CUTOFF_G,
     CoarseInput,
     SolveConfig,
+    TwoScaleDenoiser,
     coarse_fill,
     map_estimate,
     posterior_std,
@@ -101,9 +102,13 @@ class TileRestorer:
         level = coarse_level(store)
         self.fill_net: torch.nn.Module = self.g
         self.fill_cutoff = min(cfg.coarse_cutoff, COARSE_CUTOFF_G)
+        # the MAP steps' denoiser: g, or the two-scale denoiser where the coarse network fills
+        self.denoiser: torch.nn.Module = self.g
         if coarse is not None and level is not None:
             self.fill_net = CoarseInput(coarse, self.meta.stats, open_store(level)[1].stats)
             self.fill_cutoff = cfg.coarse_cutoff
+            if cfg.denoiser_coarse_cutoff > 0:
+                self.denoiser = TwoScaleDenoiser(self.g, self.fill_net, self.meta.wedge, cfg.denoiser_coarse_cutoff)
         self.tiles = zarr_array(group, TILE_ARRAY, store)
         self.noise = normalised_noise(self.meta, read_tiles(self.tiles, 0, 1, store))
         self.cfg, self.seed = cfg, seed
@@ -137,7 +142,7 @@ class TileRestorer:
             x0 = coarse_fill(self.fill_net, y, x0, self.meta.wedge, self.fill_cutoff, self.cfg.flips)
         if self.cfg.map_steps == 0 and self.cfg.samples == 0:
             return {TILE_ARRAY: (x0 * std + mean).cpu().numpy()}
-        x, _ = map_estimate(x0, y, self.d, self.meta.wedge, self.noise, self.cfg, gen, self.g)
+        x, _ = map_estimate(x0, y, self.d, self.meta.wedge, self.noise, self.cfg, gen, self.denoiser)
         result = {TILE_ARRAY: (x * std + mean).cpu().numpy()}
         if self.cfg.samples > 0:
             result["std"] = (
