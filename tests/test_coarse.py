@@ -130,8 +130,9 @@ def test_the_two_scale_fill_uses_the_coarse_network_where_prior_and_store_have_i
         # the MAP steps' denoiser is two-scale where the fill is, else g itself
         assert isinstance(restorer.denoiser, TwoScaleDenoiser) == uses_coarse
         assert (restorer.denoiser is restorer.g) != uses_coarse
-    plain = TileRestorer(with_level, tmp_path / "c.pt", partial, replace(cfg, denoiser_coarse_cutoff=0.0), device="cpu")
-    assert plain.denoiser is plain.g
+    for off in (replace(cfg, denoiser_coarse_cutoff=0.0), replace(cfg, coarse_cutoff=0.0)):
+        plain = TileRestorer(with_level, tmp_path / "c.pt", partial, off, device="cpu")
+        assert plain.denoiser is plain.g
 
 
 def test_the_two_scale_denoiser_is_g_but_for_the_low_wedge_band_which_the_coarse_network_fills():

@@ -45,8 +45,10 @@ def estimate_reconstruct_seconds(
     with torch.no_grad():
         x0 = warm_start(g, y, meta.wedge, solve.flips)
         x0 = coarse_fill(g, y, x0, meta.wedge, solve.coarse_cutoff, solve.flips)
-    denoiser = TwoScaleDenoiser(g, g, meta.wedge, solve.denoiser_coarse_cutoff)  # g stands in for the coarse net
-    x, _ = map_estimate(x0, y, d, meta.wedge, noise, solve, g=denoiser if solve.denoiser_coarse_cutoff > 0 else g)
+    band = min(solve.denoiser_coarse_cutoff, solve.coarse_cutoff)  # as TileRestorer's; g stands in for the coarse net
+    x, _ = map_estimate(
+        x0, y, d, meta.wedge, noise, solve, g=TwoScaleDenoiser(g, g, meta.wedge, band) if band > 0 else g
+    )
     per_batch = time.perf_counter() - t0
     if solve.samples:  # one Langevin step timed (after one to warm D up), times the samples' steps
         langevin(x, y, d, meta.wedge, noise, solve.prior_weight, 1, solve.step, None)
