@@ -296,7 +296,8 @@ def add_solve_args(p: argparse.ArgumentParser) -> None:
         default=s.coarse_cutoff,
         help=f"fill the missing wedge below this frequency (cycles per voxel) from the coarse network (trained on "
         f"the tomogram binned 2x) applied to each tile binned 2x, before the MAP steps (default "
-        f"{s.coarse_cutoff:g}; 0: off; 0 to 0.25; with a prior trained without it, g fills up to 0.03)",
+        f"{s.coarse_cutoff:g}; 0: off, in the MAP steps' denoiser too; 0 to 0.25; with a prior trained without it, "
+        f"g fills up to 0.03)",
     )
     p.add_argument(
         "--energy",
