@@ -36,7 +36,7 @@ import torch
 from ..io.files import remove_path
 from ..io.mrc import MrcWriter
 from ..method.config import TrainConfig
-from ..method.solver import SolveConfig, TwoScaleDenoiser, coarse_fill, map_estimate
+from ..method.solver import SolveConfig, coarse_fill, map_denoiser, map_estimate
 from ..model.imaging import Wedge
 from ..model.nets import NetConfig
 from ..tiling import TileGrid
@@ -133,7 +133,7 @@ def throughput(
     # out of inference mode, as reconstruct takes it: a wedge mask first cached in inference mode
     # would be an inference tensor, and D's gradients below could not pass through it
     # the default's two-scale denoiser (g stands in for the coarse network: the same size)
-    denoiser = TwoScaleDenoiser(g, g, wedge, step.denoiser_coarse_cutoff)
+    denoiser = map_denoiser(g, g, wedge, step)
     denoiser_tile = timed(lambda: map_estimate(x0, y, d, wedge, noise, step, None, denoiser))
     with torch.no_grad():  # as reconstruct takes it, g over the flips on the binned tile
         coarse_tile = timed(lambda: coarse_fill(g, y, x0, wedge, step.coarse_cutoff, step.flips))

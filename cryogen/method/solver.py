@@ -124,6 +124,13 @@ class TwoScaleDenoiser(torch.nn.Module):
         return coarse_fill(self.coarse, x, self.g(x), self.wedge, self.cutoff)
 
 
+def map_denoiser(g: torch.nn.Module, coarse: torch.nn.Module, wedge: Wedge, cfg: SolveConfig) -> torch.nn.Module:
+    """The denoiser of the MAP steps: `TwoScaleDenoiser` below min(denoiser_coarse_cutoff,
+    coarse_cutoff) (`--coarse-cutoff 0` turns the coarse network off in the steps too), else g."""
+    band = min(cfg.denoiser_coarse_cutoff, cfg.coarse_cutoff)
+    return TwoScaleDenoiser(g, coarse, wedge, band) if band > 0 else g
+
+
 def coarse_fill(
     g: torch.nn.Module, y: torch.Tensor, x0: torch.Tensor, wedge: Wedge, cutoff: float, flips: int = 1
 ) -> torch.Tensor:

@@ -19,7 +19,7 @@ from ..method.devices import pick_device
 from ..method.loop import train
 from ..method.patches import normalised_noise
 from ..method.posterior import langevin
-from ..method.solver import SolveConfig, TwoScaleDenoiser, coarse_fill, map_estimate, warm_start
+from ..method.solver import SolveConfig, coarse_fill, map_denoiser, map_estimate, warm_start
 from ..model.imaging import Wedge
 from ..model.nets import build, place
 from ..tiling import chunk, stitch
@@ -45,10 +45,8 @@ def estimate_reconstruct_seconds(
     with torch.no_grad():
         x0 = warm_start(g, y, meta.wedge, solve.flips)
         x0 = coarse_fill(g, y, x0, meta.wedge, solve.coarse_cutoff, solve.flips)
-    band = min(solve.denoiser_coarse_cutoff, solve.coarse_cutoff)  # as TileRestorer's; g stands in for the coarse net
-    x, _ = map_estimate(
-        x0, y, d, meta.wedge, noise, solve, g=TwoScaleDenoiser(g, g, meta.wedge, band) if band > 0 else g
-    )
+    # as TileRestorer's; g stands in for the coarse network (the same size)
+    x, _ = map_estimate(x0, y, d, meta.wedge, noise, solve, g=map_denoiser(g, g, meta.wedge, solve))
     per_batch = time.perf_counter() - t0
     if solve.samples:  # one Langevin step timed (after one to warm D up), times the samples' steps
         langevin(x, y, d, meta.wedge, noise, solve.prior_weight, 1, solve.step, None)

@@ -34,8 +34,8 @@ from ..method.solver import (
     COARSE_CUTOFF_G,
     CoarseInput,
     SolveConfig,
-    TwoScaleDenoiser,
     coarse_fill,
+    map_denoiser,
     map_estimate,
     posterior_std,
     warm_start,
@@ -107,9 +107,7 @@ class TileRestorer:
         if coarse is not None and level is not None:
             self.fill_net = CoarseInput(coarse, self.meta.stats, open_store(level)[1].stats)
             self.fill_cutoff = cfg.coarse_cutoff
-            band = min(cfg.denoiser_coarse_cutoff, cfg.coarse_cutoff)  # --coarse-cutoff 0: no coarse network at all
-            if band > 0:
-                self.denoiser = TwoScaleDenoiser(self.g, self.fill_net, self.meta.wedge, band)
+            self.denoiser = map_denoiser(self.g, self.fill_net, self.meta.wedge, cfg)
         self.tiles = zarr_array(group, TILE_ARRAY, store)
         self.noise = normalised_noise(self.meta, read_tiles(self.tiles, 0, 1, store))
         self.cfg, self.seed = cfg, seed
