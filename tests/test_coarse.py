@@ -172,3 +172,29 @@ def test_coarse_input_carries_the_tiles_between_the_two_stores_units(stores):
     out = wrapped((raw - full["mean"]) / full["std"])
     torch.testing.assert_close(seen["in"], (raw - coarse["mean"]) / coarse["std"])
     torch.testing.assert_close(out, (raw - full["mean"]) / full["std"])
+
+
+def test_the_networks_see_the_tiles_wedge_through_the_wiener_gain(stores, tmp_path):
+    """With g the identity and nothing else on, reconstruct returns what the networks see: the
+    tile's measured region unchanged and its wedge times the noise model's gain, whose noise
+    (the ideal model's white noise fills the wedge) then holds far less power at high |k|;
+    with `wedge_wiener` off, the tile itself."""
+    _, store, _ = stores
+    train([store], tmp_path / "c.pt", TINY, device="cpu", progress=False)
+    seen = {}
+    for on in (True, False):
+        cfg = SolveConfig(map_steps=0, coarse_cutoff=0.0, flips=1, wedge_wiener=on)
+        partial, _ = prepare(store, tmp_path / "c.pt", tmp_path / f"w{on}.zarr", cfg, 4, 0)
+        restorer = TileRestorer(store, tmp_path / "c.pt", partial, cfg, device="cpu")
+        restorer.g = torch.nn.Identity()
+        y = restorer.load([0])
+        mean, std = restorer.meta.stats["mean"], restorer.meta.stats["std"]
+        seen[on] = (torch.from_numpy(restorer.compute([0], y)[TILE_ARRAY]) - mean) / std
+        assert (restorer.wedge_gains is not None) == on
+    np.testing.assert_allclose(seen[False].numpy(), y.numpy(), atol=1e-5)
+    measured = mask_tensor(y.shape, WEDGE).bool()
+    high = ~measured & (radius_tensor(y.shape) > 0.3)
+    spec = {on: torch.fft.rfftn(v, dim=(-3, -2, -1)) for on, v in seen.items()}
+    np.testing.assert_allclose(spec[True][..., measured].numpy(), spec[False][..., measured].numpy(), atol=1e-3)
+    power = {on: float(s[..., high].abs().pow(2).mean()) for on, s in spec.items()}
+    assert power[True] < 0.3 * power[False]

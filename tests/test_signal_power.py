@@ -11,9 +11,16 @@ import pytest
 import torch
 
 from cryogen.method import posterior, step
-from cryogen.model.imaging import FFT_DIMS, Wedge, apply_wedge, frequency_radius
+from cryogen.method.solver import in_wedge_with_gains, wedge_signal_gains
+from cryogen.model.imaging import FFT_DIMS, Wedge, apply_wedge, frequency_radius, mask_tensor, radius_tensor
 from cryogen.model.noise import NoiseModel
-from cryogen.model.signal_power import MAX_GAIN, SHELLS, matched_to_signal, signal_gains, with_gains
+from cryogen.model.signal_power import (
+    MAX_GAIN,
+    SHELLS,
+    matched_to_signal,
+    signal_gains,
+    with_gains,
+)
 
 WEDGE = Wedge(-60, 60)
 SHAPE = (8, 32, 32, 32)
@@ -149,3 +156,27 @@ def test_d_trains_on_fakes_made_from_the_matched_g(monkeypatch):
     assert len(calls) == 1
     x, yy = calls[0]
     assert torch.equal(yy, y) and x.shape == y.shape
+
+
+def test_the_wedges_gains_keep_its_signal_and_leave_its_noise_out():
+    """Tiles whose wedge holds a smooth signal (not wedge-confined) and white noise everywhere:
+    the gains are near 1 where the signal is (low |k|), near 0 where only noise is, within [0, 1]
+    and non-increasing; pure noise gets gains near 0 but in the lowest shells; `in_wedge_with_gains` leaves
+    the measured region exactly as it was."""
+    gen = torch.Generator().manual_seed(1)
+    signal = blurred(torch.randn(SHAPE, generator=gen), 2.0)
+    signal = signal / signal.std()
+    noise = NoiseModel.flat(1.0, 1.0)  # white noise of std 1, in the wedge as in the measured region
+    noisy = signal + torch.randn(SHAPE, generator=gen)
+    gains = wedge_signal_gains(noisy, WEDGE, noise)
+    assert gains.shape == (16,) and float(gains.min()) >= 0.0 and float(gains.max()) <= 1.0
+    assert torch.all(gains[1:] <= gains[:-1])
+    assert float(gains[1]) > 0.9 and float(gains[-4:].max()) < 0.15
+    # pure noise: near 0 beyond the lowest shells (the first holds no wedge coefficient at 32^3, so 1)
+    assert float(wedge_signal_gains(torch.randn(SHAPE, generator=gen), WEDGE, noise)[3:].max()) < 0.15
+    out = in_wedge_with_gains(noisy, gains, WEDGE)
+    measured = mask_tensor(noisy.shape, WEDGE) > 0
+    f_in, f_out = torch.fft.rfftn(noisy, dim=FFT_DIMS), torch.fft.rfftn(out, dim=FFT_DIMS)
+    torch.testing.assert_close(f_out[..., measured], f_in[..., measured], atol=1e-3, rtol=1e-4)
+    high = ~measured & (radius_tensor(noisy.shape) > 0.3)  # only noise there
+    assert float(f_out[..., high].abs().pow(2).mean()) < 0.1 * float(f_in[..., high].abs().pow(2).mean())

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..model.imaging import FFT_DIMS, Wedge, apply_wedge, mask_tensor, radius_tensor, wedge_flips
 from ..model.noise import NoiseModel
+from ..model.signal_power import with_gains
 from .posterior import DIMS, grad_potential, langevin, potential, s2
 
 
@@ -70,6 +71,10 @@ class SolveConfig:
     # denoiser): cc +0.02-0.04 on the phantoms and the demo, the real crop's tube unchanged at 0.03;
     # up to 0.15 the tube loses (0.847 -> 0.711), g's view of the walls' band is what rounds it
     denoiser_coarse_cutoff: float = 0.03
+    # the networks see the tiles' missing wedge through Wiener gains (`wedge_signal_gains`):
+    # its leaked signal kept, its noise left out, which g, trained on inputs whose wedge is empty,
+    # would pass through as streaks along the beam (README, Quality: the wedge's noise)
+    wedge_wiener: bool = True
 
 
 #: the two-scale fill's band when g itself fills it (priors without a coarse network): on 64^3
@@ -129,6 +134,49 @@ def map_denoiser(g: torch.nn.Module, coarse: torch.nn.Module, wedge: Wedge, cfg:
     coarse_cutoff) (`--coarse-cutoff 0` turns the coarse network off in the steps too), else g."""
     band = min(cfg.denoiser_coarse_cutoff, cfg.coarse_cutoff)
     return TwoScaleDenoiser(g, coarse, wedge, band) if band > 0 else g
+
+
+#: shells of the wedge's Wiener gains (`wedge_signal_gains`): two coefficients wide on a 64^3 tile
+WEDGE_SHELLS = 16
+
+
+def wedge_signal_gains(
+    y: torch.Tensor, wedge: Wedge, noise: NoiseModel, shells: int = WEDGE_SHELLS, seed: int = 0
+) -> torch.Tensor:
+    """(shells,) Wiener gains for what tiles y, (B, Z, Y, X), hold in their missing wedge: per
+    shell of |k| (0 to Nyquist, the corners in the last), the share of their wedge power that is
+    not noise, 1 - P_noise / P_y, in [0, 1] and non-increasing in |k| (the signal's share falls
+    with frequency). A tomogram's wedge is not empty: back-projection and the tile's crop leak
+    signal into it, and noise lies there too; g, trained on inputs whose wedge is empty, passes
+    what it holds through nearly unchanged, the leaked signal usefully, the noise as streaks along
+    the beam (README, Quality: the wedge's noise). The noise's power is the model's drawn on a
+    grid twice the tiles' and cropped to them, so that both sides carry the crop's leakage
+    (measured against the whole volume's spectrum instead, the demo's leaked signal was taken for
+    noise). Shells without wedge coefficients get 1 before the running minimum."""
+    missing = mask_tensor(y.shape, wedge, y.device) == 0
+    shell = (radius_tensor(y.shape, y.device) / 0.5 * shells).long().clamp(max=shells - 1)[missing]
+    counts = torch.zeros(shells, dtype=torch.float64, device=y.device).index_add(
+        0, shell, torch.ones_like(shell, dtype=torch.float64)
+    )
+
+    def power(v: torch.Tensor) -> torch.Tensor:
+        p = torch.fft.rfftn(v, dim=FFT_DIMS).abs().pow(2).mean(0)[missing].double()
+        return p.new_zeros(shells).index_add(0, shell, p) / counts.clamp(min=1)
+
+    n = tuple(int(s) for s in y.shape[-3:])
+    draw = noise.sample(
+        (min(y.shape[0], 4), *(2 * s for s in n)), wedge, torch.Generator().manual_seed(seed), y.device
+    )[..., : n[0], : n[1], : n[2]]
+    p_y, p_n = power(y), power(draw)
+    share = torch.where((counts > 0) & (p_y > 0), 1.0 - p_n / p_y.clamp(min=1e-30), torch.ones_like(p_y))
+    return torch.cummin(share.clamp(0.0, 1.0), dim=0).values.float()
+
+
+def in_wedge_with_gains(y: torch.Tensor, gains: torch.Tensor, wedge: Wedge) -> torch.Tensor:
+    """y, (B, Z, Y, X), with its missing wedge filtered by per-shell gains (`wedge_signal_gains`,
+    applied as `signal_power.with_gains` applies them) and its measured region as it was."""
+    measured = apply_wedge(y, wedge)
+    return measured + with_gains(y - measured, gains)
 
 
 def coarse_fill(

@@ -35,10 +35,12 @@ from ..method.solver import (
     CoarseInput,
     SolveConfig,
     coarse_fill,
+    in_wedge_with_gains,
     map_denoiser,
     map_estimate,
     posterior_std,
     warm_start,
+    wedge_signal_gains,
 )
 from ..model.nets import build, place
 from .partial import DONE_ARRAY, discard_if_empty, file_digest, finish, open_partial, partial_path
@@ -110,6 +112,13 @@ class TileRestorer:
             self.denoiser = map_denoiser(self.g, self.fill_net, self.meta.wedge, cfg)
         self.tiles = zarr_array(group, TILE_ARRAY, store)
         self.noise = normalised_noise(self.meta, read_tiles(self.tiles, 0, 1, store))
+        # what the networks see of the tiles' missing wedge: its signal, not its noise (the gains
+        # measured on up to 8 tiles spread over the store: every restorer of it finds the same)
+        self.wedge_gains: torch.Tensor | None = None
+        if cfg.wedge_wiener:
+            n = self.tiles.shape[0]
+            picked = [self.load([int(i)]) for i in sorted(set(np.linspace(0, n - 1, min(n, 8)).astype(int)))]
+            self.wedge_gains = wedge_signal_gains(torch.cat(picked).to(self.dev), self.meta.wedge, self.noise)
         self.cfg, self.seed = cfg, seed
         out = zarr.open_group(str(partial), mode="r+")
         # opened once: looking an array up in a group re-reads its metadata (~ms per batch)
@@ -134,11 +143,12 @@ class TileRestorer:
         # or the split of the work (serial, resumed or parallel)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + idx[0])
         y = y.to(self.dev)
+        seen = y if self.wedge_gains is None else in_wedge_with_gains(y, self.wedge_gains, self.meta.wedge)
         with torch.inference_mode():
-            x0 = warm_start(self.g, y, self.meta.wedge, self.cfg.flips)
+            x0 = warm_start(self.g, seen, self.meta.wedge, self.cfg.flips)
         x0 = x0.clone()  # out of inference mode: the MAP steps and samples take gradients
         with torch.no_grad():  # not inference mode: the wedge masks it caches serve gradients later
-            x0 = coarse_fill(self.fill_net, y, x0, self.meta.wedge, self.fill_cutoff, self.cfg.flips)
+            x0 = coarse_fill(self.fill_net, seen, x0, self.meta.wedge, self.fill_cutoff, self.cfg.flips)
         if self.cfg.map_steps == 0 and self.cfg.samples == 0:
             return {TILE_ARRAY: (x0 * std + mean).cpu().numpy()}
         x, _ = map_estimate(x0, y, self.d, self.meta.wedge, self.noise, self.cfg, gen, self.denoiser)
