@@ -3,6 +3,8 @@ a decreasing MAP objective, data consistency, resumable reconstruction."""
 
 from __future__ import annotations
 
+import warnings
+
 import itertools
 from dataclasses import replace
 from pathlib import Path
@@ -515,6 +517,11 @@ def test_progress_with_a_time_budget_counts_seconds_not_a_billion_steps(tiles, t
     err = capsys.readouterr().err
     assert "s of the budget" in err and "step=" in err
     assert "1000000000" not in err and "1e+09" not in err
+    with warnings.catch_warnings(record=True) as caught:  # a budget of 1.4 s is a bar of 1 s
+        warnings.simplefilter("always")
+        train([tiles], tmp_path / "r.pt", replace(TINY, steps=10**9, time_budget=1.4), device="cpu", progress=True)
+    assert not [w for w in caught if "clamping frac" in str(w.message)]
+    assert "-00:00" not in capsys.readouterr().err
     train([tiles], tmp_path / "q.pt", replace(TINY, steps=3), device="cpu", progress=True)
     assert "3/3" in capsys.readouterr().err  # without a budget, steps against the step count
 

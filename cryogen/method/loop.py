@@ -180,7 +180,8 @@ class _Progress:
 
     def update(self, step: int, elapsed: float, losses: dict[str, float]) -> None:
         """Show `step` after `elapsed` seconds of this run, with its losses."""
-        self.bar.n = step if self.budget is None else min(elapsed, self.budget)
+        # the bar's total is the budget in whole seconds: never past it (tqdm warns, shows -00:00)
+        self.bar.n = step if self.budget is None else min(elapsed, self.bar.total)
         shown: dict[str, object] = {} if self.budget is None else {"step": step}
         shown.update(g=f"{losses['loss_g']:.3f}", d=f"{losses['loss_d']:.3f}")
         self.bar.set_postfix(shown, refresh=False)
