@@ -3,9 +3,8 @@ a decreasing MAP objective, data consistency, resumable reconstruction."""
 
 from __future__ import annotations
 
-import warnings
-
 import itertools
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
