@@ -170,7 +170,7 @@ class _Progress:
             )
         else:
             self.bar = tqdm(
-                total=round(self.budget),
+                total=self.whole_seconds(),
                 desc="train",
                 unit="s",
                 disable=not enabled,
@@ -178,10 +178,14 @@ class _Progress:
                 bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s of the budget [{elapsed}<{remaining}{postfix}]",
             )
 
+    def whole_seconds(self) -> int:
+        """The budget in whole seconds: the bar's total."""
+        return round(self.budget or 0)
+
     def update(self, step: int, elapsed: float, losses: dict[str, float]) -> None:
         """Show `step` after `elapsed` seconds of this run, with its losses."""
         # the bar's total is the budget in whole seconds: never past it (tqdm warns, shows -00:00)
-        self.bar.n = step if self.budget is None else min(elapsed, self.bar.total)
+        self.bar.n = step if self.budget is None else min(elapsed, self.whole_seconds())
         shown: dict[str, object] = {} if self.budget is None else {"step": step}
         shown.update(g=f"{losses['loss_g']:.3f}", d=f"{losses['loss_d']:.3f}")
         self.bar.set_postfix(shown, refresh=False)
