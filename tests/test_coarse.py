@@ -174,10 +174,10 @@ def test_coarse_input_carries_the_tiles_between_the_two_stores_units(stores):
     torch.testing.assert_close(out, (raw - full["mean"]) / full["std"])
 
 
-def test_the_networks_see_the_tiles_wedge_through_the_wiener_gain(stores, tmp_path):
+def test_the_networks_see_the_tiles_wedge_through_the_wiener_gains(stores, tmp_path):
     """With g the identity and nothing else on, reconstruct returns what the networks see: the
-    tile's measured region unchanged and its wedge times the noise model's gain, whose noise
-    (the ideal model's white noise fills the wedge) then holds far less power at high |k|;
+    tile's measured region unchanged and its wedge times the gains measured on the store's tiles
+    (`wedge_signal_gains`), so that its noise holds far less power at high |k|;
     with `wedge_wiener` off, the tile itself."""
     _, store, _ = stores
     train([store], tmp_path / "c.pt", TINY, device="cpu", progress=False)
