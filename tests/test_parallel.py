@@ -86,7 +86,7 @@ def test_dask_reconstruction_equals_serial(store_and_prior, tmp_path):
 
 def test_dask_existing_cluster_loads_prior_once_per_worker(store_and_prior, tmp_path, monkeypatch, one_torch_thread):
     """On an existing cluster (scheduler address), each worker builds one TileRestorer (loads the
-    prior once) for all its batches, and the result equals the serial path's."""
+    prior once) for all its batches of a pass, and the result equals the serial path's."""
     from distributed import LocalCluster
 
     import cryogen.restore.parallel as parallel
@@ -114,7 +114,9 @@ def test_dask_existing_cluster_loads_prior_once_per_worker(store_and_prior, tmp_
             scheduler_address=cluster.scheduler_address,
             progress=False,
         )
-    assert len(built) == 2  # 9 batches, 2 workers: one restorer (one prior load) per worker
+    # 9 batches, 2 workers: one restorer (one prior load) per worker and pass (the coarse level
+    # for the context fill, then the tiles)
+    assert sorted(args[-1] for args in built) == ["coarse", "coarse", "g", "g"]
     reconstruct(tiles, prior, tmp_path / "serial.zarr", cfg, device="cpu", batch=1, seed=0, progress=False)
     assert np.array_equal(_arrays(tmp_path / "ext.zarr")["tiles"], _arrays(tmp_path / "serial.zarr")["tiles"])
 

@@ -75,6 +75,11 @@ class SolveConfig:
     # its leaked signal kept, its noise left out, which g, trained on inputs whose wedge is empty,
     # would pass through as streaks along the beam (README, Quality: the wedge's noise)
     wedge_wiener: bool = True
+    # the two-scale fill's band comes from the store's whole coarse level, restored once by the
+    # coarse network and blended, not from each tile binned alone (`cryogen.restore.context`):
+    # each tile's slowest variation is then estimated with its neighbours in view (README,
+    # Quality: the context fill); off: per tile, as `coarse_fill`
+    context_fill: bool = True
 
 
 #: the two-scale fill's band when g itself fills it (priors without a coarse network): on 64^3
@@ -207,8 +212,15 @@ def coarse_fill(
         coarse = F.pad(coarse.unsqueeze(1), (0, pad[2], 0, pad[1], 0, pad[0]), mode="reflect").squeeze(1)
     fill = warm_start(g, coarse, wedge, flips)[..., : shape[0] // 2, : shape[1] // 2, : shape[2] // 2]
     fill = F.interpolate(fill.unsqueeze(1), scale_factor=2, mode="trilinear", align_corners=False).squeeze(1)
+    return with_low_wedge(x0, fill, wedge, cutoff)
+
+
+def with_low_wedge(x0: torch.Tensor, fill: torch.Tensor, wedge: Wedge, cutoff: float) -> torch.Tensor:
+    """x0 (B, Z, Y, X) with its missing wedge below |k| = `cutoff` taken from `fill` (the same
+    shape): the two-scale fill's one exchange of bands, whatever made the fill."""
+    low_wedge = (1.0 - mask_tensor(x0.shape, wedge, x0.device)) * (radius_tensor(x0.shape, x0.device) < cutoff)
     change = torch.fft.rfftn(fill - x0, dim=FFT_DIMS) * low_wedge
-    return x0 + torch.fft.irfftn(change, s=shape, dim=FFT_DIMS)
+    return x0 + torch.fft.irfftn(change, s=tuple(x0.shape[-3:]), dim=FFT_DIMS)
 
 
 def gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -30,7 +30,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from ..errors import CryogenError, setting
 from ..method.solver import SolveConfig
 from .partial import finish
-from .reconstruct import TileRestorer, prepare, reconstruct
+from .reconstruct import Network, TileRestorer, context_job, finish_context, prepare, reconstruct
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,10 @@ class RestorerPlugin(WorkerPlugin):
         device: str,
         seed: int,
         torch_threads: int | None = 1,
+        network: Network = "g",
     ) -> None:
         self.name = name
-        self.args = (store, prior, partial, cfg, device, seed)
+        self.args = (store, prior, partial, cfg, device, seed, network)
         self.torch_threads = torch_threads
         self.restorer: TileRestorer | None = None
 
@@ -114,7 +115,7 @@ def reconstruct_parallel(
     store, prior, out = Path(store).resolve(), Path(prior).resolve(), Path(out).resolve()
     if workers < 1:
         raise CryogenError(f"{setting('workers')} must be at least 1, not {workers}")
-    partial, batches = prepare(store, prior, out, cfg, batch, seed)
+    partial, batches = prepare(store, prior, out, cfg, batch, seed, device, progress, context=False)
     if not batches:
         finish(partial, out)
         return out
@@ -126,21 +127,29 @@ def reconstruct_parallel(
     workers = workers if scheduler_address else min(workers, len(batches))  # no idle worker processes
     t0 = time.monotonic()
     client, cluster, torch_threads, where = _connect(scheduler_address, workers, memory_mb)
-    name = PLUGIN_PREFIX + uuid.uuid4().hex[:12]
     try:
         n_workers = len(client.scheduler_info().get("workers", {}))
+        # the context fill's coarse level first, on the same workers (as the serial path's
+        # prepare() restores it): its tiles are then those of a serial run with their threads
+        job = context_job(store, prior, partial, cfg)
+        if job is not None:
+            level, recon, only_g = job
+            if not recon.exists():
+                level_partial, level_batches = prepare(level, prior, recon, only_g, batch, seed, network="coarse")
+                _say(
+                    f"reconstruct {label}: the coarse level for the context fill, {len(level_batches)} batches",
+                    progress,
+                )
+                run = (str(level), str(prior), str(level_partial), only_g, device, seed, torch_threads, "coarse")
+                _run(client, level_batches, run, f"{label} (coarse level)", progress, scheduler_address is not None)
+                finish(level_partial, recon)
+            finish_context(partial)
         _say(
             f"reconstruct {label}: {sum(len(b) for b in batches)} tiles in {len(batches)} batches on a {where} ({n_workers} workers)",
             progress,
         )
-        plugin = RestorerPlugin(name, str(store), str(prior), str(partial), cfg, device, seed, torch_threads)
-        client.register_plugin(plugin, name=name)
-        futures = [
-            client.submit(restore_batch, name, b, key=f"{name}-batch-{b[0]}", pure=False, retries=2) for b in batches
-        ]
-        _wait(futures, sum(len(b) for b in batches), label, t0, progress)
-        if scheduler_address:
-            client.unregister_worker_plugin(name)
+        run = (str(store), str(prior), str(partial), cfg, device, seed, torch_threads, "g")
+        _run(client, batches, run, label, progress, scheduler_address is not None)
     finally:
         client.close()
         if cluster is not None:
@@ -148,6 +157,19 @@ def reconstruct_parallel(
     finish(partial, out)
     _say(f"reconstruct {label}: done in {time.monotonic() - t0:.1f} s", progress)
     return out
+
+
+def _run(client: Client, batches: list[list[int]], args: tuple, label: str, progress: bool, shared: bool) -> None:
+    """Restore `batches` on the cluster's workers with a `RestorerPlugin` built from `args`
+    (registered for this run, and unregistered after it on a `shared` cluster)."""
+    name = PLUGIN_PREFIX + uuid.uuid4().hex[:12]
+    client.register_plugin(RestorerPlugin(name, *args), name=name)
+    futures = [
+        client.submit(restore_batch, name, b, key=f"{name}-batch-{b[0]}", pure=False, retries=2) for b in batches
+    ]
+    _wait(futures, sum(len(b) for b in batches), label, time.monotonic(), progress)
+    if shared:
+        client.unregister_worker_plugin(name)
 
 
 def _connect(

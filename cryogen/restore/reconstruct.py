@@ -6,7 +6,8 @@ which the Dask path runs on its workers too). Work goes into the job's partial s
 (`cryogen.restore.partial`: `.NAME.partial` beside the output, a per-tile `done` flag), so a
 killed run resumes where it stopped; the store is renamed to its final name only when every tile
 is done. Batches are fixed runs of tiles, each seeded by its first tile, so the result does not
-depend on how the work is split or resumed.
+depend on how the work is split or resumed. Where the two-scale fill has the coarse network,
+the store's coarse level is restored first, into the same partial store (`cryogen.restore.context`).
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ import logging
 import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import zarr
 from tqdm import tqdm
 
 from ..errors import CryogenError
 from ..io.files import output_error
-from ..io.store import TILE_ARRAY, TileMeta, coarse_level, open_store, read_tiles, zarr_array
+from ..io.store import COARSE_LEVEL, TILE_ARRAY, TileMeta, coarse_level, open_store, read_tiles, zarr_array
 from ..method.checkpoints import load_checkpoint
 from ..method.config import TrainConfig
 from ..method.devices import pick_device
@@ -41,9 +44,15 @@ from ..method.solver import (
     posterior_std,
     warm_start,
     wedge_signal_gains,
+    with_low_wedge,
 )
 from ..model.nets import build, place
-from .partial import DONE_ARRAY, discard_if_empty, file_digest, finish, open_partial, partial_path
+from .context import ContextVolume, write_context
+from .partial import CONTEXT, DONE_ARRAY, discard_if_empty, file_digest, finish, open_partial, partial_path
+
+#: which of a prior's networks restores a store: g (the tiles) or the coarse network (the coarse
+#: level, for the context fill)
+Network = Literal["g", "coarse"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +103,7 @@ class TileRestorer:
         cfg: SolveConfig,
         device: str = "auto",
         seed: int = 0,
+        network: Network = "g",
     ) -> None:
         self.store = Path(store)
         self.dev = pick_device(device)
@@ -101,15 +111,23 @@ class TileRestorer:
         self.g, self.d, _, coarse = load_prior(prior, self.dev)  # checked against the tiles by prepare()
         # the two-scale fill's network and band: the coarse network, seen from this store's tiles, where
         # the prior has one and the store its coarse level; else g itself, below COARSE_CUTOFF_G
-        level = coarse_level(store)
+        level = coarse_level(store) if network == "g" else None
         self.fill_net: torch.nn.Module = self.g
         self.fill_cutoff = min(cfg.coarse_cutoff, COARSE_CUTOFF_G)
         # the MAP steps' denoiser: g, or the two-scale denoiser where the coarse network fills
         self.denoiser: torch.nn.Module = self.g
-        if coarse is not None and level is not None:
+        # the fill's band from the restored coarse level, where prepare() made it
+        self.context: ContextVolume | None = None
+        if network == "coarse":  # the coarse level itself, restored by the coarse network alone
+            if coarse is None:
+                raise CryogenError("the prior has no coarse network to restore a coarse level with", prior)
+            self.g = self.fill_net = self.denoiser = coarse
+        elif coarse is not None and level is not None:
             self.fill_net = CoarseInput(coarse, self.meta.stats, open_store(level)[1].stats)
             self.fill_cutoff = cfg.coarse_cutoff
             self.denoiser = map_denoiser(self.g, self.fill_net, self.meta.wedge, cfg)
+            if cfg.context_fill and (Path(partial) / CONTEXT).exists():
+                self.context = ContextVolume(Path(partial) / CONTEXT, self.meta)
         self.tiles = zarr_array(group, TILE_ARRAY, store)
         self.noise = normalised_noise(self.meta, read_tiles(self.tiles, 0, 1, store))
         # what the networks see of the tiles' missing wedge: its signal, not its noise (the gains
@@ -119,7 +137,7 @@ class TileRestorer:
             n = self.tiles.shape[0]
             picked = [self.load([int(i)]) for i in sorted(set(np.linspace(0, n - 1, min(n, 8)).astype(int)))]
             self.wedge_gains = wedge_signal_gains(torch.cat(picked).to(self.dev), self.meta.wedge, self.noise)
-        self.cfg, self.seed = cfg, seed
+        self.cfg, self.seed, self.network = cfg, seed, network
         out = zarr.open_group(str(partial), mode="r+")
         # opened once: looking an array up in a group re-reads its metadata (~ms per batch)
         self.out = {name: zarr_array(out, name, partial) for name in (TILE_ARRAY, "std", DONE_ARRAY) if name in out}
@@ -143,12 +161,17 @@ class TileRestorer:
         # or the split of the work (serial, resumed or parallel)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + idx[0])
         y = y.to(self.dev)
+        if self.network == "coarse":
+            return {TILE_ARRAY: (self._inside_only(idx, y) * std + mean).cpu().numpy()}
         seen = y if self.wedge_gains is None else in_wedge_with_gains(y, self.wedge_gains, self.meta.wedge)
         with torch.inference_mode():
             x0 = warm_start(self.g, seen, self.meta.wedge, self.cfg.flips)
         x0 = x0.clone()  # out of inference mode: the MAP steps and samples take gradients
         with torch.no_grad():  # not inference mode: the wedge masks it caches serve gradients later
-            x0 = coarse_fill(self.fill_net, seen, x0, self.meta.wedge, self.fill_cutoff, self.cfg.flips)
+            if self.context is not None:
+                x0 = with_low_wedge(x0, self.context.tiles(idx).to(self.dev), self.meta.wedge, self.fill_cutoff)
+            else:
+                x0 = coarse_fill(self.fill_net, seen, x0, self.meta.wedge, self.fill_cutoff, self.cfg.flips)
         if self.cfg.map_steps == 0 and self.cfg.samples == 0:
             return {TILE_ARRAY: (x0 * std + mean).cpu().numpy()}
         x, _ = map_estimate(x0, y, self.d, self.meta.wedge, self.noise, self.cfg, gen, self.denoiser)
@@ -158,6 +181,31 @@ class TileRestorer:
                 (posterior_std(x, y, self.d, self.meta.wedge, self.noise, self.cfg, gen) * std).cpu().numpy()
             )
         return result
+
+    def _inside_only(self, idx: list[int], y: torch.Tensor) -> torch.Tensor:
+        """The context fill's pass (`network` "coarse"): g(y) over the flips, through the Wiener
+        gains, of each tile's part inside the volume only (padded by reflection to what g needs),
+        zero beyond, which blending never reads. A coarse level is often thinner than a tile (a
+        44-plane crop bins to 22), and the chunk's mirrored copies of the slab would show g more
+        specimen than there is: on the real crop the tube's roundness fell 0.924 -> 0.886 with them."""
+        out = torch.zeros_like(y)
+        multiple = int(getattr(self.g, "multiple", 1))
+        for b, index in enumerate(idx):
+            starts = self.meta.tile_start(index)
+            part = tuple(
+                slice(i0 - s, i1 - s) for (i0, i1), s in zip(self.meta.tile_inside(index), starts, strict=True)
+            )
+            t = y[b][part][None]
+            if self.wedge_gains is not None:
+                t = in_wedge_with_gains(t, self.wedge_gains, self.meta.wedge)
+            shape = tuple(t.shape[-3:])
+            pad = [(-n) % multiple for n in shape]
+            if any(pad):
+                t = F.pad(t.unsqueeze(1), (0, pad[2], 0, pad[1], 0, pad[0]), mode="reflect").squeeze(1)
+            with torch.inference_mode():
+                x = warm_start(self.g, t, self.meta.wedge, self.cfg.flips)
+            out[b][part] = x[0, : shape[0], : shape[1], : shape[2]]
+        return out
 
     def save(self, idx: list[int], result: dict[str, np.ndarray]) -> int:
         """Write a batch's tiles, then mark them done (a kill in between only redoes the batch)."""
@@ -169,9 +217,21 @@ class TileRestorer:
 
 
 def prepare(
-    store: str | Path, prior: str | Path, out: str | Path, cfg: SolveConfig, batch: int, seed: int
+    store: str | Path,
+    prior: str | Path,
+    out: str | Path,
+    cfg: SolveConfig,
+    batch: int,
+    seed: int,
+    device: str = "auto",
+    progress: bool = False,
+    network: Network = "g",
+    context: bool = True,
 ) -> tuple[Path, list[list[int]]]:
     """Open (or resume) the partial store for `out`; return it and the batches still to do.
+    With `context`, where the tiles' fill takes the context fill, restore the store's coarse level
+    into it first, here (`context_job`; once: a resumed run finds it; the Dask path runs it on
+    its cluster instead).
 
     Batches are fixed by the tile grid and the batch size, not by what is left, so a resumed or
     parallel run processes exactly the batches (and draws exactly the noise) of a serial one.
@@ -179,13 +239,14 @@ def prepare(
     if batch < 1:
         raise CryogenError(f"batch size must be at least 1, not {batch}")
     _, meta = open_store(store)
-    check_prior(prior, meta, store)  # a bad prior must fail before any partial store is made
+    check_prior(prior, meta, store, warn=network == "g")  # a bad prior must fail before any partial store is made
     fingerprint = {
         "store": str(Path(store).resolve()),
         "prior": file_digest(prior),
         "solve": cfg.__dict__,
         "seed": seed,
         "batch": batch,
+        "network": network,
     }
     partial = partial_path(Path(out))
     existed = partial.exists()
@@ -197,6 +258,22 @@ def prepare(
         raise output_error(Path(out), exc) from None
     done = np.asarray(zarr_array(rgroup, DONE_ARRAY, partial)[:])
     batches = [b for b in _batches(list(range(meta.n_tiles)), batch) if not done[b].all()]
+    if network == "g" and context and batches:
+        recon = partial / COARSE_LEVEL  # where context_job restores the coarse level
+        try:
+            job = context_job(store, prior, partial, cfg)
+            if job is not None:
+                level, recon, only_g = job
+                if not recon.exists():  # else restored before a kill, and only its blending is left
+                    reconstruct(level, prior, recon, only_g, device, batch, seed, progress, network="coarse")
+                finish_context(partial)
+        except (OSError, CryogenError) as exc:
+            # no tile done yet: leave no fresh partial store behind, unless the coarse pass kept work
+            if not existed and not any(p.exists() for p in (recon, partial_path(recon))):
+                shutil.rmtree(partial, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise output_error(Path(out), exc) from None
+            raise
     if done.any():
         log.info(
             "resuming %s: %d of %d tiles already done in %s, %d to restore",
@@ -209,9 +286,33 @@ def prepare(
     return partial, batches
 
 
-def check_prior(prior: str | Path, meta: TileMeta, store: str | Path) -> None:
+def context_job(
+    store: str | Path, prior: str | Path, partial: Path, cfg: SolveConfig
+) -> tuple[Path, Path, SolveConfig] | None:
+    """What the context fill (`cryogen.restore.context`) still needs: the store's coarse level,
+    where its reconstruction goes (inside `partial`, resumable like any) and how it is restored
+    (the coarse network's g(y) over the flips through its own Wiener gains; no fill, no MAP
+    steps); None where the fill takes no context (off, or no coarse network or level) or its
+    volume is already made. `finish_context` then blends it."""
+    if not cfg.context_fill or cfg.coarse_cutoff <= 0 or (partial / CONTEXT).exists():
+        return None
+    level = coarse_level(store)
+    if level is None or load_prior(prior, torch.device("cpu")).coarse is None:
+        return None
+    group = open_store(store)[0]
+    read_tiles(zarr_array(group, TILE_ARRAY, store), 0, 1, store)  # damaged tiles fail before the coarse pass
+    return level, partial / COARSE_LEVEL, replace(cfg, map_steps=0, samples=0, coarse_cutoff=0.0)
+
+
+def finish_context(partial: Path) -> None:
+    """Blend the restored coarse level in `partial` into the context volume, then drop its tiles."""
+    write_context(partial / COARSE_LEVEL, partial / CONTEXT)
+    shutil.rmtree(partial / COARSE_LEVEL)
+
+
+def check_prior(prior: str | Path, meta: TileMeta, store: str | Path, warn: bool = True) -> None:
     """Fail with one line if `prior` is not a usable prior for the tiles of `store`; say so where
-    the two-scale fill cannot use the coarse network."""
+    the two-scale fill cannot use the coarse network (unless not `warn`)."""
     tcfg, coarse = load_prior(prior, torch.device("cpu"))[2:]
     if meta.tile % (2**tcfg.net.g_depth):
         raise CryogenError(
@@ -220,7 +321,7 @@ def check_prior(prior: str | Path, meta: TileMeta, store: str | Path) -> None:
     why = "" if coarse is not None else f"{prior} was trained without a coarse network"
     if coarse is not None and coarse_level(store) is None:
         why = f"{store} has no coarse level (chunked before it was made, or too thin)"
-    if why:
+    if why and warn:
         log.warning(
             "%s: the two-scale fill uses g below %g cycles/voxel instead (re-run chunk and train to have it)",
             why,
@@ -239,16 +340,18 @@ def reconstruct(
     progress: bool = True,
     max_batches: int | None = None,
     overlap: bool | None = None,
+    network: Network = "g",
 ) -> Path:
     """Restore every tile of `store` into a reconstruction store at `out` (renamed when complete).
 
     `max_batches` stops early (as a kill would), leaving the partial store for a later resume.
     `overlap` reads and writes in background threads during compute (default: on a GPU only).
+    `network` "coarse" restores a coarse level with the coarse network (the context fill's).
     """
     out = Path(out)
-    partial, batches = prepare(store, prior, out, cfg, batch, seed)
+    partial, batches = prepare(store, prior, out, cfg, batch, seed, device, progress, network)
     try:
-        restorer = TileRestorer(store, prior, partial, cfg, device, seed)
+        restorer = TileRestorer(store, prior, partial, cfg, device, seed, network)
     except BaseException:  # e.g. unreadable tiles: leave no empty partial store behind
         discard_if_empty(partial)
         raise
