@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -372,13 +371,15 @@ def _write_tiles(
     return stats, content
 
 
-def blended_blocks(
-    store_path: str | Path, array_name: str = TILE_ARRAY, block_voxels: int = 2_000_000
-) -> tuple[TileMeta, int, Iterator[tuple[int, int, np.ndarray]]]:
-    """The tiles of a store blended back into their volume: its metadata, the number of blocks,
-    and the blocks themselves, (z0, y0, block) with block spanning whole rows of x and about
-    `block_voxels` voxels, in order. Streaming: one block and one tile in memory at a time.
-    The one blending of tiles: `stitch` writes the blocks to MRC, the context fill to Zarr."""
+def stitch(
+    store_path: str | Path,
+    out_path: str | Path,
+    array_name: str = TILE_ARRAY,
+    block_voxels: int = 2_000_000,
+    progress: bool = True,
+) -> None:
+    """Blend the tiles of a store back into an MRC volume (written atomically, streaming); the
+    gold beads chunk subtracted (if any) are drawn back into the restored volume, round."""
     group, meta = open_store(store_path)
     if array_name not in group:
         raise CryogenError(f"store has no '{array_name}' array (was it reconstructed with samples?)", store_path)
@@ -398,8 +399,16 @@ def blended_blocks(
             y_blocks[-1] = (y_blocks[-1][0], hi)
         else:
             y_blocks.append((lo, hi))
-
-    def blocks() -> Iterator[tuple[int, int, np.ndarray]]:
+    labels = [*[lab for lab in meta.labels if lab][-9:], f"cryogen stitch of {Path(store_path).name}"]
+    beads = BeadModel.from_dict(meta.beads) if meta.beads and array_name == TILE_ARRAY else None
+    drawn = responses(beads, isotropic=True) if beads is not None else []
+    total = len(z_blocks) * len(y_blocks)
+    with (
+        MrcWriter(out_path, shape, meta.voxel_size, meta.origin, labels) as writer,
+        tqdm(
+            total=total, desc=f"stitch {Path(out_path).name}", unit="block", disable=not progress, mininterval=2
+        ) as bar,
+    ):
         for bz0, bz1 in z_blocks:
             tz = [i for i, s in enumerate(starts[0]) if s < bz1 and s + tile > bz0]
             for by0, by1 in y_blocks:
@@ -422,33 +431,7 @@ def blended_blocks(
                             out[z0 - bz0 : z1 - bz0, y0 - by0 : y1 - by0, x0:x1] += (
                                 w * t[z0 - sz : z1 - sz, y0 - sy : y1 - sy, x0 - sx : x1 - sx]
                             )
-                yield bz0, by0, out
-
-    return meta, len(z_blocks) * len(y_blocks), blocks()
-
-
-def stitch(
-    store_path: str | Path,
-    out_path: str | Path,
-    array_name: str = TILE_ARRAY,
-    block_voxels: int = 2_000_000,
-    progress: bool = True,
-) -> None:
-    """Blend the tiles of a store back into an MRC volume (written atomically, streaming); the
-    gold beads chunk subtracted (if any) are drawn back into the restored volume, round."""
-    meta, total, blocks = blended_blocks(store_path, array_name, block_voxels)
-    shape = meta.source_shape
-    labels = [*[lab for lab in meta.labels if lab][-9:], f"cryogen stitch of {Path(store_path).name}"]
-    beads = BeadModel.from_dict(meta.beads) if meta.beads and array_name == TILE_ARRAY else None
-    drawn = responses(beads, isotropic=True) if beads is not None else []
-    with (
-        MrcWriter(out_path, shape, meta.voxel_size, meta.origin, labels) as writer,
-        tqdm(
-            total=total, desc=f"stitch {Path(out_path).name}", unit="block", disable=not progress, mininterval=2
-        ) as bar,
-    ):
-        for bz0, by0, out in blocks:
-            if drawn:
-                out += render_beads(drawn, (bz0, bz0 + out.shape[0], by0, by0 + out.shape[1]), shape[2])
-            writer.write_block(bz0, by0, out)
-            bar.update()
+                if drawn:
+                    out += render_beads(drawn, (bz0, bz1, by0, by1), shape[2])
+                writer.write_block(bz0, by0, out)
+                bar.update()

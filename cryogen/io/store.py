@@ -59,20 +59,6 @@ class TileMeta:
         gz, gy, gx = self.grid_shape
         return gz * gy * gx
 
-    def tile_start(self, index: int) -> tuple[int, int, int]:
-        """Where tile `index` starts along z, y and x (tiles are stored x fastest, then y, then z)."""
-        _, gy, gx = self.grid_shape
-        iz, rest = divmod(index, gy * gx)
-        iy, ix = divmod(rest, gx)
-        return self.starts[0][iz], self.starts[1][iy], self.starts[2][ix]
-
-    def tile_inside(self, index: int) -> tuple[tuple[int, int], ...]:
-        """The part of tile `index` inside the volume, (start, stop) along z, y and x in the
-        volume's voxels (the rest of the tile is mirrored padding)."""
-        return tuple(
-            (max(s, 0), min(s + self.tile, n)) for s, n in zip(self.tile_start(index), self.source_shape, strict=True)
-        )
-
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["wedge"] = self.wedge.as_dict()

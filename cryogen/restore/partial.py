@@ -20,8 +20,8 @@ from ..io.store import TILE_ARRAY, TileMeta, create_store, zarr_array
 
 DONE_ARRAY = "done"
 #: what a job keeps in its partial store only while it runs: the context fill's volume
-#: (`cryogen.restore.context`), removed when the store is renamed to the output
-CONTEXT = "context"
+#: (`cryogen.restore.context`, an MRC file), removed when the store is renamed to the output
+CONTEXT = "context.mrc"
 
 
 def file_digest(path: str | Path) -> str:
@@ -77,7 +77,7 @@ def finish(partial: Path, out: Path) -> None:
     group = zarr.open_group(str(partial), mode="r")
     if not np.asarray(zarr_array(group, DONE_ARRAY, partial)[:]).all():
         raise CryogenError("reconstruction is incomplete", partial)
-    shutil.rmtree(partial / CONTEXT, ignore_errors=True)
+    (partial / CONTEXT).unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
     os.replace(partial, out)

@@ -47,7 +47,7 @@ from ..method.solver import (
     with_low_wedge,
 )
 from ..model.nets import build, place
-from .context import ContextVolume, write_context
+from .context import ContextVolume, tile_inside, tile_start, write_context
 from .partial import CONTEXT, DONE_ARRAY, discard_if_empty, file_digest, finish, open_partial, partial_path
 
 #: which of a prior's networks restores a store: g (the tiles) or the coarse network (the coarse
@@ -191,9 +191,9 @@ class TileRestorer:
         out = torch.zeros_like(y)
         multiple = int(getattr(self.g, "multiple", 1))
         for b, index in enumerate(idx):
-            starts = self.meta.tile_start(index)
+            starts = tile_start(self.meta, index)
             part = tuple(
-                slice(i0 - s, i1 - s) for (i0, i1), s in zip(self.meta.tile_inside(index), starts, strict=True)
+                slice(i0 - s, i1 - s) for (i0, i1), s in zip(tile_inside(self.meta, index), starts, strict=True)
             )
             t = y[b][part][None]
             if self.wedge_gains is not None:
