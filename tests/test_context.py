@@ -20,11 +20,11 @@ from cryogen.method.loop import train
 from cryogen.method.solver import SolveConfig
 from cryogen.model.imaging import FFT_DIMS, Wedge, mask_tensor, radius_tensor
 from cryogen.model.nets import NetConfig
-from cryogen.restore.context import ContextVolume, tile_inside, tile_start, write_context
+from cryogen.restore.context import ContextVolume, tile_inside, tile_start
 from cryogen.restore.partial import CONTEXT
 from cryogen.restore.reconstruct import TileRestorer, prepare, reconstruct
 from cryogen.sim.simulate import simulate
-from cryogen.tiling import chunk
+from cryogen.tiling import chunk, stitch
 
 WEDGE = Wedge(-60, 60)
 TINY = TrainConfig(
@@ -58,7 +58,7 @@ def test_a_tiles_fill_is_its_region_of_the_whole_volume_upsampled_and_mirrored_a
     meta = open_store(store)[1]
     binned = rng.normal(size=tuple((n + 1) // 2 for n in meta.source_shape)).astype(np.float32)
     write_mrc(tmp_path / "b.mrc", binned, 20.0)  # its tiles blended back: the volume itself
-    write_context(_chunk(tmp_path / "b.mrc", tmp_path / "b.zarr", tile=16, overlap=4), tmp_path / "ctx.mrc")
+    stitch(_chunk(tmp_path / "b.mrc", tmp_path / "b.zarr", tile=16, overlap=4), tmp_path / "ctx.mrc", progress=False)
     np.testing.assert_allclose(read_mrc(tmp_path / "ctx.mrc")[0], binned, atol=1e-5)
     up = F.interpolate(torch.from_numpy(binned)[None, None], scale_factor=2, mode="trilinear", align_corners=False)
     whole = up[0, 0].numpy()[: meta.source_shape[0], : meta.source_shape[1], : meta.source_shape[2]]

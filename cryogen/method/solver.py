@@ -103,6 +103,17 @@ def warm_start(g: torch.nn.Module, y: torch.Tensor, wedge: Wedge, flips: int = 1
     return total / len(chosen)
 
 
+def warm_start_padded(g: torch.nn.Module, y: torch.Tensor, wedge: Wedge, flips: int = 1) -> torch.Tensor:
+    """`warm_start` of y of any size: padded by reflection to a multiple of what g needs
+    (`g.multiple`), then cropped back (a binned tile, or a tile's part inside the volume)."""
+    shape = tuple(y.shape[-3:])
+    multiple = int(getattr(g, "multiple", 1))
+    pad = [(-n) % multiple for n in shape]
+    if any(pad):
+        y = F.pad(y.unsqueeze(1), (0, pad[2], 0, pad[1], 0, pad[0]), mode="reflect").squeeze(1)
+    return warm_start(g, y, wedge, flips)[..., : shape[0], : shape[1], : shape[2]]
+
+
 class CoarseInput(torch.nn.Module):
     """The coarse network seen from a full-size store's tiles: `coarse_fill` bins a tile normalised
     by the full-size store's statistics, while the coarse network learned on the coarse level's
@@ -205,12 +216,7 @@ def coarse_fill(
         return x0
     if any(n % 2 for n in shape):
         raise ValueError(f"the coarse fill needs even tile edges, not {shape}")
-    coarse = F.avg_pool3d(y.unsqueeze(1), 2).squeeze(1)
-    multiple = int(getattr(g, "multiple", 1))
-    pad = [(-n) % multiple for n in coarse.shape[-3:]]
-    if any(pad):
-        coarse = F.pad(coarse.unsqueeze(1), (0, pad[2], 0, pad[1], 0, pad[0]), mode="reflect").squeeze(1)
-    fill = warm_start(g, coarse, wedge, flips)[..., : shape[0] // 2, : shape[1] // 2, : shape[2] // 2]
+    fill = warm_start_padded(g, F.avg_pool3d(y.unsqueeze(1), 2).squeeze(1), wedge, flips)
     fill = F.interpolate(fill.unsqueeze(1), scale_factor=2, mode="trilinear", align_corners=False).squeeze(1)
     return with_low_wedge(x0, fill, wedge, cutoff)
 

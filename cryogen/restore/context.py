@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from ..errors import CryogenError
 from ..io.mrc import MrcReader
 from ..io.store import TileMeta
-from ..tiling import stitch
 
 
 def tile_start(meta: TileMeta, index: int) -> tuple[int, int, int]:
@@ -37,12 +36,6 @@ def tile_inside(meta: TileMeta, index: int) -> tuple[tuple[int, int], ...]:
     voxels (the rest of the tile is the chunk's mirrored padding)."""
     starts = tile_start(meta, index)
     return tuple((max(s, 0), min(s + meta.tile, n)) for s, n in zip(starts, meta.source_shape, strict=True))
-
-
-def write_context(recon: Path, path: Path) -> None:
-    """Blend the restored coarse tiles of reconstruction store `recon` into the binned volume, an
-    MRC file at `path` (stitch's blending, streamed, written atomically)."""
-    stitch(recon, path, progress=False)
 
 
 class ContextVolume:

@@ -22,7 +22,6 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import zarr
 from tqdm import tqdm
 
@@ -43,11 +42,13 @@ from ..method.solver import (
     map_estimate,
     posterior_std,
     warm_start,
+    warm_start_padded,
     wedge_signal_gains,
     with_low_wedge,
 )
 from ..model.nets import build, place
-from .context import ContextVolume, tile_inside, tile_start, write_context
+from ..tiling import stitch
+from .context import ContextVolume, tile_inside, tile_start
 from .partial import CONTEXT, DONE_ARRAY, discard_if_empty, file_digest, finish, open_partial, partial_path
 
 #: which of a prior's networks restores a store: g (the tiles) or the coarse network (the coarse
@@ -189,7 +190,6 @@ class TileRestorer:
         44-plane crop bins to 22), and the chunk's mirrored copies of the slab would show g more
         specimen than there is: on the real crop the tube's roundness fell 0.924 -> 0.886 with them."""
         out = torch.zeros_like(y)
-        multiple = int(getattr(self.g, "multiple", 1))
         for b, index in enumerate(idx):
             starts = tile_start(self.meta, index)
             part = tuple(
@@ -198,13 +198,8 @@ class TileRestorer:
             t = y[b][part][None]
             if self.wedge_gains is not None:
                 t = in_wedge_with_gains(t, self.wedge_gains, self.meta.wedge)
-            shape = tuple(t.shape[-3:])
-            pad = [(-n) % multiple for n in shape]
-            if any(pad):
-                t = F.pad(t.unsqueeze(1), (0, pad[2], 0, pad[1], 0, pad[0]), mode="reflect").squeeze(1)
             with torch.inference_mode():
-                x = warm_start(self.g, t, self.meta.wedge, self.cfg.flips)
-            out[b][part] = x[0, : shape[0], : shape[1], : shape[2]]
+                out[b][part] = warm_start_padded(self.g, t, self.meta.wedge, self.cfg.flips)[0]
         return out
 
     def save(self, idx: list[int], result: dict[str, np.ndarray]) -> int:
@@ -305,8 +300,9 @@ def context_job(
 
 
 def finish_context(partial: Path) -> None:
-    """Blend the restored coarse level in `partial` into the context volume, then drop its tiles."""
-    write_context(partial / COARSE_LEVEL, partial / CONTEXT)
+    """Blend the restored coarse level in `partial` into the context volume (stitch's blending,
+    streamed, written atomically), then drop its tiles."""
+    stitch(partial / COARSE_LEVEL, partial / CONTEXT, progress=False)
     shutil.rmtree(partial / COARSE_LEVEL)
 
 
