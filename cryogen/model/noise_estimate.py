@@ -45,6 +45,7 @@ alone. `estimate_for_tomogram` reads only a central crop of the tomogram (and of
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from ..errors import CryogenError
 from .imaging import Wedge, as_volume, frequency_radius, rfft_weights, wedge_mask
 from .noise import K_MAX, NoiseModel
 from .noise_directional import estimate_directional
+from .noise_quiet import block_spectra, file_blocks, live_blocks, quiet_profile, shaped_noise, volume_blocks
 
 NOISE_BAND = (0.4, 0.5)  # where the data-alone estimator assumes the signal is negligible
 #: Radial bins of the directional factor measured on half differences (cycles/voxel): the
@@ -275,7 +277,9 @@ def _radial_from_data(
 MIN_NOISE_SHARE = 0.01
 
 
-def estimate_from_data(volume: np.ndarray, wedge: Wedge, n_shells: int = 32) -> NoiseModel:
+def estimate_from_data(
+    volume: np.ndarray, wedge: Wedge, n_shells: int = 32, blocks: Iterable[np.ndarray] | None = None
+) -> NoiseModel:
     """The noise model from one volume, (Z, Y, X), assuming a flat noise PSD in each region and negligible
     signal at 0.4..0.5 cycles/voxel (see the module docstring: this under-estimates sigma for
     binned or low-pass filtered data, where even/odd halves are needed).
@@ -306,6 +310,14 @@ def estimate_from_data(volume: np.ndarray, wedge: Wedge, n_shells: int = 32) -> 
         measured_psd, psd_missing = _radial_from_data(
             power / directional.evaluate(shape3, wedge), radius, mask, band, n_shells
         )
+    edges, _ = _shell_edges(n_shells)
+    own = block_spectra(volume_blocks(v), wedge, edges)
+    quiet = quiet_profile(own if blocks is None else block_spectra(blocks, wedge, edges), centres)
+    live = live_blocks(own, centres)
+    if quiet is not None and live.any():  # the noise's own shape up to the band's top, the corners' beyond
+        shaped = shaped_noise(quiet, own[live].mean(axis=0), np.asarray(data_meas), centres)
+        top = float(radius[band].max())
+        measured_psd = tuple(float(q) if lo < top else m for q, m, lo in zip(shaped, measured_psd, edges, strict=False))
     psd_only = NoiseModel(0.0, tuple(centres), measured_psd, psd_missing, "data", directional=directional)
     return NoiseModel(
         sigma=math.sqrt(psd_only.variance(shape3, wedge)),
@@ -356,7 +368,7 @@ def estimate_for_tomogram(
     The centre holds the specimen, and a crop keeps memory independent of the tomogram's size."""
     if halves is None:
         try:
-            return estimate_from_data(_central_crop(path, crop), wedge)
+            return estimate_from_data(_central_crop(path, crop), wedge, blocks=file_blocks(path))
         except CryogenError as exc:
             raise CryogenError(f"noise estimate: {exc}", path) from None
     check_halves(path, halves)

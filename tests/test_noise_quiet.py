@@ -1,0 +1,115 @@
+"""The data-alone noise spectrum's shape from a volume's quietest blocks (`noise_quiet`): a
+back-projection's tapered, ramp-like noise recovered shell by shell where the flat estimate is off
+several-fold; the level from the volume itself; dead blocks ignored; small volumes unchanged;
+the file's blocks streamed across the whole tomogram."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from cryogen.io.mrc import write_mrc
+from cryogen.model.imaging import Wedge, apply_wedge_np, frequency_radius
+from cryogen.model.noise_estimate import estimate_for_tomogram, estimate_from_data, estimate_from_halves
+from cryogen.model.noise_quiet import (
+    BLOCK,
+    RISING_BELOW,
+    file_blocks,
+    shaped_noise,
+    volume_blocks,
+)
+from cryogen.qc.warnings import check_noise
+
+WEDGE = Wedge(-60, 60, "y")
+SHAPE = (96, 128, 128)
+
+
+def _wbp_noise(shape, seed, std=1.0):
+    """Noise shaped like a weighted back-projection's: a ramp with a Hann taper to 0 at 0.5
+    cycles/voxel (its power peaks near 0.17 and falls 30-fold by 0.45), wedge-shaped."""
+    k = frequency_radius(shape)
+    gain = np.sqrt(k) * np.where(k < 0.5, 0.5 * (1 + np.cos(2 * np.pi * k)), 0.0) + 0.02
+    spec = np.fft.rfftn(np.random.default_rng(seed).standard_normal(shape)) * gain
+    n = apply_wedge_np(np.fft.irfftn(spec, s=shape, axes=(0, 1, 2)).astype(np.float32), WEDGE)
+    return n * np.float32(std / n.std())
+
+
+def _specimen(shape, seed, std):
+    """Smooth structure in the middle third of z only (a slab in ice), seen through the wedge."""
+    s = gaussian_filter(np.random.default_rng(seed).standard_normal(shape), 2.0)
+    s[: shape[0] // 3] = 0
+    s[2 * shape[0] // 3 :] = 0
+    s *= std / s[shape[0] // 3 : 2 * shape[0] // 3].std()
+    return apply_wedge_np(s.astype(np.float32), WEDGE)
+
+
+def _true_psd(noise):
+    return np.asarray(estimate_from_halves(noise, -noise, WEDGE).measured_psd)
+
+
+def test_tapered_ramp_noise_is_recovered_per_shell_where_the_flat_level_is_far_off():
+    noise = _wbp_noise(SHAPE, 1)
+    obs = _specimen(SHAPE, 2, std=2.0) + noise
+    model = estimate_from_data(obs, WEDGE)
+    flat = estimate_from_data(obs, WEDGE, blocks=[])
+    f = np.asarray(model.shell_freqs)
+    true = _true_psd(noise)
+    mid = (f >= 0.1) & (f <= 0.42)
+    ratio = np.asarray(model.measured_psd)[mid] / true[mid]
+    np.testing.assert_allclose(ratio, 1.0, rtol=0.25)
+    assert np.max(np.abs(np.log(np.asarray(flat.measured_psd)[mid] / true[mid]))) > np.log(3.0)  # the old one
+    assert model.sigma == pytest.approx(float(noise.std()), rel=0.15)
+    assert not any("falls across the noise band" in w for w in check_noise(model))
+    assert any("falls across the noise band" in w for w in check_noise(flat))
+
+
+def test_the_level_is_the_volumes_own_and_the_blocks_give_only_the_shape():
+    obs = _specimen(SHAPE, 4, std=1.0) + _wbp_noise(SHAPE, 3)
+    own = estimate_from_data(obs, WEDGE)
+    quieter = estimate_from_data(obs, WEDGE, blocks=volume_blocks(0.5 * obs))
+    np.testing.assert_allclose(own.measured_psd, quieter.measured_psd, rtol=1e-6)
+
+
+def test_the_profile_never_exceeds_the_data_and_rises_from_k0():
+    centres = np.linspace(0.0, 0.85, 32) + 0.0135
+    shape = np.where(centres < 0.1, 5.0, 1.0)  # quiet blocks still holding specimen at low k
+    data = np.full(32, 2.0)
+    data[20] = 0.3
+    noise = shaped_noise(shape, np.full(32, 1.5), data, centres)  # the volume's own level: 1.5 x the blocks'
+    assert np.all(noise <= data)
+    low = centres < RISING_BELOW
+    assert np.all(np.diff(noise[: low.sum() + 1]) >= 0)  # non-decreasing up to RISING_BELOW
+    assert noise[20] == 0.3 and noise[25] == 1.5
+
+
+def test_dead_blocks_are_set_aside():
+    noise = _wbp_noise(SHAPE, 5)
+    obs = _specimen(SHAPE, 6, std=2.0) + noise
+    padded = obs.copy()
+    padded[:, :, :BLOCK] = 0.0  # a reconstruction's empty margin: the quietest blocks of all
+    model = estimate_from_data(padded, WEDGE, blocks=volume_blocks(padded))
+    reference = estimate_from_data(padded, WEDGE, blocks=volume_blocks(obs))
+    f = np.asarray(model.shell_freqs)
+    mid = (f >= 0.1) & (f <= 0.42)
+    np.testing.assert_allclose(np.asarray(model.measured_psd)[mid], np.asarray(reference.measured_psd)[mid], rtol=0.15)
+
+
+def test_small_volumes_keep_the_flat_estimate():
+    small = _specimen((64, 64, 64), 7, 1.0) + _wbp_noise((64, 64, 64), 8)  # 8 blocks
+    assert estimate_from_data(small, WEDGE).measured_psd == estimate_from_data(small, WEDGE, blocks=[]).measured_psd
+
+
+def test_a_tomograms_blocks_are_read_across_the_whole_file(tmp_path):
+    shape = (96, 192, 160)  # wider than the 128^3 central crop
+    vol = _specimen(shape, 9, 1.0) + _wbp_noise(shape, 10)
+    path = tmp_path / "t.mrc"
+    write_mrc(path, vol, voxel_size=10.0)
+    read = list(file_blocks(path))
+    expected = list(volume_blocks(vol))
+    assert len(read) == len(expected) == 3 * 6 * 5
+    for a, b in zip(read, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    model = estimate_for_tomogram(path, WEDGE)
+    crop = vol[:, 32:160, 16:144]
+    assert model.measured_psd == estimate_from_data(crop, WEDGE, blocks=volume_blocks(vol)).measured_psd
