@@ -10,7 +10,8 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from cryogen.io.mrc import write_mrc
-from cryogen.model.imaging import Wedge, apply_wedge_np, frequency_radius
+from cryogen.model.imaging import Wedge, apply_wedge_np, frequency_radius, wedge_mask
+from cryogen.model.noise import NoiseModel
 from cryogen.model.noise_estimate import estimate_for_tomogram, estimate_from_data, estimate_from_halves
 from cryogen.model.noise_quiet import (
     BLOCK,
@@ -25,13 +26,15 @@ WEDGE = Wedge(-60, 60, "y")
 SHAPE = (96, 128, 128)
 
 
-def _wbp_noise(shape, seed, std=1.0):
+def _wbp_noise(shape, seed, std=1.0, leak=0.0):
     """Noise shaped like a weighted back-projection's: a ramp with a Hann taper to 0 at 0.5
-    cycles/voxel (its power peaks near 0.17 and falls 30-fold by 0.45), wedge-shaped."""
+    cycles/voxel (its power peaks near 0.17 and falls 30-fold by 0.45), wedge-shaped, with `leak`
+    times the measured region's power at each |k| inside the wedge."""
     k = frequency_radius(shape)
     gain = np.sqrt(k) * np.where(k < 0.5, 0.5 * (1 + np.cos(2 * np.pi * k)), 0.0) + 0.02
+    gain = gain * np.where(wedge_mask(shape, WEDGE), 1.0, np.sqrt(leak))
     spec = np.fft.rfftn(np.random.default_rng(seed).standard_normal(shape)) * gain
-    n = apply_wedge_np(np.fft.irfftn(spec, s=shape, axes=(0, 1, 2)).astype(np.float32), WEDGE)
+    n = np.fft.irfftn(spec, s=shape, axes=(0, 1, 2)).astype(np.float32)
     return n * np.float32(std / n.std())
 
 
@@ -113,3 +116,35 @@ def test_a_tomograms_blocks_are_read_across_the_whole_file(tmp_path):
     model = estimate_for_tomogram(path, WEDGE)
     crop = vol[:, 32:160, 16:144]
     assert model.measured_psd == estimate_from_data(crop, WEDGE, blocks=volume_blocks(vol)).measured_psd
+
+
+def test_the_wedges_noise_follows_the_measured_regions_shape():
+    """A back-projection's wedge holds a fixed share of the measured region's noise at each |k|
+    (here 0.1): the model's missing region keeps that share across the taper, where one flat
+    level (the band's) would be 10-30x too low at 0.1-0.2 cycles/voxel."""
+    noise = _wbp_noise(SHAPE, 11, leak=0.1)
+    model = estimate_from_data(_specimen(SHAPE, 12, std=2.0) + noise, WEDGE)
+    f = np.asarray(model.shell_freqs)
+    mid = (f >= 0.1) & (f <= 0.42)
+    share = model.missing_profile()[mid] / np.asarray(model.measured_psd)[mid]
+    assert share.max() / share.min() < 1.01  # one share at every |k|
+    assert 0.05 < share.mean() < 0.2  # the trimmed (robust) level of a region sharp at its edge: ~0.1
+    grid = model.psd(SHAPE, WEDGE)
+    k, missing = frequency_radius(SHAPE), ~wedge_mask(SHAPE, WEDGE)
+    at = lambda r: float(np.median(grid[missing & (np.abs(k - r) < 0.01)]))  # noqa: E731
+    assert at(0.17) > 10 * at(0.45)  # shaped on any grid, not flat
+
+
+def test_missing_shape_round_trips_scales_and_filters():
+    freqs = (0.1, 0.3, 0.5)
+    model = NoiseModel(1.0, freqs, (2.0, 4.0, 1.0), 0.5, "data", missing_shape=(2.0, 4.0, 1.0))
+    again = NoiseModel.from_dict(model.to_dict())
+    assert again == model and again.missing_shape == (2.0, 4.0, 1.0)
+    assert "missing_shape" not in NoiseModel(1.0, freqs, (1.0, 1.0, 1.0), 0.5, "data").to_dict()
+    np.testing.assert_allclose(model.scaled(2.0).missing_profile(), 4 * model.missing_profile())
+    halved = model.filtered(lambda r: np.full_like(r, 0.25), (32, 32, 32), WEDGE)  # a constant gain
+    missing = ~wedge_mask((32, 32, 32), WEDGE)
+    before, after = model.psd((32, 32, 32), WEDGE)[missing], halved.psd((32, 32, 32), WEDGE)[missing]
+    np.testing.assert_allclose(after, 0.25 * before, rtol=0.05)  # resampled to 32 shells: a kink loses ~4 %
+    with pytest.raises(Exception, match="missing_shape"):
+        NoiseModel(1.0, freqs, (1.0, 1.0, 1.0), 0.5, "data", missing_shape=(1.0, 1.0))

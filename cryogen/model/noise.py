@@ -5,7 +5,9 @@ measured region of Fourier space, and its power spectrum varies with frequency. 
 therefore a power spectral density (PSD), not one number:
 
     PSD(k) = measured_psd(|k|)   for measured k (radial profile, linear interpolation in |k|)
-    PSD(k) = missing_psd         for k in the missing wedge (0 when the noise is wedge-confined)
+    PSD(k) = missing_psd         for k in the missing wedge (0 when the noise is wedge-confined),
+             times missing_shape(|k|) where the model has one (a back-projection's wedge holds
+             a fixed share of the measured region's noise at each |k|, so it follows its shape)
 
 optionally times a directional factor D(k) (`cryogen.model.noise_directional`): back-projection
 noise is stronger along the tilt axis than across it, and varies with the tilt angle. D has
@@ -78,6 +80,7 @@ class NoiseModel:
     data_psd: tuple[float, ...] = ()
     data_missing_psd: tuple[float, ...] = ()
     directional: DirectionalFactor | None = None
+    missing_shape: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         sigma = float(self.sigma)
@@ -100,7 +103,14 @@ class NoiseModel:
             raise CryogenError(f"noise model: method must be one of {METHODS}, not {self.method!r}")
         data_psd = _floats(self.data_psd, "data_psd")
         data_missing = _floats(self.data_missing_psd, "data_missing_psd")
-        for name, values in (("data_psd", data_psd), ("data_missing_psd", data_missing)):
+        missing_shape = _floats(self.missing_shape, "missing_shape")
+        if missing_shape and min(missing_shape) < 0:
+            raise CryogenError("noise model: missing_shape must be >= 0")
+        for name, values in (
+            ("data_psd", data_psd),
+            ("data_missing_psd", data_missing),
+            ("missing_shape", missing_shape),
+        ):
             if values and len(values) != len(freqs):
                 raise CryogenError(
                     f"noise model: {name} must have one value per shell ({len(freqs)}), not {len(values)}"
@@ -122,6 +132,7 @@ class NoiseModel:
             ("data_variance", data_var),
             ("data_psd", data_psd),
             ("data_missing_psd", data_missing),
+            ("missing_shape", missing_shape),
         ):
             object.__setattr__(self, name, value)
 
@@ -205,11 +216,16 @@ class NoiseModel:
         full = counts > 0
         shell_gain = np.interp(freqs, freqs[full], sums[full] / counts[full]) if full.any() else np.ones(len(freqs))
         missing_gain = float((gain * weights)[~mask].sum() / weights[~mask].sum()) if (~mask).any() else 1.0
+        missing_shape: tuple[float, ...] = ()
+        if self.missing_shape:  # each |k| by its own gain (the gain is radial), the level by the mean
+            shaped = np.interp(freqs, self.shell_freqs, self.missing_shape) * shell_gain
+            missing_shape = tuple(float(v) for v in shaped / missing_gain) if missing_gain > 0 else ()
         out = replace(
             self,
             sigma=0.0,
             shell_freqs=tuple(float(f) for f in freqs),
             measured_psd=tuple(float(v) for v in psd * shell_gain),
+            missing_shape=missing_shape,
             missing_psd=self.missing_psd * missing_gain,
             data_variance=None,
             data_psd=(),
@@ -224,10 +240,20 @@ class NoiseModel:
         shape3 = _shape3(shape)
         radius = frequency_radius(shape3)
         out = np.interp(radius, self.shell_freqs, self.measured_psd)
-        out[~wedge_mask(shape3, wedge)] = self.missing_psd
+        missing = ~wedge_mask(shape3, wedge)
+        if self.missing_shape:
+            out[missing] = self.missing_psd * np.interp(radius[missing], self.shell_freqs, self.missing_shape)
+        else:
+            out[missing] = self.missing_psd
         if self.directional is not None:
             out *= self.directional.evaluate(shape3, wedge)
         return out
+
+    def missing_profile(self) -> np.ndarray:
+        """The missing wedge's PSD at each of `shell_freqs` (before the directional factor)."""
+        if self.missing_shape:
+            return self.missing_psd * np.asarray(self.missing_shape)
+        return np.full(len(self.shell_freqs), self.missing_psd)
 
     def variance(self, shape: tuple[int, ...], wedge: Wedge) -> float:
         """The per-voxel noise variance the PSD implies for a volume of `shape` (mean of the PSD
@@ -270,7 +296,8 @@ class NoiseModel:
 
     def to_dict(self) -> dict:
         """A JSON-able dict (plain floats and lists) for Zarr attributes and checkpoints; the
-        "directional" key only when the model has that factor (radial models' dicts are as before)."""
+        "directional" and "missing_shape" keys only when the model has them (other models' dicts
+        are as before)."""
         out = {
             "sigma": self.sigma,
             "shell_freqs": list(self.shell_freqs),
@@ -283,6 +310,8 @@ class NoiseModel:
         }
         if self.directional is not None:
             out["directional"] = self.directional.as_dict()
+        if self.missing_shape:
+            out["missing_shape"] = list(self.missing_shape)
         return out
 
     @classmethod

@@ -314,11 +314,17 @@ def estimate_from_data(
     own = block_spectra(volume_blocks(v), wedge, edges)
     quiet = quiet_profile(own if blocks is None else block_spectra(blocks, wedge, edges), centres)
     live = live_blocks(own, centres)
+    missing_shape: tuple[float, ...] = ()
     if quiet is not None and live.any():  # the noise's own shape up to the band's top, the corners' beyond
         shaped = shaped_noise(quiet, own[live].mean(axis=0), np.asarray(data_meas), centres)
         top = float(radius[band].max())
+        band_level = measured_psd[0]  # the flat level: the band's, where psd_missing was measured
         measured_psd = tuple(float(q) if lo < top else m for q, m, lo in zip(shaped, measured_psd, edges, strict=False))
-    psd_only = NoiseModel(0.0, tuple(centres), measured_psd, psd_missing, "data", directional=directional)
+        if band_level > 0:  # the wedge's noise, leaked from the measured region's, follows its shape
+            missing_shape = tuple(v / band_level for v in measured_psd)
+    psd_only = NoiseModel(
+        0.0, tuple(centres), measured_psd, psd_missing, "data", directional=directional, missing_shape=missing_shape
+    )
     return NoiseModel(
         sigma=math.sqrt(psd_only.variance(shape3, wedge)),
         shell_freqs=tuple(centres),
@@ -329,6 +335,7 @@ def estimate_from_data(
         data_psd=tuple(data_meas),
         data_missing_psd=tuple(data_miss),
         directional=directional,
+        missing_shape=missing_shape,
     )
 
 

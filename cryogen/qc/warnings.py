@@ -122,10 +122,14 @@ def check_noise(model: NoiseModel) -> list[str]:
         out.append("the noise model is zero: the estimate found no noise (identical halves, or a noise-free volume?)")
         return out
     mid = (f >= 0.1) & (f <= 0.5)
-    level = float(np.median(meas[mid] if mid.any() else meas))
-    if level > 0 and model.missing_psd >= 0.5 * level:
+    if not mid.any():
+        mid = np.ones(len(f), bool)  # a flat model's two points
+    missing_noise = model.missing_profile()
+    level = float(np.median(meas[mid]))
+    ratio = float(np.median(missing_noise[mid])) / level if level > 0 else 0.0
+    if ratio >= 0.5:
         out.append(
-            f"noise inside the missing wedge is {model.missing_psd / level:.2f} x the noise in the measured region: "
+            f"noise inside the missing wedge is {ratio:.2f} x the noise in the measured region: "
             "the noise is not wedge-shaped (simulated white noise, or a reconstruction that fills the wedge), "
             "or the tilt axis / range is wrong"
         )
@@ -148,7 +152,7 @@ def check_noise(model: NoiseModel) -> list[str]:
         signal = (data > 3.0 * noise_meas) & (f <= 0.5)
         if signal.any():
             excess_meas = data[signal] - noise_meas[signal]
-            excess_miss = np.maximum(miss[signal] - model.missing_psd, 0.0)
+            excess_miss = np.maximum(miss[signal] - missing_noise[signal], 0.0)
             r = float(np.median(excess_miss / excess_meas))
             if r > 0.3:
                 out.append(
