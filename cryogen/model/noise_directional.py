@@ -229,12 +229,15 @@ def estimate_directional(
     select: np.ndarray,
     radius_edges: np.ndarray,
     robust: bool,
+    samples: int = 1,
 ) -> DirectionalFactor | None:
     """The directional factor of `power`, the rfftn-layout spectrum of a `shape3` (Z, Y, X) volume, given
     its radial model `base` (same layout): binned ratios power / base over the coefficients in
     `select`, radial bins at `radius_edges`, normalised and shrunk (see the module docstring).
-    `robust`: median / ln 2 per bin (signal may remain) instead of the mean. None where nothing
-    departs from isotropy by more than its sampling noise (every shrinkage weight 0)."""
+    `robust`: median / ln 2 per bin (signal may remain) instead of the mean. `samples`: `power`
+    is the mean of that many independent spectra (blocks of a tomogram), so each coefficient
+    counts as that many (less shrinkage, fewer empty bins). None where nothing departs from
+    isotropy by more than its sampling noise (every shrinkage weight 0)."""
     radius, cosine, angle = _coordinates(shape3, wedge.tilt_axis, rfft=True)
     use = select & (radius > 0)
     if use.any():  # wedge-confined noise: nothing to measure in the missing region
@@ -242,7 +245,7 @@ def estimate_directional(
     n_r = len(radius_edges) - 1
     for n_c, step in zip(N_COSINES, ANGLE_STEP, strict=True):
         a_edges, n_in = _angle_edges(wedge, step)
-        if use.sum() >= FINE_COUNT * n_c * (len(a_edges) - 1):  # rows borrow from their pool
+        if use.sum() * samples >= FINE_COUNT * n_c * (len(a_edges) - 1):  # rows borrow from their pool
             break
     n_a = len(a_edges) - 1
     ir = np.clip(np.searchsorted(radius_edges, radius[use], side="right") - 1, 0, n_r - 1)
@@ -251,7 +254,7 @@ def estimate_directional(
     ia = np.clip(np.searchsorted(a_edges, theta, side="right") - 1, 0, n_a - 1)
     key = (ir * n_c + ic) * n_a + ia
     ratio = (power[use] / base[use]).astype(np.float64)
-    level, count = _bin_levels(ratio, key, n_r * n_c * n_a, robust)
+    level, count = _bin_levels(ratio, key, n_r * n_c * n_a, robust, samples)
     level, count = level.reshape(n_r, n_c, n_a), count.reshape(n_r, n_c, n_a)
     regions = (slice(0, n_in), slice(n_in, n_a))
     values = np.ones_like(level)
@@ -271,16 +274,19 @@ def estimate_directional(
     )
 
 
-def _bin_levels(ratio: np.ndarray, key: np.ndarray, n_bins: int, robust: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per bin, the mean (or median / ln 2) of `ratio` and its number of coefficients; nan where
-    fewer than MIN_COUNT."""
-    count = np.bincount(key, minlength=n_bins).astype(np.float64)
+def _bin_levels(
+    ratio: np.ndarray, key: np.ndarray, n_bins: int, robust: bool, samples: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per bin, the mean (or median / ln 2) of `ratio` and its number of coefficients (times
+    `samples`, see `estimate_directional`); nan where fewer than MIN_COUNT."""
+    n = np.bincount(key, minlength=n_bins).astype(np.float64)
     if robust:
         order = np.argsort(key, kind="stable")
-        groups = np.split(ratio[order], np.cumsum(count[:-1]).astype(np.int64))
+        groups = np.split(ratio[order], np.cumsum(n[:-1]).astype(np.int64))
         level = np.array([np.median(g) / np.log(2.0) if g.size else np.nan for g in groups])
     else:
-        level = np.bincount(key, weights=ratio, minlength=n_bins) / np.maximum(count, 1.0)
+        level = np.bincount(key, weights=ratio, minlength=n_bins) / np.maximum(n, 1.0)
+    count = n * samples
     return np.where(count >= MIN_COUNT, level, np.nan), count
 
 

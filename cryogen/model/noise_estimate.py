@@ -55,7 +55,7 @@ from ..errors import CryogenError
 from .imaging import Wedge, as_volume, frequency_radius, rfft_weights, wedge_mask
 from .noise import K_MAX, NoiseModel
 from .noise_directional import estimate_directional
-from .noise_quiet import block_spectra, file_blocks, live_blocks, quiet_profile, shaped_noise, volume_blocks
+from .noise_quiet import BLOCK, block_spectra, file_blocks, live_blocks, quiet_blocks, shaped_noise, volume_blocks
 
 NOISE_BAND = (0.4, 0.5)  # where the data-alone estimator assumes the signal is negligible
 #: Radial bins of the directional factor measured on half differences (cycles/voxel): the
@@ -280,15 +280,17 @@ MIN_NOISE_SHARE = 0.01
 def estimate_from_data(
     volume: np.ndarray, wedge: Wedge, n_shells: int = 32, blocks: Iterable[np.ndarray] | None = None
 ) -> NoiseModel:
-    """The noise model from one volume, (Z, Y, X), assuming a flat noise PSD in each region and negligible
-    signal at 0.4..0.5 cycles/voxel (see the module docstring: this under-estimates sigma for
-    binned or low-pass filtered data, where even/odd halves are needed).
+    """The noise model from one volume, (Z, Y, X): its spectrum's shape and directions from the
+    quietest blocks of `blocks` (default: the volume's own; `noise_quiet`), at the level of the
+    volume's noise band (0.4..0.5 cycles/voxel, where the signal is assumed negligible). Without
+    enough blocks (small volumes), a flat noise PSD in each region at that level (this
+    under-estimates the noise of binned, tapered or low-pass filtered data: use even/odd halves).
 
-    The directional factor is measured in the noise band, as power / radial model per direction,
-    and ASSUMED to hold at every |k|: the anisotropy of back-projection noise comes from the
-    reconstruction (interpolation across the tilt axis, none along it), not from the specimen.
-    With a factor, the radial levels are re-measured on the power divided by it, so that they
-    are means over all directions, not medians of a mixture of directions."""
+    Flat model: the directional factor is measured in the noise band, as power / radial model per
+    direction, and ASSUMED to hold at every |k| (on the M. pneumoniae WBP it was 3.5x too strong
+    along the tilt axis at 0.1-0.3: the interpolation it comes from damps high |k| only); with a
+    factor, the radial levels are re-measured on the power divided by it, so that they are means
+    over all directions, not medians of a mixture of directions."""
     v = _volume(volume, "volume")
     _shell_edges(n_shells)
     y = _centred(v)
@@ -300,28 +302,44 @@ def estimate_from_data(
     centres, data_meas, data_miss, _, radius, mask = _spectrum_profile(power, shape3, wedge, n_shells)
     band = _noise_band(radius, mask, shape3)
     measured_psd, psd_missing = _radial_from_data(power, radius, mask, band, n_shells)
-    radial = NoiseModel(0.0, tuple(centres), measured_psd, psd_missing, "data")
-    edges = np.array([float(radius[band].min()), float(radius[band].max()) + 1e-9])
-    base = radial.psd(shape3, wedge)
-    directional = None
-    if radial.variance(shape3, wedge) >= MIN_NOISE_SHARE * var:  # else the band holds no noise to measure
-        directional = estimate_directional(_periodic_power(y), base, shape3, wedge, band, edges, robust=True)
-    if directional is not None:
-        measured_psd, psd_missing = _radial_from_data(
-            power / directional.evaluate(shape3, wedge), radius, mask, band, n_shells
-        )
     edges, _ = _shell_edges(n_shells)
-    own = block_spectra(volume_blocks(v), wedge, edges)
-    quiet = quiet_profile(own if blocks is None else block_spectra(blocks, wedge, edges), centres)
+    own, _ = block_spectra(volume_blocks(v), wedge, edges)
+    spectra, powers = block_spectra(volume_blocks(v) if blocks is None else blocks, wedge, edges, periodic=True)
+    quiet = quiet_blocks(spectra, centres)
     live = live_blocks(own, centres)
     missing_shape: tuple[float, ...] = ()
-    if quiet is not None and live.any():  # the noise's own shape up to the band's top, the corners' beyond
-        shaped = shaped_noise(quiet, own[live].mean(axis=0), np.asarray(data_meas), centres)
+    directional = None
+    if quiet is not None and powers is not None and live.any():
+        # the noise's own shape up to the band's top (the corners' beyond), at the volume's level
+        shaped = shaped_noise(spectra[quiet].mean(axis=0), own[live].mean(axis=0), np.asarray(data_meas), centres)
         top = float(radius[band].max())
         band_level = measured_psd[0]  # the flat level: the band's, where psd_missing was measured
         measured_psd = tuple(float(q) if lo < top else m for q, m, lo in zip(shaped, measured_psd, edges, strict=False))
         if band_level > 0:  # the wedge's noise, leaked from the measured region's, follows its shape
-            missing_shape = tuple(v / band_level for v in measured_psd)
+            missing_shape = tuple(m / band_level for m in measured_psd)
+        radial = NoiseModel(0.0, tuple(centres), measured_psd, psd_missing, "data", missing_shape=missing_shape)
+        if radial.variance(shape3, wedge) >= MIN_NOISE_SHARE * var:
+            grid = (BLOCK, BLOCK, BLOCK)
+            directional = estimate_directional(
+                powers[quiet].mean(axis=0).astype(np.float64),
+                radial.psd(grid, wedge),
+                grid,
+                wedge,
+                frequency_radius(grid) > 0,
+                HALVES_RADII,
+                robust=False,
+                samples=len(quiet),
+            )
+    else:
+        radial = NoiseModel(0.0, tuple(centres), measured_psd, psd_missing, "data")
+        edges = np.array([float(radius[band].min()), float(radius[band].max()) + 1e-9])
+        if radial.variance(shape3, wedge) >= MIN_NOISE_SHARE * var:  # else the band holds no noise to measure
+            base = radial.psd(shape3, wedge)
+            directional = estimate_directional(_periodic_power(y), base, shape3, wedge, band, edges, robust=True)
+        if directional is not None:
+            measured_psd, psd_missing = _radial_from_data(
+                power / directional.evaluate(shape3, wedge), radius, mask, band, n_shells
+            )
     psd_only = NoiseModel(
         0.0, tuple(centres), measured_psd, psd_missing, "data", directional=directional, missing_shape=missing_shape
     )

@@ -14,7 +14,8 @@ cut into blocks of BLOCK^3 (`block_spectra`: each block's mean power per shell o
 region); blocks whose power in the noise band (0.4-0.5) is far from the median are set aside
 (`live_blocks`: padding, a reconstruction's empty margins, beads); of the rest, the
 QUIET_FRACTION with the least power at 0.05-0.25 cycles/voxel (where specimen power is) are
-averaged (`quiet_profile`): the noise's shape. Its level is the volume's own (`shaped_noise`): the
+averaged (`quiet_blocks`): the noise's shape, and the directions of its power (each |k| alone:
+the interpolation of back-projection damps the noise across the tilt axis near Nyquist only). Its level is the volume's own (`shaped_noise`): the
 quiet blocks may lie where fewer tilts reach (the field of view's edges) and hold less noise, so
 the shape is raised to the noise band's power of the volume the model is for, measured on blocks
 of the same size (a steep spectrum is sampled alike on both). The result is never above that
@@ -93,14 +94,19 @@ def file_blocks(path: str | Path) -> Iterator[np.ndarray]:
                     yield slab[:, :, x : x + BLOCK]
 
 
-def block_spectra(blocks: Iterable[np.ndarray], wedge: Wedge, shell_edges: np.ndarray) -> np.ndarray:
+def block_spectra(
+    blocks: Iterable[np.ndarray], wedge: Wedge, shell_edges: np.ndarray, periodic: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Each block's mean power per shell (`shell_edges`, cycles/voxel) over its measured region,
     (n_blocks, n_shells); shells the BLOCK^3 grid has no coefficients in are interpolated from
-    their neighbours. The plain periodogram: unbiased for noise of any spectrum this smooth (the
-    periodic component, `noise_estimate._periodic_power`, loses ~5 % of white noise's power at
-    0.4-0.5 on 32^3, a Hann window blurs the wedge's edge into the measured region's mean); the
-    jumps across a block's faces add a little of its structure's power along the k axes."""
-    from .noise_estimate import _power
+    their neighbours. Plain (the periodogram): unbiased for noise, for the volume's own level.
+    `periodic`: of each block's periodic component (`noise_estimate._periodic_power`), and each
+    block's whole spectrum kept too (float32, (n_blocks, BLOCK, BLOCK, BLOCK // 2 + 1)), for the
+    noise's shape and directions: a block cuts through structure, and the jumps across its faces
+    put a cross of power on the k axes (along the tilt axis too) that the periodic component does
+    not have; it loses 3-5 % of white noise's power above 0.2 cycles/voxel, which the level, taken
+    from plain spectra, makes up."""
+    from .noise_estimate import _periodic_power, _power
 
     shape3 = (BLOCK, BLOCK, BLOCK)
     radius = frequency_radius(shape3)
@@ -111,13 +117,16 @@ def block_spectra(blocks: Iterable[np.ndarray], wedge: Wedge, shell_edges: np.nd
     counts = np.bincount(shell, weights=w, minlength=n_shells)
     full = counts > 0
     centres = 0.5 * (shell_edges[:-1] + shell_edges[1:])
-    rows = []
+    rows, kept = [], []
     for block in blocks:
         b = block.astype(np.float64)
-        power = _power(b - b.mean())[select]
-        means = np.bincount(shell, weights=power * w, minlength=n_shells)
+        power = _periodic_power(b - b.mean()) if periodic else _power(b - b.mean())
+        means = np.bincount(shell, weights=power[select] * w, minlength=n_shells)
         rows.append(np.interp(centres, centres[full], means[full] / counts[full]))
-    return np.array(rows).reshape(len(rows), n_shells)
+        if periodic:
+            kept.append(power.astype(np.float32))
+    spectra = np.array(rows).reshape(len(rows), n_shells)
+    return spectra, (np.array(kept).reshape(len(kept), *shape3[:2], BLOCK // 2 + 1) if periodic else None)
 
 
 def _bands(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,15 +147,15 @@ def live_blocks(spectra: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return (level >= LIVE_RANGE[0] * median) & (level <= LIVE_RANGE[1] * median)
 
 
-def quiet_profile(spectra: np.ndarray, centres: np.ndarray) -> np.ndarray | None:
-    """The noise PSD per shell of the quietest live blocks among `spectra` (`block_spectra`; see
-    the module docstring), on the blocks' level; None with fewer than MIN_BLOCKS live blocks."""
+def quiet_blocks(spectra: np.ndarray, centres: np.ndarray) -> np.ndarray | None:
+    """The indices of the quietest live blocks among `spectra` (`block_spectra`; see the module
+    docstring), whose mean is the noise's shape; None with fewer than MIN_BLOCKS live blocks."""
     specimen, noise = _bands(centres)
     live = live_blocks(spectra, centres)
     if live.sum() < MIN_BLOCKS or not specimen.any() or not noise.any():
         return None
     quiet = np.flatnonzero(live)[np.argsort(spectra[live][:, specimen].mean(axis=1))]
-    return spectra[quiet[: max(MIN_BLOCKS // 3, int(QUIET_FRACTION * live.sum()))]].mean(axis=0)
+    return quiet[: max(MIN_BLOCKS // 3, int(QUIET_FRACTION * live.sum()))]
 
 
 def shaped_noise(quiet: np.ndarray, own: np.ndarray, data_psd: np.ndarray, centres: np.ndarray) -> np.ndarray:
