@@ -8,7 +8,10 @@ each of `n_shells` equal-width radial shells over 0 <= |k| <= sqrt(3)/2 gives me
 (DC excluded; shells without coefficients are interpolated linearly from their neighbours);
 missing_psd is the mean over all missing coefficients. No assumption on the spectrum.
 
-From one volume (`estimate_from_data`, method "data"). After subtracting the mean, the signal
+From one volume (`estimate_from_data`, method "data"). Where the tomogram (or volume) holds at
+least 27 blocks of 32^3, the spectrum's shape per shell and its directions per |k| come from its
+quietest blocks at the level measured below (`noise_quiet`); otherwise, as follows, flat.
+After subtracting the mean, the signal
 is assumed negligible in the band 0.4 <= |k| <= 0.5 cycles/voxel (widened, first up to
 sqrt(3)/2, then down to 0.25, if it holds too few coefficients). There the PSD is the trimmed
 mean of |Y_k|^2 / N (the top 1 % left out, so a few strong signal coefficients do not move it,
@@ -309,7 +312,7 @@ def estimate_from_data(
     live = live_blocks(own, centres)
     missing_shape: tuple[float, ...] = ()
     directional = None
-    if quiet is not None and powers is not None and live.any():
+    if quiet is not None and live.any():
         # the noise's own shape up to the band's top (the corners' beyond), at the volume's level
         shaped = shaped_noise(spectra[quiet].mean(axis=0), own[live].mean(axis=0), np.asarray(data_meas), centres)
         top = float(radius[band].max())
@@ -321,7 +324,7 @@ def estimate_from_data(
         if radial.variance(shape3, wedge) >= MIN_NOISE_SHARE * var:
             grid = (BLOCK, BLOCK, BLOCK)
             directional = estimate_directional(
-                powers[quiet].mean(axis=0).astype(np.float64),
+                np.asarray(powers)[quiet].mean(axis=0).astype(np.float64),
                 radial.psd(grid, wedge),
                 grid,
                 wedge,
@@ -332,10 +335,10 @@ def estimate_from_data(
             )
     else:
         radial = NoiseModel(0.0, tuple(centres), measured_psd, psd_missing, "data")
-        edges = np.array([float(radius[band].min()), float(radius[band].max()) + 1e-9])
+        band_edges = np.array([float(radius[band].min()), float(radius[band].max()) + 1e-9])
         if radial.variance(shape3, wedge) >= MIN_NOISE_SHARE * var:  # else the band holds no noise to measure
             base = radial.psd(shape3, wedge)
-            directional = estimate_directional(_periodic_power(y), base, shape3, wedge, band, edges, robust=True)
+            directional = estimate_directional(_periodic_power(y), base, shape3, wedge, band, band_edges, robust=True)
         if directional is not None:
             measured_psd, psd_missing = _radial_from_data(
                 power / directional.evaluate(shape3, wedge), radius, mask, band, n_shells
