@@ -61,11 +61,12 @@ def peak_mb(tmp_path: Path, shape: tuple[int, int, int]) -> tuple[float, float]:
 
 @pytest.mark.integration
 def test_peak_memory_flat_in_tomogram_size(tmp_path):
-    # both at least 128 deep, so both get the full 128^3 central crop of chunk's spectral checks
-    # (a fixed cost that would otherwise differ between them)
-    small = peak_mb(tmp_path, (128, 256, 256))  # 32 MB
-    large = peak_mb(tmp_path, (768, 256, 256))  # 192 MB, 6x the voxels
-    # the whole large volume would add 160 MB; streaming must stay within a small margin
+    # both at least 256 deep, so both get the full 128^3 central crop of the noise estimate at
+    # both levels (the volume's, and the coarse level's binned 2x): a fixed cost, the largest
+    # chunk has, that would otherwise differ between them
+    small = peak_mb(tmp_path, (256, 256, 256))  # 64 MB
+    large = peak_mb(tmp_path, (768, 256, 256))  # 192 MB, 3x the voxels
+    # the whole large volume would add 128 MB; streaming must stay within a small margin
     assert large[0] < small[0] + 24, (small, large)
     assert large[1] < small[1] + 24, (small, large)
 

@@ -5,6 +5,8 @@ the file's blocks streamed across the whole tomogram."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
@@ -55,7 +57,7 @@ def test_tapered_ramp_noise_is_recovered_per_shell_where_the_flat_level_is_far_o
     noise = _wbp_noise(SHAPE, 1)
     obs = _specimen(SHAPE, 2, std=2.0) + noise
     model = estimate_from_data(obs, WEDGE)
-    flat = estimate_from_data(obs, WEDGE, blocks=[])
+    flat = estimate_from_data(obs, WEDGE, blocks=list)
     f = np.asarray(model.shell_freqs)
     true = _true_psd(noise)
     mid = (f >= 0.1) & (f <= 0.42)
@@ -70,7 +72,7 @@ def test_tapered_ramp_noise_is_recovered_per_shell_where_the_flat_level_is_far_o
 def test_the_level_is_the_volumes_own_and_the_blocks_give_only_the_shape():
     obs = _specimen(SHAPE, 4, std=1.0) + _wbp_noise(SHAPE, 3)
     own = estimate_from_data(obs, WEDGE)
-    quieter = estimate_from_data(obs, WEDGE, blocks=volume_blocks(0.5 * obs))
+    quieter = estimate_from_data(obs, WEDGE, blocks=partial(volume_blocks, 0.5 * obs))
     np.testing.assert_allclose(own.measured_psd, quieter.measured_psd, rtol=1e-6)
 
 
@@ -91,8 +93,8 @@ def test_dead_blocks_are_set_aside():
     obs = _specimen(SHAPE, 6, std=2.0) + noise
     padded = obs.copy()
     padded[:, :, :BLOCK] = 0.0  # a reconstruction's empty margin: the quietest blocks of all
-    model = estimate_from_data(padded, WEDGE, blocks=volume_blocks(padded))
-    reference = estimate_from_data(padded, WEDGE, blocks=volume_blocks(obs))
+    model = estimate_from_data(padded, WEDGE, blocks=partial(volume_blocks, padded))
+    reference = estimate_from_data(padded, WEDGE, blocks=partial(volume_blocks, obs))
     f = np.asarray(model.shell_freqs)
     mid = (f >= 0.1) & (f <= 0.42)
     np.testing.assert_allclose(np.asarray(model.measured_psd)[mid], np.asarray(reference.measured_psd)[mid], rtol=0.15)
@@ -100,7 +102,7 @@ def test_dead_blocks_are_set_aside():
 
 def test_small_volumes_keep_the_flat_estimate():
     small = _specimen((64, 64, 64), 7, 1.0) + _wbp_noise((64, 64, 64), 8)  # 8 blocks
-    assert estimate_from_data(small, WEDGE).measured_psd == estimate_from_data(small, WEDGE, blocks=[]).measured_psd
+    assert estimate_from_data(small, WEDGE).measured_psd == estimate_from_data(small, WEDGE, blocks=list).measured_psd
 
 
 def test_a_tomograms_blocks_are_read_across_the_whole_file(tmp_path):
@@ -115,7 +117,7 @@ def test_a_tomograms_blocks_are_read_across_the_whole_file(tmp_path):
         np.testing.assert_array_equal(a, b)
     model = estimate_for_tomogram(path, WEDGE)
     crop = vol[:, 32:160, 16:144]
-    assert model.measured_psd == estimate_from_data(crop, WEDGE, blocks=volume_blocks(vol)).measured_psd
+    assert model.measured_psd == estimate_from_data(crop, WEDGE, blocks=partial(volume_blocks, vol)).measured_psd
 
 
 def test_the_wedges_noise_follows_the_measured_regions_shape():
@@ -175,7 +177,7 @@ def test_the_noises_directions_are_measured_at_each_frequency():
     noise = _damped_across(SHAPE, 13)
     obs = _specimen(SHAPE, 14, std=1.0) + noise
     true = np.abs(np.fft.rfftn(noise)) ** 2
-    model, flat = estimate_from_data(obs, WEDGE), estimate_from_data(obs, WEDGE, blocks=[])
+    model, flat = estimate_from_data(obs, WEDGE), estimate_from_data(obs, WEDGE, blocks=list)
     for lo, hi in ((0.2, 0.27), (0.4, 0.47)):
         want = _along_over_across(true, SHAPE, lo, hi)
         got = _along_over_across(model.psd(SHAPE, WEDGE), SHAPE, lo, hi)

@@ -48,7 +48,8 @@ alone. `estimate_for_tomogram` reads only a central crop of the tomogram (and of
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,16 @@ from ..errors import CryogenError
 from .imaging import Wedge, as_volume, frequency_radius, rfft_weights, wedge_mask
 from .noise import K_MAX, NoiseModel
 from .noise_directional import estimate_directional
-from .noise_quiet import BLOCK, block_spectra, file_blocks, live_blocks, quiet_blocks, shaped_noise, volume_blocks
+from .noise_quiet import (
+    BLOCK,
+    block_spectra,
+    file_blocks,
+    live_blocks,
+    mean_block_power,
+    quiet_blocks,
+    shaped_noise,
+    volume_blocks,
+)
 
 NOISE_BAND = (0.4, 0.5)  # where the data-alone estimator assumes the signal is negligible
 #: Radial bins of the directional factor measured on half differences (cycles/voxel): the
@@ -281,10 +291,13 @@ MIN_NOISE_SHARE = 0.01
 
 
 def estimate_from_data(
-    volume: np.ndarray, wedge: Wedge, n_shells: int = 32, blocks: Iterable[np.ndarray] | None = None
+    volume: np.ndarray,
+    wedge: Wedge,
+    n_shells: int = 32,
+    blocks: Callable[[], Iterable[np.ndarray]] | None = None,
 ) -> NoiseModel:
     """The noise model from one volume, (Z, Y, X): its spectrum's shape and directions from the
-    quietest blocks of `blocks` (default: the volume's own; `noise_quiet`), at the level of the
+    quietest blocks `blocks()` yields (read twice; default: the volume's own; `noise_quiet`), at the level of the
     volume's noise band (0.4..0.5 cycles/voxel, where the signal is assumed negligible). Without
     enough blocks (small volumes), a flat noise PSD in each region at that level (this
     under-estimates the noise of binned, tapered or low-pass filtered data: use even/odd halves).
@@ -306,8 +319,10 @@ def estimate_from_data(
     band = _noise_band(radius, mask, shape3)
     measured_psd, psd_missing = _radial_from_data(power, radius, mask, band, n_shells)
     edges, _ = _shell_edges(n_shells)
-    own, _ = block_spectra(volume_blocks(v), wedge, edges)
-    spectra, powers = block_spectra(volume_blocks(v) if blocks is None else blocks, wedge, edges, periodic=True)
+    own = block_spectra(volume_blocks(v), wedge, edges)
+    if blocks is None:
+        blocks = partial(volume_blocks, v)
+    spectra = block_spectra(blocks(), wedge, edges, periodic=True)
     quiet = quiet_blocks(spectra, centres)
     live = live_blocks(own, centres)
     missing_shape: tuple[float, ...] = ()
@@ -324,7 +339,7 @@ def estimate_from_data(
         if radial.variance(shape3, wedge) >= MIN_NOISE_SHARE * var:
             grid = (BLOCK, BLOCK, BLOCK)
             directional = estimate_directional(
-                np.asarray(powers)[quiet].mean(axis=0).astype(np.float64),
+                mean_block_power(blocks(), quiet),
                 radial.psd(grid, wedge),
                 grid,
                 wedge,
@@ -396,7 +411,7 @@ def estimate_for_tomogram(
     The centre holds the specimen, and a crop keeps memory independent of the tomogram's size."""
     if halves is None:
         try:
-            return estimate_from_data(_central_crop(path, crop), wedge, blocks=file_blocks(path))
+            return estimate_from_data(_central_crop(path, crop), wedge, blocks=partial(file_blocks, path))
         except CryogenError as exc:
             raise CryogenError(f"noise estimate: {exc}", path) from None
     check_halves(path, halves)

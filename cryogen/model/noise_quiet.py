@@ -96,18 +96,11 @@ def file_blocks(path: str | Path) -> Iterator[np.ndarray]:
 
 def block_spectra(
     blocks: Iterable[np.ndarray], wedge: Wedge, shell_edges: np.ndarray, periodic: bool = False
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> np.ndarray:
     """Each block's mean power per shell (`shell_edges`, cycles/voxel) over its measured region,
     (n_blocks, n_shells); shells the BLOCK^3 grid has no coefficients in are interpolated from
     their neighbours. Plain (the periodogram): unbiased for noise, for the volume's own level.
-    `periodic`: of each block's periodic component (`noise_estimate._periodic_power`), and each
-    block's whole spectrum kept too (float32, (n_blocks, BLOCK, BLOCK, BLOCK // 2 + 1)), for the
-    noise's shape and directions: a block cuts through structure, and the jumps across its faces
-    put a cross of power on the k axes (along the tilt axis too) that the periodic component does
-    not have; it loses 3-5 % of white noise's power above 0.2 cycles/voxel, which the level, taken
-    from plain spectra, makes up."""
-    from .noise_estimate import _periodic_power, _power
-
+    `periodic`: of each block's periodic component (`_block_power`), for the noise's shape."""
     shape3 = (BLOCK, BLOCK, BLOCK)
     radius = frequency_radius(shape3)
     select = wedge_mask(shape3, wedge) & (radius > 0)
@@ -117,16 +110,35 @@ def block_spectra(
     counts = np.bincount(shell, weights=w, minlength=n_shells)
     full = counts > 0
     centres = 0.5 * (shell_edges[:-1] + shell_edges[1:])
-    rows, kept = [], []
+    rows = []
     for block in blocks:
-        b = block.astype(np.float64)
-        power = _periodic_power(b - b.mean()) if periodic else _power(b - b.mean())
-        means = np.bincount(shell, weights=power[select] * w, minlength=n_shells)
+        means = np.bincount(shell, weights=_block_power(block, periodic)[select] * w, minlength=n_shells)
         rows.append(np.interp(centres, centres[full], means[full] / counts[full]))
-        if periodic:
-            kept.append(power.astype(np.float32))
-    spectra = np.array(rows).reshape(len(rows), n_shells)
-    return spectra, (np.array(kept).reshape(len(kept), *shape3[:2], BLOCK // 2 + 1) if periodic else None)
+    return np.array(rows).reshape(len(rows), n_shells)
+
+
+def mean_block_power(blocks: Iterable[np.ndarray], chosen: np.ndarray) -> np.ndarray:
+    """The mean 3-D power (periodic components, (BLOCK, BLOCK, BLOCK // 2 + 1)) of the blocks at
+    the indices `chosen` of `blocks`, for the noise's directions; a second pass over the blocks
+    rather than every block's spectrum kept from the first, so memory stays one block's."""
+    wanted = {int(i) for i in chosen}
+    total = np.zeros((BLOCK, BLOCK, BLOCK // 2 + 1))
+    for i, block in enumerate(blocks):
+        if i in wanted:
+            total += _block_power(block, periodic=True)
+    return total / max(1, len(wanted))
+
+
+def _block_power(block: np.ndarray, periodic: bool) -> np.ndarray:
+    """One block's power spectrum (rfft layout) after removing its mean. Periodic: of its periodic
+    component (`noise_estimate._periodic_power`): a block cuts through structure, and the jumps
+    across its faces put a cross of power on the k axes (along the tilt axis too) that the periodic
+    component does not have; it loses 3-5 % of white noise's power above 0.2 cycles/voxel, which
+    the level, taken from plain spectra, makes up."""
+    from .noise_estimate import _periodic_power, _power
+
+    b = block.astype(np.float64)
+    return _periodic_power(b - b.mean()) if periodic else _power(b - b.mean())
 
 
 def _bands(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
