@@ -407,7 +407,8 @@ def estimate_for_tomogram(
     path: str | Path, wedge: Wedge, halves: tuple[str | Path, str | Path] | None = None, crop: int = NOISE_CROP
 ) -> NoiseModel:
     """The noise model of a tomogram from its central crop: from the even/odd halves when given
-    (no assumption on the spectrum), else from the tomogram alone (flat-spectrum assumption).
+    (no assumption on the spectrum), else from the tomogram alone (`estimate_from_data`: the
+    spectrum's shape from its quietest blocks, read across the whole file; flat in small ones).
     The centre holds the specimen, and a crop keeps memory independent of the tomogram's size."""
     if halves is None:
         try:
