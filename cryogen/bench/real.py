@@ -28,6 +28,7 @@ from ..deconvolve import Deconvolution, deconvolve
 from ..errors import CryogenError
 from ..io.files import atomic_output
 from ..io.mrc import read_mrc, write_mrc
+from ..io.tiff import is_tiff
 from ..method.checkpoints import load_checkpoint, snapshot_dir
 from ..method.config import TrainConfig
 from ..method.solver import SolveConfig
@@ -108,7 +109,7 @@ def read_volume(path: Path) -> tuple[np.ndarray, float | None]:
     """A (z, y, x) float32 volume from TIFF or MRC, with the MRC's voxel size (None for TIFF)."""
     if not path.exists():
         raise CryogenError("no such file", path)
-    if path.suffix.lower() in (".tif", ".tiff"):
+    if is_tiff(path):
         import tifffile
 
         data = tifffile.imread(path)

@@ -23,6 +23,7 @@ from . import (
     backproject,
     benchmark,
     chunk,
+    convert,
     copick,
     deconvolve,
     evaluate,
@@ -41,6 +42,7 @@ from .common import EPILOG, VerbParser
 VERBS = (
     simulate,
     evaluate,
+    convert,
     backproject,
     deconvolve,
     chunk,

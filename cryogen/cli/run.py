@@ -38,7 +38,7 @@ def add_parser(sub: Subparsers) -> None:
 def _arguments(p: argparse.ArgumentParser) -> None:
     from ..restore.pipeline import run_one
 
-    p.add_argument("input", metavar="IN.mrc")
+    p.add_argument("input", metavar="IN.mrc", help="the tomogram: MRC, or a TIFF stack (converted first)")
     p.add_argument("output", metavar="OUT.mrc")
     add_wedge_args(p, required=True, auto=True)
     p.add_argument(
@@ -57,29 +57,31 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from ..io.tiff import as_mrc
     from ..method.config import TrainConfig
     from ..qc.figures import measures_line, truth_free_measures
     from ..restore.pipeline import run_one
 
-    wedge = wedge_of(args, args.input)
-    run_one(
-        args.input,
-        args.output,
-        wedge,
-        std_path=args.std,
-        time_budget=None if args.time_budget is None else args.time_budget * 60.0,
-        steps=args.steps,
-        solve=solve_config(args),
-        device=args.device,
-        seed=args.seed,
-        tile=args.tile,
-        overlap=args.overlap,
-        voxel_size=args.voxel_size,
-        halves=None if args.halves is None else (args.halves[0], args.halves[1]),
-        train_config=TrainConfig(seed=args.seed, batch=args.batch, patch=args.patch),
-        deconvolution=deconvolution_of(args),
-        beads=args.beads,
-    )
-    # what a user of real data judges the result by, at once (as `cryogen report` and the workflow's report give it)
-    print(measures_line(truth_free_measures(args.input, args.output, wedge)))
+    with as_mrc(args.input, args.output, args.voxel_size) as source:  # a TIFF converted first
+        wedge = wedge_of(args, str(source))
+        run_one(
+            source,
+            args.output,
+            wedge,
+            std_path=args.std,
+            time_budget=None if args.time_budget is None else args.time_budget * 60.0,
+            steps=args.steps,
+            solve=solve_config(args),
+            device=args.device,
+            seed=args.seed,
+            tile=args.tile,
+            overlap=args.overlap,
+            voxel_size=args.voxel_size,
+            halves=None if args.halves is None else (args.halves[0], args.halves[1]),
+            train_config=TrainConfig(seed=args.seed, batch=args.batch, patch=args.patch),
+            deconvolution=deconvolution_of(args),
+            beads=args.beads,
+        )
+        # what a user of real data judges the result by, at once (as `cryogen report` and the workflow's report give it)
+        print(measures_line(truth_free_measures(source, args.output, wedge)))
     print(f"wrote {args.output}" + (f" and {args.std}" if args.std else ""))

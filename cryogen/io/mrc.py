@@ -78,6 +78,10 @@ def _raw_header(p: Path) -> tuple[Any, int]:
             return m.header.copy(), size
     except (ValueError, OSError, EOFError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        from .tiff import is_tiff  # here: tiff writes through this module
+
+        if is_tiff(p):
+            raise _fail(p, "a TIFF stack, not MRC: convert it first (cryogen convert IN.tif OUT.mrc)") from None
         raise _fail(p, f"not a readable MRC file ({first})") from None
 
 
