@@ -71,6 +71,8 @@ def test_bad_stacks_are_one_line_errors_and_leave_nothing(tmp_path, run_cli):
     (tmp_path / "junk.tif").write_bytes(b"not a tiff at all" * 10)
     code, _, err = run_cli("convert", tmp_path / "junk.tif", tmp_path / "o.mrc")
     assert_one_line_error(code, err, "junk.tif", "not a readable TIFF")
+    code, _, err = run_cli("convert", src, tmp_path / "o.mrc", "--voxel-size", 0)
+    assert_one_line_error(code, err, "--voxel-size must be a positive number")
     assert only(tmp_path, "flat.tif", "nan.tif", "junk.tif")
 
 

@@ -1,12 +1,12 @@
 """TIFF stacks into MRC: the one way a TIFF tomogram (Fiji/ImageJ, napari, cylindra exports)
 enters the pipeline, since every stage streams MRC (`io.mrc`).
 
-Why a conversion rather than a second reader in every stage: chunk, the report, the noise
-estimate and stitch's header all read the source MRC; one converted file keeps them on one
-format. The stack is read one plane (TIFF page) at a time, so memory stays one plane whatever the
-tomogram's size (a stack stored as one page is read whole), and the MRC appears under its name
-only when complete. The voxel size comes
-from ImageJ's metadata (its unit and the pixels per unit of the resolution tags, which Fiji and
+Why a conversion rather than a second reader in every stage: chunk (the tiles, the noise
+estimate, the beads, the wedge read off the spectrum) and the report all stream the source MRC;
+one converted file keeps them on one format. The stack is read one plane (TIFF page) at a time,
+so memory stays one plane whatever the tomogram's size (a stack stored as one page is read
+whole), and the MRC appears under its name only when complete. The voxel size comes from
+ImageJ's metadata (its unit and the pixels per unit of the resolution tags, which Fiji and
 tifffile write) unless given; a TIFF without it needs `--voxel-size`.
 """
 
@@ -59,6 +59,8 @@ def convert_tiff(src: str | Path, dst: str | Path, voxel_size: float | None = No
     return the voxel size written (angstrom: `voxel_size`, else ImageJ's metadata)."""
     import tifffile
 
+    if voxel_size is not None and not (np.isfinite(voxel_size) and voxel_size > 0):
+        raise CryogenError(f"--voxel-size must be a positive number of angstrom, not {voxel_size:g}")
     src = Path(src)
     if not src.exists():
         raise CryogenError("no such file", src)
