@@ -13,6 +13,7 @@ tifffile write) unless given; a TIFF without it needs `--voxel-size`.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ from .mrc import MrcWriter, check_finite_block
 
 if TYPE_CHECKING:
     import tifffile
+
+log = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: angstrom per unit, for the units ImageJ writes in its metadata
@@ -100,7 +103,8 @@ def as_mrc(path: str | Path, beside: str | Path, voxel_size: float | None = None
     beside = Path(beside)
     mrc = beside.with_name(f".{beside.name}.input.mrc")
     try:
-        convert_tiff(path, mrc, voxel_size)
+        voxel = convert_tiff(path, mrc, voxel_size)
+        log.info("%s: a TIFF stack, converted to %s (%g A/voxel) for this run", Path(path).name, mrc.name, voxel)
         yield mrc
     finally:
         mrc.unlink(missing_ok=True)
